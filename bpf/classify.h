@@ -1,0 +1,71 @@
+/* Classification of a new connection: which service it belongs to, in the
+ * order of ip_vs_service_find: firewall mark, <proto, VIP, port>, the FTP
+ * rule, <proto, VIP, 0>. */
+#ifndef LVSXDP_CLASSIFY_H
+#define LVSXDP_CLASSIFY_H
+
+#define FTP_DATA_PORT 20
+
+/* The firewall mark the mangle PREROUTING rules would give this packet.
+ * 0 (no mark) until firewall-mark rules are loaded. */
+static __always_inline u32 classify_mark(struct packet *pkt)
+{
+	return 0;
+}
+
+static __always_inline u32 service_index(struct lvs_svc_key *k)
+{
+	u32 *idx = services.lookup(k);
+
+	return idx ? *idx : LVS_MAX_SERVICES;
+}
+
+/* Returns the service index, or LVS_MAX_SERVICES for none. */
+static __always_inline u32 find_service(struct packet *pkt)
+{
+	struct lvs_svc_key k = {};
+	struct lvs_vip_key vk = {};
+	u32 mark = classify_mark(pkt);
+	u32 *vip_flags, idx;
+	u16 dport;
+
+	k.family = pkt->tuple.family;
+	if (mark) {
+		k.fwmark = mark;
+		idx = service_index(&k);
+		if (idx < LVS_MAX_SERVICES)
+			return idx;
+		k.fwmark = 0;
+	}
+	vk.family = pkt->tuple.family;
+	__builtin_memcpy(vk.addr, pkt->tuple.vaddr, 16);
+	vip_flags = vips.lookup(&vk);
+	if (!vip_flags)
+		return LVS_MAX_SERVICES;
+
+	k.proto = pkt->tuple.proto;
+	k.vport = pkt->tuple.vport;
+	__builtin_memcpy(k.vaddr, pkt->tuple.vaddr, 16);
+	idx = service_index(&k);
+	if (idx < LVS_MAX_SERVICES)
+		return idx;
+
+	/* Passive FTP data reaches a -t VIP:21 service: port 20 or unprivileged. */
+	dport = bpf_ntohs(pkt->tuple.vport);
+	if (pkt->tuple.proto == IPPROTO_TCP && (*vip_flags & LVS_VIP_F_FTP) &&
+	    (dport == FTP_DATA_PORT || dport >= 1024)) {
+		k.vport = FTP_PORT_BE;
+		idx = service_index(&k);
+		if (idx < LVS_MAX_SERVICES)
+			return idx;
+	}
+
+	if ((pkt->tuple.proto == IPPROTO_TCP && (*vip_flags & LVS_VIP_F_TCP0)) ||
+	    (pkt->tuple.proto == IPPROTO_UDP && (*vip_flags & LVS_VIP_F_UDP0))) {
+		k.vport = 0;
+		return service_index(&k);
+	}
+	return LVS_MAX_SERVICES;
+}
+
+#endif

@@ -1,0 +1,65 @@
+/* Connections: IPVS's TCP state machine for connections whose replies do not
+ * pass the director (DR: the "input only" table of ip_vs_proto_tcp.c), and
+ * the timeout each state gives. */
+#ifndef LVSXDP_CONN_H
+#define LVSXDP_CONN_H
+
+/* One row per TCP event, 4 bits per current state (sNO .. sSA), giving the
+ * next state: tcp_states[] INPUT-ONLY rows of ip_vs_proto_tcp.c. */
+#define TCP_ROW(s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10) \
+	((u64)(s0) | (u64)(s1) << 4 | (u64)(s2) << 8 | (u64)(s3) << 12 | \
+	 (u64)(s4) << 16 | (u64)(s5) << 20 | (u64)(s6) << 24 | (u64)(s7) << 28 | \
+	 (u64)(s8) << 32 | (u64)(s9) << 36 | (u64)(s10) << 40)
+#define sNO LVS_S_NONE
+#define sES LVS_S_ESTABLISHED
+#define sSS LVS_S_SYN_SENT
+#define sSR LVS_S_SYN_RECV
+#define sFW LVS_S_FIN_WAIT
+#define sTW LVS_S_TIME_WAIT
+#define sCL LVS_S_CLOSE
+#define sCW LVS_S_CLOSE_WAIT
+#define sLA LVS_S_LAST_ACK
+#define sLI LVS_S_LISTEN
+#define sSA LVS_S_SYNACK
+#define TCP_ON_SYN TCP_ROW(sSR, sES, sES, sSR, sSR, sSR, sSR, sSR, sSR, sSR, sSR)
+#define TCP_ON_FIN TCP_ROW(sCL, sFW, sSS, sTW, sFW, sTW, sCL, sCW, sLA, sLI, sTW)
+#define TCP_ON_ACK TCP_ROW(sCL, sES, sSS, sES, sFW, sTW, sCL, sCW, sCL, sLI, sES)
+#define TCP_ON_RST TCP_ROW(sCL, sCL, sCL, sSR, sCL, sCL, sCL, sCL, sLA, sLI, sCL)
+
+static __always_inline u8 tcp_next_state(u8 state, u8 flags)
+{
+	u64 row;
+
+	/* IPVS's precedence: RST, then SYN, FIN, ACK; a segment with none of
+	 * them closes the connection (set_tcp_state's default). */
+	if (flags & TCPF_RST)
+		row = TCP_ON_RST;
+	else if (flags & TCPF_SYN)
+		row = TCP_ON_SYN;
+	else if (flags & TCPF_FIN)
+		row = TCP_ON_FIN;
+	else if (flags & TCPF_ACK)
+		row = TCP_ON_ACK;
+	else
+		return LVS_S_CLOSE;
+	if (state > LVS_S_SYNACK)
+		state = LVS_S_NONE;
+	return (row >> (state * 4)) & 0xf;
+}
+
+static __always_inline u64 state_timeout(struct lvs_config *cfg, u8 state)
+{
+	/* masked rather than compared: the verifier then knows the bound */
+	return cfg->timeout_ns[state & (LVS_S_SLOTS - 1)];
+}
+
+/* conn_reuse_mode=1: a SYN that finds a connection already in TIME_WAIT or
+ * CLOSE starts a new connection (scheduled through the template). */
+static __always_inline int conn_reusable(struct lvs_conn *c, struct packet *pkt)
+{
+	return pkt->tuple.proto == IPPROTO_TCP &&
+	       (pkt->tcp_flags & (TCPF_SYN | TCPF_ACK | TCPF_RST)) == TCPF_SYN &&
+	       (c->state == LVS_S_TIME_WAIT || c->state == LVS_S_CLOSE);
+}
+
+#endif

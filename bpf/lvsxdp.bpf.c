@@ -1,0 +1,136 @@
+/* lvsxdp: LVS/IPVS persistence and direct routing in XDP.
+ *
+ * The packet path reads like IPVS's: parse, find the connection, else
+ * classify (firewall mark, VIP:port, the FTP rule, VIP:0), find or make the
+ * persistence template, schedule, make the connection; then rewrite the MACs
+ * (DR), count, transmit. Every packet that is not forwarded is counted with
+ * its reason.
+ */
+#include <uapi/linux/bpf.h>
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/in.h>
+#include <uapi/linux/ip.h>
+#include <uapi/linux/ipv6.h>
+#include <uapi/linux/tcp.h>
+#include <uapi/linux/udp.h>
+
+#include "lvsxdp_shared.h"
+#include "parse.h"
+#include "maps.h"
+#include "stats.h"
+#include "sched.h"
+#include "conn.h"
+#include "persist.h"
+#include "classify.h"
+
+#ifdef LVSXDP_BENCH
+#include "bench.h"
+#endif
+
+/* DR: the frame goes back out of the NIC it came in on, to the real's MAC,
+ * from ours; IP and L4 are untouched (the real holds the VIP). */
+static __always_inline int forward(struct packet *pkt, struct lvs_real *r,
+				   struct lvs_config *cfg, u32 svc, int new_conn)
+{
+	__builtin_memcpy(pkt->eth->h_dest, r->mac, ETH_ALEN);
+	__builtin_memcpy(pkt->eth->h_source, cfg->mac, ETH_ALEN);
+	count_forward(svc, LVS_REF_IDX(r->ref), pkt->len, new_conn);
+	return XDP_TX;
+}
+
+static __always_inline int mac_is(const u8 *a, const u8 *b)
+{
+	return *(u32 *)a == *(u32 *)b && *(u16 *)(a + 4) == *(u16 *)(b + 4);
+}
+
+int lvsxdp_main(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct packet pkt = {};
+	struct lvs_config *cfg;
+	struct lvs_service *svc;
+	struct lvs_conn *c, fresh = {};
+	struct lvs_real *r;
+	u32 zero = 0, svc_idx, ref;
+	int reason;
+	u64 now;
+
+#ifdef LVSXDP_BENCH
+	bench_restore(data, data_end);
+#endif
+	reason = parse_packet(data, data_end, &pkt);
+	if (reason >= 0)
+		return count_reason(reason, XDP_PASS);
+	cfg = config.lookup(&zero);
+	if (!cfg)
+		return XDP_PASS;
+	if (!mac_is(pkt.eth->h_dest, cfg->mac))
+		return count_reason(LVS_R_NOT_FOR_US, XDP_PASS);
+	now = bpf_ktime_get_coarse_ns();
+
+	/* A packet of a known connection. */
+	c = conns.lookup(&pkt.tuple);
+	if (c && now < c->expires && !conn_reusable(c, &pkt)) {
+		u64 until;
+		u8 state = c->state;
+
+		r = real_usable(c->real);
+		if (!r) {
+			/* expire_nodest_conn: forget the connection so the
+			 * client's next SYN is scheduled afresh. */
+			if (cfg->flags & LVS_CFG_F_EXPIRE_NODEST_CONN)
+				conns.delete(&pkt.tuple);
+			return count_reason(LVS_R_REAL_GONE, XDP_DROP);
+		}
+		if (pkt.tuple.proto == IPPROTO_TCP)
+			state = tcp_next_state(state, pkt.tcp_flags);
+		until = now + state_timeout(cfg, state);
+		if (state != c->state) {
+			/* Leaving ESTABLISHED shortens the connection's life:
+			 * its template learns the lower bound from the agent. */
+			if (until < c->expires)
+				c->vouched = until;
+			c->state = state;
+		}
+		c->expires = until;
+		if (until > c->vouched) {
+			svc_idx = c->svc;
+			svc = svc_conf.lookup(&svc_idx);
+			if (svc && (svc->flags & LVS_SVC_F_PERSISTENT))
+				template_vouch(c, &pkt.tuple, svc, cfg);
+			else
+				c->vouched = until + cfg->vouch_slack_ns;
+		}
+		return forward(&pkt, r, cfg, c->svc, 0);
+	}
+
+	/* A new connection: find its service as ip_vs_service_find does. */
+	svc_idx = find_service(&pkt);
+	if (svc_idx >= LVS_MAX_SERVICES)
+		return count_reason(LVS_R_NO_SERVICE, XDP_PASS);
+	/* Only a SYN without RST starts a TCP connection (no sloppy_tcp). */
+	if (pkt.tuple.proto == IPPROTO_TCP &&
+	    (pkt.tcp_flags & (TCPF_SYN | TCPF_RST)) != TCPF_SYN)
+		return count_reason(LVS_R_NOT_SYN, XDP_PASS);
+	svc = svc_conf.lookup(&svc_idx);
+	if (!svc || !(svc->flags & LVS_SVC_F_ACTIVE))
+		return count_reason(LVS_R_NO_SERVICE, XDP_PASS);
+
+	fresh.state = pkt.tuple.proto == IPPROTO_TCP ?
+		      tcp_next_state(LVS_S_NONE, pkt.tcp_flags) : LVS_S_UDP;
+	fresh.expires = now + state_timeout(cfg, fresh.state);
+	fresh.vouched = fresh.expires + cfg->vouch_slack_ns;
+	fresh.svc = svc_idx;
+	if (svc->flags & LVS_SVC_F_PERSISTENT)
+		ref = persist_schedule(svc_idx, svc, &pkt.tuple, cfg, now, fresh.vouched);
+	else
+		ref = schedule(svc_idx, svc);
+	r = ref ? real_usable(ref) : 0;
+	if (!r)
+		return count_reason(LVS_R_NO_REAL, XDP_DROP);
+	fresh.real = ref;
+	if (conns.update(&pkt.tuple, &fresh))
+		count_reason(LVS_R_MAP_FULL, 0);
+	return forward(&pkt, r, cfg, svc_idx, 1);
+}

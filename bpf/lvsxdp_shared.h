@@ -1,0 +1,178 @@
+/* Every struct and constant that user space also reads.
+ *
+ * lvsxdp/shared.py mirrors this file with ctypes; tests/test_shared_layout.py
+ * compares both against what the compiler made of it, so a change here that
+ * is not made there fails the suite.
+ */
+#ifndef LVSXDP_SHARED_H
+#define LVSXDP_SHARED_H
+
+/* Capacities of the array maps. The hash tables (conns, templates) are sized
+ * by `lvsxdp up` through LVSXDP_CONN_MAX / LVSXDP_TPL_MAX. */
+#define LVS_MAX_SERVICES 256
+#define LVS_MAX_REALS 4096
+/* Slots of one scheduling ring. Each service owns two rings so that the
+ * control plane can write a new one while packets still read the old. */
+#define LVS_RING_SLOTS 4096
+
+#define LVS_AF_INET 2
+#define LVS_AF_INET6 10
+
+/* A connection, and a persistence template, are both keyed like IPVS keys
+ * them: <proto, caddr, cport, vaddr, vport>. Addresses are 16 bytes so one
+ * code path serves IPv4 (first word, rest zero) and IPv6. A template has
+ * cport 0; a firewall-mark template has proto 0 (IPPROTO_IP) and the mark,
+ * in network order, as its vaddr - exactly what `ipvsadm -L -c` prints. */
+struct lvs_tuple {
+	__u8 family;
+	__u8 proto;
+	__be16 cport;
+	__be16 vport;
+	__u16 pad;
+	__u32 caddr[4];
+	__u32 vaddr[4];
+};
+
+/* A VIP: which kinds of service it has, so a packet to a VIP costs only the
+ * lookups that can match (the FTP rule and the port-0 catch-all). */
+struct lvs_vip_key {
+	__u8 family;
+	__u8 pad[3];
+	__u32 addr[4];
+};
+#define LVS_VIP_F_TCP0 (1 << 0)	/* -t VIP:0 exists */
+#define LVS_VIP_F_UDP0 (1 << 1)	/* -u VIP:0 exists */
+#define LVS_VIP_F_FTP (1 << 2)	/* -t VIP:21 exists */
+
+/* Service lookup key. A firewall-mark service has only family and mark. */
+struct lvs_svc_key {
+	__u32 fwmark;
+	__u8 family;
+	__u8 proto;
+	__be16 vport;
+	__u32 vaddr[4];
+};
+
+#define LVS_SVC_F_ACTIVE (1 << 0)
+#define LVS_SVC_F_PERSISTENT (1 << 1)
+
+#define LVS_SCHED_RR 0
+#define LVS_SCHED_WRR 1
+
+/* One service (an `ipvsadm -A` line), at index svc in svc_conf. */
+struct lvs_service {
+	__u32 netmask[4];	/* -M, applied to the client before template lookup */
+	__u64 timeout_ns;	/* -p; 0 for a service without persistence */
+	__u32 fwmark;		/* -f; 0 for -t / -u services */
+	__u32 ring_off;		/* first slot of the ring packets read now */
+	__u32 ring_len;		/* slots in use in that ring; 0: no real can take work */
+	__be16 vport;
+	__u8 flags;		/* LVS_SVC_F_* */
+	__u8 sched;		/* LVS_SCHED_*; the ring already encodes it */
+	__u8 family;
+	__u8 proto;		/* 0 for a firewall-mark service */
+	__u8 pad[6];
+};
+
+/* A real server of one service (an `ipvsadm -a` line), at index real & 0xffff
+ * in reals. Templates and connections hold the whole ref: its upper half is a
+ * generation, so a slot reused by another real never inherits old clients. */
+#define LVS_REAL_F_AVAILABLE (1 << 0)	/* member of its service */
+#define LVS_REAL_F_MAC_VALID (1 << 1)	/* the neighbour table knows its MAC */
+#define LVS_REF_IDX(ref) ((ref) & 0xffff)
+
+#define LVS_FWD_ROUTE 0		/* -g, direct routing */
+
+struct lvs_real {
+	__u32 ref;
+	__u16 svc;
+	__u16 weight;
+	__u8 mac[6];
+	__u16 flags;		/* LVS_REAL_F_* */
+	__u32 addr[4];
+	__be16 port;
+	__u8 family;
+	__u8 fwd;		/* LVS_FWD_* */
+};
+
+/* IPVS's TCP states, numbered as in include/uapi/linux/ip_vs.h, and one more
+ * for UDP, whose connections have a single state. */
+#define LVS_S_NONE 0
+#define LVS_S_ESTABLISHED 1
+#define LVS_S_SYN_SENT 2
+#define LVS_S_SYN_RECV 3
+#define LVS_S_FIN_WAIT 4
+#define LVS_S_TIME_WAIT 5
+#define LVS_S_CLOSE 6
+#define LVS_S_CLOSE_WAIT 7
+#define LVS_S_LAST_ACK 8
+#define LVS_S_LISTEN 9
+#define LVS_S_SYNACK 10
+#define LVS_S_UDP 11
+#define LVS_S_COUNT 12
+#define LVS_S_SLOTS 16	/* timeout table size: a state masked with 15 indexes it */
+
+/* One connection (5-tuple) and the real it goes to. */
+struct lvs_conn {
+	__u64 expires;		/* ns, CLOCK_MONOTONIC_COARSE */
+	__u64 vouched;		/* what this connection last pushed into its
+				 * template's ctl_until (always >= expires) */
+	__u32 real;		/* ref */
+	__u16 svc;
+	__u8 state;		/* LVS_S_* */
+	__u8 flags;
+};
+
+/* One persistence template: a client (or client network) and the real it
+ * sticks to. expires is the persistence timeout, re-armed by each new
+ * connection the template schedules. ctl_until bounds from above when the
+ * connections it controls expire: while one may still be alive at expiry the
+ * template is extended in steps (cfg.extend_ns) rather than dropped. */
+struct lvs_template {
+	__u64 expires;
+	__u64 ctl_until;
+	__u64 created;
+	__u32 real;
+	__u16 svc;
+	__u16 flags;
+};
+
+/* Director-wide settings (one entry). */
+#define LVS_CFG_F_EXPIRE_NODEST_CONN (1 << 0)
+#define LVS_CFG_F_EXPIRE_QUIESCENT_TEMPLATE (1 << 1)
+
+struct lvs_config {
+	__u64 timeout_ns[LVS_S_SLOTS];	/* per connection state (--set) */
+	__u64 extend_ns;		/* template extension step: 120 s */
+	__u64 vouch_slack_ns;		/* see lvs_conn.vouched */
+	__u8 mac[6];			/* the director NIC's */
+	__u16 flags;			/* LVS_CFG_F_* */
+	__u32 ifindex;
+	__u64 netns_cookie;		/* which network namespace owns these maps */
+	__u64 started;			/* when `up` first ran (ns, coarse monotonic) */
+};
+
+/* Counters, per CPU. DR sees only the client's direction, so there are no
+ * out-counters (ipvsadm shows them as 0, as IPVS does for DR). */
+struct lvs_stats {
+	__u64 conns;
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* Why a packet was not forwarded: every such packet is counted by reason. */
+#define LVS_R_NOT_IP 0		/* not IPv4/IPv6 (ARP, LLDP, ...): pass */
+#define LVS_R_TRUNCATED 1	/* a header runs past the frame: pass */
+#define LVS_R_BAD_IP 2		/* bad version, IHL or length: pass */
+#define LVS_R_FRAGMENT 3	/* IP fragment, ports unknown: pass */
+#define LVS_R_IPV6_EXT 4	/* IPv6 extension header: pass */
+#define LVS_R_NOT_TCP_UDP 5	/* other L4 protocol: pass */
+#define LVS_R_NOT_FOR_US 6	/* destination MAC is not the NIC's: pass */
+#define LVS_R_NO_SERVICE 7	/* no service matches: pass */
+#define LVS_R_NOT_SYN 8		/* TCP without SYN (or with RST) for no known connection: pass */
+#define LVS_R_NO_REAL 9		/* service has no real that can take work: drop */
+#define LVS_R_REAL_GONE 10	/* connection's real was removed or lost its MAC: drop */
+#define LVS_R_MAP_FULL 11	/* a connection or template could not be stored: forwarded anyway */
+#define LVS_R_COUNT 12
+
+#endif

@@ -1,0 +1,24 @@
+/* The director's maps, all pinned under LVSXDP_PIN_DIR so that user space
+ * reads and writes them without this program, and so that a reloaded program
+ * (`lvsxdp up` again) finds every template and connection where it was.
+ * LVSXDP_PIN_DIR, LVSXDP_CONN_MAX and LVSXDP_TPL_MAX come from `lvsxdp up`. */
+#ifndef LVSXDP_MAPS_H
+#define LVSXDP_MAPS_H
+
+#define PIN(name) LVSXDP_PIN_DIR "/" #name
+
+BPF_TABLE_PINNED("array", u32, struct lvs_config, config, 1, PIN(config));
+BPF_TABLE_PINNED("hash", struct lvs_vip_key, u32, vips, LVS_MAX_SERVICES, PIN(vips));
+BPF_TABLE_PINNED("hash", struct lvs_svc_key, u32, services, LVS_MAX_SERVICES, PIN(services));
+BPF_TABLE_PINNED("array", u32, struct lvs_service, svc_conf, LVS_MAX_SERVICES, PIN(svc_conf));
+BPF_TABLE_PINNED("array", u32, struct lvs_real, reals, LVS_MAX_REALS, PIN(reals));
+/* Two rings per service: slots [svc * 2 * N, svc * 2 * N + 2 * N). */
+BPF_TABLE_PINNED("array", u32, u32, sched_ring, LVS_MAX_SERVICES * 2 * LVS_RING_SLOTS, PIN(sched_ring));
+BPF_TABLE_PINNED("array", u32, u64, sched_pos, LVS_MAX_SERVICES, PIN(sched_pos));
+BPF_TABLE_PINNED("lru_hash", struct lvs_tuple, struct lvs_conn, conns, LVSXDP_CONN_MAX, PIN(conns));
+BPF_TABLE_PINNED("lru_hash", struct lvs_tuple, struct lvs_template, templates, LVSXDP_TPL_MAX, PIN(templates));
+BPF_TABLE_PINNED("percpu_array", u32, struct lvs_stats, svc_stats, LVS_MAX_SERVICES, PIN(svc_stats));
+BPF_TABLE_PINNED("percpu_array", u32, struct lvs_stats, real_stats, LVS_MAX_REALS, PIN(real_stats));
+BPF_TABLE_PINNED("percpu_array", u32, u64, reasons, LVS_R_COUNT, PIN(reasons));
+
+#endif

@@ -1,0 +1,108 @@
+"""Compiling and loading the XDP program with bcc.
+
+Only `lvsxdp up`, the tests and the benchmark import this module (bcc costs
+about 80 MB and a second of clang); everything else reads pinned maps.
+"""
+
+from __future__ import annotations
+
+import glob
+import re
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+
+BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
+MAIN_SOURCE = BPF_DIR / "lvsxdp.bpf.c"
+HEADERS_CACHE = Path("/var/cache/lvsxdp/kernel-headers")
+
+
+class LoadError(RuntimeError):
+    pass
+
+
+def kernel_source() -> str | None:
+    """A kernel header tree for bcc: the running kernel's if it has one, else
+    Debian's linux-headers-amd64 halves merged into one tree (bcc wants one
+    directory; XDP code needs only UAPI headers, which are stable)."""
+    if os.environ.get("BCC_KERNEL_SOURCE"):
+        return os.environ["BCC_KERNEL_SOURCE"]
+    if Path(f"/lib/modules/{platform.release()}/build/include").is_dir():
+        return None
+    if (HEADERS_CACHE / ".complete").exists():
+        return str(HEADERS_CACHE)
+    commons = sorted(glob.glob("/usr/src/linux-headers-*-common"))
+    if not commons:
+        raise LoadError(
+            "no kernel headers for bcc: install linux-headers-amd64 (make install does)"
+        )
+    common = commons[-1]
+    arch = common[: -len("-common")] + "-amd64"
+    if not Path(arch).is_dir():
+        raise LoadError(f"kernel headers incomplete: {arch} is missing")
+    tmp = HEADERS_CACHE.with_name(HEADERS_CACHE.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    subprocess.run(["cp", "-rs", f"{common}/.", str(tmp)], check=True)
+    subprocess.run(["cp", "-rsf", f"{arch}/.", str(tmp)], check=True)
+    (tmp / ".complete").touch()
+    try:
+        tmp.rename(HEADERS_CACHE)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return str(HEADERS_CACHE)
+
+
+_LOCAL_INCLUDE = re.compile(r'^#include "([^"]+)"\s*$', re.M)
+
+
+def program_text(source: Path = MAIN_SOURCE, _seen: set | None = None) -> str:
+    """The program with our own headers inlined. bcc rewrites map calls
+    (`conns.lookup(...)`) only in the text it is given, not in included
+    files, so the headers in bpf/ are pasted in (each once, with #line
+    markers so that compiler errors still name the right file and line)."""
+    seen = _seen if _seen is not None else set()
+    out = []
+    pos = 0
+    text = source.read_text()
+    for m in _LOCAL_INCLUDE.finditer(text):
+        out.append(text[pos:m.start()])
+        header = source.parent / m.group(1)
+        if header not in seen:
+            seen.add(header)
+            line = text.count("\n", 0, m.end()) + 2
+            out.append(f'#line 1 "{header}"\n')
+            out.append(program_text(header, seen))
+            out.append(f'\n#line {line} "{source}"\n')
+        pos = m.end()
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def compile_program(pin_dir: str, conn_max: int, tpl_max: int,
+                    defines: dict[str, str] | None = None, source: Path = MAIN_SOURCE):
+    """Compiles the program and loads its XDP function; maps are created (or
+    reused, when already pinned) under pin_dir. Returns (bcc.BPF, fn)."""
+    ksrc = kernel_source()
+    if ksrc:
+        os.environ["BCC_KERNEL_SOURCE"] = ksrc
+    os.makedirs(pin_dir, exist_ok=True)
+    from bcc import BPF  # noqa: PLC0415 - heavy, and only needed here
+
+    cflags = [
+        f"-I{BPF_DIR}",
+        f'-DLVSXDP_PIN_DIR="{pin_dir}"',
+        f"-DLVSXDP_CONN_MAX={conn_max}",
+        f"-DLVSXDP_TPL_MAX={tpl_max}",
+        "-Wno-unused-function",
+    ]
+    for name, value in (defines or {}).items():
+        cflags.append(f"-D{name}={value}")
+    try:
+        b = BPF(text=program_text(source).encode(), cflags=cflags)
+        fn = b.load_func(b"lvsxdp_main", BPF.XDP)
+    except Exception as e:  # bcc raises bare Exception on compile/verifier errors
+        raise LoadError(f"cannot load {source.name}: {e}") from e
+    return b, fn

@@ -1,0 +1,164 @@
+"""ctypes mirrors of bpf/lvsxdp_shared.h (tests/test_shared_layout.py keeps
+them in step with what the compiler makes of the header)."""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import socket
+
+u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
+
+MAX_SERVICES = 256
+MAX_REALS = 4096
+RING_SLOTS = 4096
+
+AF_INET = 2
+AF_INET6 = 10
+
+VIP_F_TCP0 = 1 << 0
+VIP_F_UDP0 = 1 << 1
+VIP_F_FTP = 1 << 2
+
+SVC_F_ACTIVE = 1 << 0
+SVC_F_PERSISTENT = 1 << 1
+
+SCHED_RR = 0
+SCHED_WRR = 1
+SCHEDULERS = {"rr": SCHED_RR, "wrr": SCHED_WRR}
+
+REAL_F_AVAILABLE = 1 << 0
+REAL_F_MAC_VALID = 1 << 1
+
+FWD_ROUTE = 0
+
+CFG_F_EXPIRE_NODEST_CONN = 1 << 0
+CFG_F_EXPIRE_QUIESCENT_TEMPLATE = 1 << 1
+
+# IPVS's TCP states (include/uapi/linux/ip_vs.h order), then UDP's one state.
+STATES = [
+    "NONE", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT", "TIME_WAIT",
+    "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "SYNACK", "UDP",
+]
+S = {name: i for i, name in enumerate(STATES)}
+
+# Default timeouts, seconds (ip_vs_proto_tcp.c tcp_timeouts, udp 300).
+DEFAULT_TIMEOUTS = {
+    "NONE": 2, "ESTABLISHED": 900, "SYN_SENT": 120, "SYN_RECV": 60,
+    "FIN_WAIT": 120, "TIME_WAIT": 120, "CLOSE": 10, "CLOSE_WAIT": 60,
+    "LAST_ACK": 30, "LISTEN": 120, "SYNACK": 120, "UDP": 300,
+}
+
+REASONS = [
+    "not_ip", "truncated", "bad_ip", "fragment", "ipv6_ext", "not_tcp_udp",
+    "not_for_us", "no_service", "not_syn", "no_real", "real_gone", "map_full",
+]
+R = {name: i for i, name in enumerate(REASONS)}
+
+NS = 1_000_000_000
+
+
+class Tuple(ctypes.Structure):
+    _fields_ = [
+        ("family", u8), ("proto", u8), ("cport", u16), ("vport", u16), ("pad", u16),
+        ("caddr", u32 * 4), ("vaddr", u32 * 4),
+    ]
+
+
+class VipKey(ctypes.Structure):
+    _fields_ = [("family", u8), ("pad", u8 * 3), ("addr", u32 * 4)]
+
+
+class SvcKey(ctypes.Structure):
+    _fields_ = [
+        ("fwmark", u32), ("family", u8), ("proto", u8), ("vport", u16), ("vaddr", u32 * 4),
+    ]
+
+
+class Service(ctypes.Structure):
+    _fields_ = [
+        ("netmask", u32 * 4), ("timeout_ns", u64), ("fwmark", u32), ("ring_off", u32),
+        ("ring_len", u32), ("vport", u16), ("flags", u8), ("sched", u8), ("family", u8),
+        ("proto", u8), ("pad", u8 * 6),
+    ]
+
+
+class Real(ctypes.Structure):
+    _fields_ = [
+        ("ref", u32), ("svc", u16), ("weight", u16), ("mac", u8 * 6), ("flags", u16),
+        ("addr", u32 * 4), ("port", u16), ("family", u8), ("fwd", u8),
+    ]
+
+
+class Conn(ctypes.Structure):
+    _fields_ = [
+        ("expires", u64), ("vouched", u64), ("real", u32), ("svc", u16), ("state", u8),
+        ("flags", u8),
+    ]
+
+
+class Template(ctypes.Structure):
+    _fields_ = [
+        ("expires", u64), ("ctl_until", u64), ("created", u64), ("real", u32), ("svc", u16),
+        ("flags", u16),
+    ]
+
+
+class Config(ctypes.Structure):
+    _fields_ = [
+        ("timeout_ns", u64 * 16), ("extend_ns", u64), ("vouch_slack_ns", u64),
+        ("mac", u8 * 6), ("flags", u16), ("ifindex", u32), ("netns_cookie", u64),
+        ("started", u64),
+    ]
+
+
+class Stats(ctypes.Structure):
+    _fields_ = [("conns", u64), ("packets", u64), ("bytes", u64)]
+
+
+# Every pinned map: name -> (key type, value type).
+MAPS = {
+    "config": (u32, Config),
+    "vips": (VipKey, u32),
+    "services": (SvcKey, u32),
+    "svc_conf": (u32, Service),
+    "reals": (u32, Real),
+    "sched_ring": (u32, u32),
+    "sched_pos": (u32, u64),
+    "conns": (Tuple, Conn),
+    "templates": (Tuple, Template),
+    "svc_stats": (u32, Stats),
+    "real_stats": (u32, Stats),
+    "reasons": (u32, u64),
+}
+
+
+def ref_index(ref: int) -> int:
+    return ref & 0xFFFF
+
+
+def addr_words(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[int]:
+    """An address as the data plane holds it: four u32 in network byte order,
+    an IPv4 address in the first word."""
+    raw = addr.packed + bytes(16 - len(addr.packed))
+    return [int.from_bytes(raw[i:i + 4], "little") for i in range(0, 16, 4)]
+
+
+def words_addr(family: int, words) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    raw = b"".join(int(w).to_bytes(4, "little") for w in words)
+    if family == AF_INET:
+        return ipaddress.IPv4Address(raw[:4])
+    return ipaddress.IPv6Address(raw)
+
+
+def set_words(arr, addr) -> None:
+    for i, w in enumerate(addr_words(addr)):
+        arr[i] = w
+
+
+def htons(port: int) -> int:
+    return socket.htons(port)
+
+
+def ntohs(port: int) -> int:
+    return socket.ntohs(port)
