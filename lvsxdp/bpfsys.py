@@ -10,7 +10,7 @@ import ctypes
 import errno
 import functools
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 _SYS_BPF = 321  # x86_64
 
@@ -168,7 +168,7 @@ class Map:
         self._value_slot = (ctypes.sizeof(value_type) + 7) & ~7
 
     @classmethod
-    def pinned(cls, path: str, key_type, value_type) -> "Map":
+    def pinned(cls, path: str, key_type, value_type) -> Map:
         return cls(obj_get(path), key_type, value_type, os.path.basename(path))
 
     def close(self) -> None:
@@ -176,7 +176,7 @@ class Map:
             os.close(self.fd)
             self.fd = -1
 
-    def __enter__(self) -> "Map":
+    def __enter__(self) -> Map:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -7,9 +7,9 @@ about 80 MB and a second of clang); everything else reads pinned maps.
 from __future__ import annotations
 
 import glob
-import re
 import os
 import platform
+import re
 import shutil
 import subprocess
 from pathlib import Path

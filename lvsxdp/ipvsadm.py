@@ -1,0 +1,465 @@
+"""`ipvsadm` command lines -> changes of a Config, and a Config (plus live
+counters) -> ipvsadm's listings, byte for byte. Pure: no maps, no root.
+
+The option surface and the messages follow ipvsadm 1.31 (ipvsadm.c); what
+lvsxdp does not do yet is refused with one line naming it, and nothing is
+changed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+
+from . import shared
+from .model import Config, ConfigError, RealServer, Service, format_addrport
+
+SUPPORTED_SCHEDULERS = ("rr", "wrr")
+KNOWN_SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo",
+                    "ovf", "mh")
+MAX_TIMEOUT = 86400 * 31  # ipvsadm: persistence timeout up to 31 days
+FWD_NAMES = {"route": ("Route", "-g"), "tunnel": ("Tunnel", "-i"), "masq": ("Masq", "-m")}
+
+# command options: short, long
+_COMMANDS = {
+    "-A": "add-service", "--add-service": "add-service",
+    "-E": "edit-service", "--edit-service": "edit-service",
+    "-D": "delete-service", "--delete-service": "delete-service",
+    "-C": "clear", "--clear": "clear",
+    "-R": "restore", "--restore": "restore",
+    "-S": "save", "--save": "save",
+    "-a": "add-server", "--add-server": "add-server",
+    "-e": "edit-server", "--edit-server": "edit-server",
+    "-d": "delete-server", "--delete-server": "delete-server",
+    "-L": "list", "-l": "list", "--list": "list",
+    "-Z": "zero", "--zero": "zero",
+    "--set": "set",
+    "-h": "help", "--help": "help",
+    "--start-daemon": "start-daemon", "--stop-daemon": "stop-daemon",
+}
+# options taking an argument
+_ARG_OPTIONS = {
+    "-t": "tcp-service", "--tcp-service": "tcp-service",
+    "-u": "udp-service", "--udp-service": "udp-service",
+    "--sctp-service": "sctp-service",
+    "-f": "fwmark-service", "--fwmark-service": "fwmark-service",
+    "-s": "scheduler", "--scheduler": "scheduler",
+    "-M": "netmask", "--netmask": "netmask",
+    "-r": "real-server", "--real-server": "real-server",
+    "-w": "weight", "--weight": "weight",
+    "-x": "u-threshold", "--u-threshold": "u-threshold",
+    "-y": "l-threshold", "--l-threshold": "l-threshold",
+    "-b": "sched-flags", "--sched-flags": "sched-flags",
+    "--pe": "pe", "--mcast-interface": "mcast-interface", "--syncid": "syncid",
+    "-j": "tun-type", "--tun-type": "tun-type",
+}
+# flag options
+_FLAG_OPTIONS = {
+    "-g": "gatewaying", "--gatewaying": "gatewaying",
+    "-i": "ipip", "--ipip": "ipip",
+    "-m": "masquerading", "--masquerading": "masquerading",
+    "-n": "numeric", "--numeric": "numeric",
+    "-c": "connection", "--connection": "connection",
+    "-6": "ipv6", "--ipv6": "ipv6",
+    "-o": "ops", "--ops": "ops",
+    "--stats": "stats", "--rate": "rate", "--exact": "exact",
+    "--persistent-conn": "persistent-conn", "--thresholds": "thresholds",
+    "--timeout": "timeout", "--sort": "sort", "--daemon": "daemon",
+}
+_SHORT_FLAGS = {k[1] for k in _FLAG_OPTIONS if len(k) == 2} | {
+    k[1] for k in _COMMANDS if len(k) == 2
+}
+
+
+@dataclass
+class Command:
+    op: str = ""
+    opts: dict = field(default_factory=dict)
+    persistent: int | None = None  # -p given: timeout (default when bare)
+    args: list = field(default_factory=list)  # --set's three numbers
+
+
+def _fail(msg: str) -> ConfigError:
+    return ConfigError(msg)
+
+
+def parse(argv: list[str]) -> Command:
+    """Parses one ipvsadm command line (without the word ipvsadm)."""
+    cmd = Command()
+    i = 0
+    toks = list(argv)
+
+    def set_op(op: str) -> None:
+        if cmd.op and cmd.op != op:
+            raise _fail("multiple commands specified")
+        cmd.op = op
+
+    while i < len(toks):
+        tok = toks[i]
+        i += 1
+        if tok in ("-p", "--persistent"):
+            cmd.persistent = 360
+            if i < len(toks) and not toks[i].startswith("-"):
+                cmd.persistent = _number(toks[i], 1, MAX_TIMEOUT,
+                                         "illegal timeout for persistent service")
+                i += 1
+            continue
+        if tok.startswith("-p") and not tok.startswith("--") and tok[2:].isdigit():
+            cmd.persistent = _number(tok[2:], 1, MAX_TIMEOUT, "illegal timeout for persistent service")
+            continue
+        if "=" in tok and tok.startswith("--"):
+            name, _, val = tok.partition("=")
+            toks.insert(i, val)
+            tok = name
+        if tok in _COMMANDS:
+            set_op(_COMMANDS[tok])
+            if cmd.op == "set":
+                cmd.args = toks[i:i + 3]
+                if len(cmd.args) != 3:
+                    raise _fail("--set requires three timeouts: tcp tcpfin udp")
+                i += 3
+            continue
+        if tok in _ARG_OPTIONS:
+            if i >= len(toks):
+                raise _fail(f"option {tok} requires an argument")
+            cmd.opts[_ARG_OPTIONS[tok]] = toks[i]
+            i += 1
+            continue
+        if tok in _FLAG_OPTIONS:
+            cmd.opts[_FLAG_OPTIONS[tok]] = True
+            continue
+        # bundled short options: -Ln, -lnc, -tVIP (popt accepts both)
+        if re.fullmatch(r"-[A-Za-z0-9]{2,}", tok):
+            if all(c in _SHORT_FLAGS for c in tok[1:]):
+                toks[i:i] = [f"-{c}" for c in tok[1:]]
+                continue
+            if f"-{tok[1]}" in _ARG_OPTIONS:
+                toks[i:i] = [f"-{tok[1]}", tok[2:]]
+                continue
+        raise _fail(f"unknown option: {tok}")
+    if not cmd.op:
+        if cmd.opts or cmd.persistent is not None:
+            raise _fail("no command specified")
+        cmd.op = "list"
+    return cmd
+
+
+def _number(text: str, lo: int, hi: int, msg: str) -> int:
+    if not re.fullmatch(r"\d+", text or ""):
+        raise _fail(msg)
+    n = int(text)
+    if not lo <= n <= hi:
+        raise _fail(msg)
+    return n
+
+
+def _addrport(text: str, what: str, ipv6: bool) -> tuple[ipaddress._BaseAddress, int | None]:
+    """`1.2.3.4`, `1.2.3.4:80`, `[2001:db8::1]:80`, `2001:db8::1` (with -6)."""
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::(\d+))?", text)
+    try:
+        if m:
+            addr = ipaddress.IPv6Address(m.group(1))
+            port = m.group(2)
+        elif text.count(":") > 1:
+            addr, port = ipaddress.IPv6Address(text), None
+        else:
+            host, _, port = text.partition(":")
+            addr = ipaddress.IPv4Address(host)
+            port = port or None
+            if text.endswith(":"):
+                raise ValueError
+    except ValueError:
+        raise _fail(f"illegal {what} address[:port] specified") from None
+    if port is not None:
+        port = _number(port, 0, 65535, f"illegal {what} address[:port] specified")
+    return addr, port
+
+
+def _service_key(cmd: Command) -> tuple[tuple, dict]:
+    """The service a command names: its Config key and the fields it sets."""
+    kinds = [k for k in ("tcp-service", "udp-service", "fwmark-service", "sctp-service")
+             if k in cmd.opts]
+    if len(kinds) > 1:
+        raise _fail("multiple service types specified")
+    if not kinds:
+        raise _fail(f"You need to supply the 'service-address' option for the '{cmd.op}' command")
+    kind = kinds[0]
+    text = cmd.opts[kind]
+    if kind == "sctp-service":
+        raise _fail("SCTP services are not supported by lvsxdp")
+    if kind == "fwmark-service":
+        mark = _number(text, 1, 0xFFFFFFFF, "illegal fwmark specified")
+        family = shared.AF_INET6 if cmd.opts.get("ipv6") else shared.AF_INET
+        return ("fwm", family, mark), {"proto": "", "addr": None, "port": 0, "fwmark": mark,
+                                       "family": family}
+    addr, port = _addrport(text, "virtual server", bool(cmd.opts.get("ipv6")))
+    proto = "tcp" if kind == "tcp-service" else "udp"
+    port = port or 0
+    family = shared.AF_INET6 if addr.version == 6 else shared.AF_INET
+    return (proto, addr, port), {"proto": proto, "addr": addr, "port": port, "family": family}
+
+
+_SERVICE_ONLY = ("scheduler", "netmask", "sched-flags", "pe")
+_SERVER_ONLY = ("real-server", "weight", "gatewaying", "ipip", "masquerading", "u-threshold",
+                "l-threshold", "tun-type")
+_LIST_ONLY = ("numeric", "connection", "stats", "rate", "exact", "persistent-conn",
+              "thresholds", "timeout", "sort")
+
+
+def _check_options(cmd: Command, allowed: tuple[str, ...]) -> None:
+    for name in cmd.opts:
+        if name not in allowed and name != "ipv6":
+            raise _fail(f"Illegal '{name}' option with the '{cmd.op}' command")
+    if cmd.persistent is not None and "persistent" not in allowed:
+        raise _fail(f"Illegal 'persistent' option with the '{cmd.op}' command")
+
+
+def apply(config: Config, cmd: Command) -> Config:
+    """The configuration after cmd. Raises ConfigError, leaving config as it
+    was, for anything ipvsadm (or lvsxdp) refuses."""
+    new = config.copy()
+    op = cmd.op
+    if op == "clear":
+        _check_options(cmd, ())
+        new.services = []
+    elif op in ("add-service", "edit-service"):
+        _check_options(cmd, ("tcp-service", "udp-service", "fwmark-service", "sctp-service",
+                             "scheduler", "netmask", "persistent", "sched-flags", "pe", "ops"))
+        _service_change(new, cmd)
+    elif op == "delete-service":
+        _check_options(cmd, ("tcp-service", "udp-service", "fwmark-service", "sctp-service"))
+        key, _ = _service_key(cmd)
+        svc = new.find_service(key)
+        if svc is None:
+            raise _fail("No such service")
+        new.services.remove(svc)
+    elif op in ("add-server", "edit-server", "delete-server"):
+        _check_options(cmd, ("tcp-service", "udp-service", "fwmark-service", "sctp-service")
+                       + _SERVER_ONLY)
+        _server_change(new, cmd)
+    elif op == "set":
+        _check_options(cmd, ())
+        tcp, tcpfin, udp = (_number(a, 0, MAX_TIMEOUT, "illegal timeout value") for a in cmd.args)
+        # ipvsadm --set: 0 leaves that timeout as it is
+        if tcp:
+            new.settings.tcp = tcp
+        if tcpfin:
+            new.settings.tcpfin = tcpfin
+        if udp:
+            new.settings.udp = udp
+    else:
+        raise _fail(f"ipvsadm {op} is not a configuration change")
+    new.assign_slots()
+    return new
+
+
+def _service_change(new: Config, cmd: Command) -> None:
+    key, fields = _service_key(cmd)
+    existing = new.find_service(key)
+    if cmd.op == "add-service" and existing is not None:
+        raise _fail("Service already exists")
+    if cmd.op == "edit-service" and existing is None:
+        raise _fail("No such service")
+    sched = cmd.opts.get("scheduler", existing.scheduler if existing else "wlc")
+    if sched not in KNOWN_SCHEDULERS:
+        raise _fail(f"Scheduler not found: ip_vs_{sched}.ko")
+    if sched not in SUPPORTED_SCHEDULERS:
+        raise _fail(f"scheduler {sched} is not supported by lvsxdp yet "
+                    f"(supported: {', '.join(SUPPORTED_SCHEDULERS)})")
+    for unsupported in ("sched-flags", "pe", "ops"):
+        if unsupported in cmd.opts:
+            raise _fail(f"option --{unsupported} is not supported by lvsxdp yet")
+    svc = existing or Service(**fields)
+    svc.scheduler = sched
+    if cmd.persistent is not None:
+        svc.persistent = True
+        svc.timeout = cmd.persistent
+    elif cmd.op == "edit-service":
+        svc.persistent = False
+    if "netmask" in cmd.opts:
+        if not svc.persistent:
+            raise _fail("netmask (-M) is only meaningful for a persistent service")
+        svc.netmask = _netmask(cmd.opts["netmask"], svc.family)
+    if not svc.fwmark and svc.port == 0 and not svc.persistent:
+        raise _fail("Zero port specified for non-persistent service")
+    if existing is None:
+        new.services.append(svc)
+
+
+def _netmask(text: str, family: int) -> int:
+    try:
+        if family == shared.AF_INET6:
+            n = int(text)
+            if not 0 <= n <= 128:
+                raise ValueError
+            return n
+        return ipaddress.IPv4Network(f"0.0.0.0/{text}").prefixlen
+    except ValueError:
+        raise _fail("illegal virtual server persistent mask") from None
+
+
+def _server_change(new: Config, cmd: Command) -> None:
+    key, _ = _service_key(cmd)
+    svc = new.find_service(key)
+    if "real-server" not in cmd.opts:
+        raise _fail(f"You need to supply the 'real-server' option for the '{cmd.op}' command")
+    addr, port = _addrport(cmd.opts["real-server"], "real server", bool(cmd.opts.get("ipv6")))
+    fwd = "route"
+    if cmd.opts.get("ipip"):
+        fwd = "tunnel"
+    if cmd.opts.get("masquerading"):
+        fwd = "masq"
+    if fwd != "route":
+        raise _fail(f"forwarding method {FWD_NAMES[fwd][1]} is not supported by lvsxdp yet "
+                    "(supported: -g, direct routing)")
+    for unsupported in ("u-threshold", "l-threshold", "tun-type"):
+        if unsupported in cmd.opts:
+            raise _fail(f"option --{unsupported} is not supported by lvsxdp yet")
+    if svc is None:
+        raise _fail("Service not defined")
+    if (addr.version == 6) != (svc.family == shared.AF_INET6):
+        raise _fail("real server and virtual service address families differ")
+    # Not masquerading: the real port is the service port (ipvsadm does this).
+    port = svc.port
+    existing = svc.find_real(addr, port)
+    if cmd.op == "delete-server":
+        if existing is None:
+            raise _fail("No such destination")
+        svc.reals.remove(existing)
+        return
+    weight = None
+    if "weight" in cmd.opts:
+        weight = _number(cmd.opts["weight"], 0, 65535, "illegal weight specified")
+    if cmd.op == "add-server":
+        if existing is not None:
+            raise _fail("Destination already exists")
+        # IPVS adds a destination at the head of the service's list: listings
+        # show the newest first, and rr starts with it.
+        svc.reals.insert(0, RealServer(addr=addr, port=port, weight=1 if weight is None else weight,
+                                       fwd=fwd))
+    else:
+        if existing is None:
+            raise _fail("No such destination")
+        if weight is not None:
+            existing.weight = weight
+        existing.fwd = fwd
+
+
+# -- listings ----------------------------------------------------------------
+
+@dataclass
+class RealCounts:
+    active: int = 0
+    inactive: int = 0
+    persistent: int = 0
+    conns: int = 0
+    packets: int = 0
+    bytes: int = 0
+
+
+@dataclass
+class Entry:
+    """One row of `ipvsadm -L -c`: a connection or a template."""
+
+    proto: str  # "TCP", "UDP", "IP"
+    expire: int  # seconds left
+    state: str
+    source: str
+    virtual: str
+    destination: str
+
+
+@dataclass
+class Snapshot:
+    """What the maps say right now, for listings."""
+
+    conn_table_size: int = 4096
+    reals: dict[int, RealCounts] = field(default_factory=dict)  # by real index
+    services: dict[int, RealCounts] = field(default_factory=dict)  # by service index
+    entries: list[Entry] = field(default_factory=list)
+
+
+HEADER = "IP Virtual Server version 1.2.1 (size={size})"
+
+
+def format_list(config: Config, cmd: Command, snap: Snapshot) -> str:
+    _check_options(cmd, ("tcp-service", "udp-service", "fwmark-service") + _LIST_ONLY)
+    for unsupported in ("stats", "rate", "exact", "persistent-conn", "thresholds", "timeout"):
+        if cmd.opts.get(unsupported):
+            raise _fail(f"option --{unsupported} is not supported by lvsxdp yet")
+    if cmd.opts.get("connection"):
+        return format_connections(snap)
+    services = config.services
+    if any(k in cmd.opts for k in ("tcp-service", "udp-service", "fwmark-service")):
+        key, _ = _service_key(cmd)
+        svc = config.find_service(key)
+        if svc is None:
+            raise _fail("No such service")
+        services = [svc]
+    if cmd.opts.get("sort"):
+        services = sorted(services, key=_sort_key)
+    lines = [
+        HEADER.format(size=snap.conn_table_size),
+        "Prot LocalAddress:Port Scheduler Flags",
+        "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn",
+    ]
+    for svc in services:
+        lines.append(_service_line(svc))
+        reals = sorted(svc.reals, key=lambda r: (r.addr.version, r.addr, r.port)) \
+            if cmd.opts.get("sort") else svc.reals
+        for r in reals:
+            c = snap.reals.get(r.index, RealCounts())
+            lines.append("  -> %-28s %-7s %-6d %-10u %-10u" % (
+                r.addrport(), FWD_NAMES[r.fwd][0], r.weight, c.active, c.inactive))
+    return "\n".join(lines) + "\n"
+
+
+def _sort_key(svc: Service) -> tuple:
+    return (svc.fwmark, svc.proto, svc.addr.version if svc.addr else 0,
+            int(svc.addr) if svc.addr else 0, svc.port)
+
+
+def _service_line(svc: Service) -> str:
+    line = f"{svc.name()} {svc.scheduler}"
+    if svc.persistent:
+        line += f" persistent {svc.timeout}"
+        full = 128 if svc.family == shared.AF_INET6 else 32
+        if svc.netmask != full:
+            if svc.family == shared.AF_INET6:
+                line += f" mask {svc.netmask}"
+            else:
+                line += f" mask {ipaddress.IPv4Network(f'0.0.0.0/{svc.netmask}').netmask}"
+    return line
+
+
+def format_connections(snap: Snapshot) -> str:
+    lines = ["IPVS connection entries",
+             "pro expire state       source             virtual            destination"]
+    for e in snap.entries:
+        lines.append("%-3s %02d:%02d  %-11s %-18s %-18s %s" % (
+            e.proto, e.expire // 60, e.expire % 60, e.state, e.source, e.virtual,
+            e.destination))
+    return "\n".join(lines) + "\n"
+
+
+def format_save(config: Config) -> str:
+    """`ipvsadm -S -n`: lines that `ipvsadm -R` reads back."""
+    lines = []
+    for svc in config.services:
+        if svc.fwmark:
+            name = f"-f {svc.fwmark}"
+        else:
+            name = f"-{svc.proto[0]} {format_addrport(svc.addr, svc.port)}"
+        line = f"-A {name} -s {svc.scheduler}"
+        if svc.persistent:
+            line += f" -p {svc.timeout}"
+            full = 128 if svc.family == shared.AF_INET6 else 32
+            if svc.netmask != full:
+                mask = svc.netmask if svc.family == shared.AF_INET6 else \
+                    ipaddress.IPv4Network(f"0.0.0.0/{svc.netmask}").netmask
+                line += f" -M {mask}"
+        lines.append(line)
+        for r in svc.reals:
+            lines.append(f"-a {name} -r {r.addrport()} {FWD_NAMES[r.fwd][1]} -w {r.weight}")
+    return "".join(line + "\n" for line in lines)

@@ -1,0 +1,160 @@
+"""The director's configuration as an LVS operator knows it: services, their
+real servers, timeouts. Plain dataclasses, no I/O; saved as JSON.
+
+A Service or RealServer also carries the map slot it occupies (index, and for
+a real its ref with a generation), so that a change rewrites only what it
+changes and templates never follow a reused slot to another real.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import ipaddress
+import json
+from dataclasses import dataclass, field
+
+from . import shared
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+DEFAULT_PERSISTENCE = 360  # IPVS_SVC_PERSISTENT_TIMEOUT
+DEFAULT_EXTEND = 120  # the seed's 2-minute extension step
+PROTOS = {"tcp": 6, "udp": 17}
+
+
+class ConfigError(ValueError):
+    """A change the configuration refuses; the message is one line for the
+    operator, in ipvsadm's words where ipvsadm has them."""
+
+
+@dataclass
+class RealServer:
+    addr: Address
+    port: int
+    weight: int = 1
+    fwd: str = "route"
+    index: int = -1
+    ref: int = 0
+
+    def key(self) -> tuple:
+        return (self.addr, self.port)
+
+    def addrport(self) -> str:
+        return format_addrport(self.addr, self.port)
+
+
+@dataclass
+class Service:
+    proto: str  # "tcp" | "udp"; "" for a firewall-mark service
+    addr: Address | None
+    port: int
+    fwmark: int = 0
+    family: int = shared.AF_INET
+    scheduler: str = "wlc"
+    persistent: bool = False
+    timeout: int = DEFAULT_PERSISTENCE
+    netmask: int = 32  # prefix length (-M)
+    reals: list[RealServer] = field(default_factory=list)
+    index: int = -1
+
+    def key(self) -> tuple:
+        if self.fwmark:
+            return ("fwm", self.family, self.fwmark)
+        return (self.proto, self.addr, self.port)
+
+    def name(self) -> str:
+        """How ipvsadm names it in -L: `TCP  198.18.2.1:0`, `FWM  10`."""
+        if self.fwmark:
+            return f"FWM  {self.fwmark}"
+        return f"{self.proto.upper()}  {format_addrport(self.addr, self.port)}"
+
+    def find_real(self, addr: Address, port: int) -> RealServer | None:
+        for r in self.reals:
+            if r.key() == (addr, port):
+                return r
+        return None
+
+
+@dataclass
+class Settings:
+    """Director-wide settings: `ipvsadm --set` and the IPVS sysctls."""
+
+    tcp: int = shared.DEFAULT_TIMEOUTS["ESTABLISHED"]
+    tcpfin: int = shared.DEFAULT_TIMEOUTS["FIN_WAIT"]
+    udp: int = shared.DEFAULT_TIMEOUTS["UDP"]
+    extend: int = DEFAULT_EXTEND
+    expire_nodest_conn: bool = False
+    expire_quiescent_template: bool = False
+
+
+@dataclass
+class Config:
+    services: list[Service] = field(default_factory=list)
+    settings: Settings = field(default_factory=Settings)
+    generation: int = 0  # last generation handed to a real slot
+
+    def copy(self) -> Config:
+        return copy.deepcopy(self)
+
+    def find_service(self, key: tuple) -> Service | None:
+        for s in self.services:
+            if s.key() == key:
+                return s
+        return None
+
+    # -- slots -------------------------------------------------------------
+    def assign_slots(self) -> None:
+        """Gives every service and real without a slot the lowest free one."""
+        used = {s.index for s in self.services if s.index >= 0}
+        for s in self.services:
+            if s.index < 0:
+                s.index = _lowest_free(used, shared.MAX_SERVICES, "services")
+                used.add(s.index)
+        used = {r.index for s in self.services for r in s.reals if r.index >= 0}
+        for s in self.services:
+            for r in s.reals:
+                if r.index < 0:
+                    r.index = _lowest_free(used, shared.MAX_REALS, "real servers")
+                    used.add(r.index)
+                    self.generation = self.generation % 0xFFFF + 1
+                    r.ref = (self.generation << 16) | r.index
+
+    # -- JSON --------------------------------------------------------------
+    def to_json(self) -> str:
+        def enc(o):
+            if isinstance(o, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+                return str(o)
+            raise TypeError(o)
+
+        return json.dumps(dataclasses.asdict(self), default=enc, indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Config:
+        raw = json.loads(text)
+        services = []
+        for s in raw.get("services", []):
+            reals = [
+                RealServer(**{**r, "addr": ipaddress.ip_address(r["addr"])})
+                for r in s.pop("reals", [])
+            ]
+            addr = ipaddress.ip_address(s["addr"]) if s.get("addr") else None
+            services.append(Service(**{**s, "addr": addr, "reals": reals}))
+        return cls(
+            services=services,
+            settings=Settings(**raw.get("settings", {})),
+            generation=raw.get("generation", 0),
+        )
+
+
+def _lowest_free(used: set[int], limit: int, what: str) -> int:
+    for i in range(limit):
+        if i not in used:
+            return i
+    raise ConfigError(f"Too many {what} (at most {limit})")
+
+
+def format_addrport(addr: Address | None, port: int) -> str:
+    if isinstance(addr, ipaddress.IPv6Address):
+        return f"[{addr}]:{port}"
+    return f"{addr}:{port}"

@@ -1,0 +1,308 @@
+"""Where a director lives on this host: its network namespace, its pinned
+maps, its configuration file, and writing a Plan into the maps.
+
+One director per network namespace, as IPVS has one table per namespace.
+Its pins live under /sys/fs/bpf/lvsxdp/<netns>, so directors in different
+namespaces of one host never share state. `ip netns exec` hides /sys/fs/bpf
+(it remounts /sys), which is why lvsxdp takes `-n NETNS` itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import bpfsys, shared
+from .model import Config
+from .plan import Plan
+
+PIN_ROOT = Path(os.environ.get("LVSXDP_PIN_ROOT", "/sys/fs/bpf/lvsxdp"))
+STATE_DIR = Path(os.environ.get("LVSXDP_STATE_DIR", "/var/lib/lvsxdp"))
+RUN_DIR = Path(os.environ.get("LVSXDP_RUN_DIR", "/run/lvsxdp"))
+INIT_NET_INO = 0xEFFFFFF9  # proc inode of the initial network namespace
+CLONE_NEWNET = 0x40000000
+SO_NETNS_COOKIE = 71
+BPF_FS_MAGIC = 0xCAFE4A11
+
+
+class RuntimeError_(RuntimeError):
+    """A one-line operator error from the runtime layer."""
+
+
+def enter_netns(name: str) -> None:
+    """Moves this process (network only) into the named namespace, keeping
+    the host's mounts, so bpffs pins stay shared."""
+    path = Path("/run/netns") / name
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        raise RuntimeError_(f"network namespace {name!r} does not exist") from None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise RuntimeError_(f"cannot enter network namespace {name!r}: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+    os.environ["LVSXDP_NETNS"] = name
+
+
+def netns_key() -> str:
+    """A name for the current network namespace: its `ip netns` name,
+    `host` for the initial one, else ns<inode>."""
+    if os.environ.get("LVSXDP_NETNS"):
+        return os.environ["LVSXDP_NETNS"]
+    ino = os.stat("/proc/self/ns/net").st_ino
+    if ino == INIT_NET_INO:
+        return "host"
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir("/run/netns"):
+            with contextlib.suppress(OSError):
+                if os.stat(entry.path).st_ino == ino:
+                    return entry.name
+    return f"ns{ino}"
+
+
+def netns_cookie() -> int:
+    """The kernel's never-reused id of the current network namespace."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        raw = s.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8)
+    return int.from_bytes(raw, "little")
+
+
+def _is_bpffs(path: Path) -> bool:
+    class StatFs(ctypes.Structure):
+        _fields_ = [("f_type", ctypes.c_long), ("rest", ctypes.c_long * 15)]
+
+    buf = StatFs()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.statfs(str(path).encode(), ctypes.byref(buf)) != 0:
+        return False
+    return (buf.f_type & 0xFFFFFFFF) == BPF_FS_MAGIC
+
+
+def ensure_bpffs() -> None:
+    bpffs = PIN_ROOT.parent
+    if _is_bpffs(bpffs):
+        return
+    sysfs_src = ""
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            dev, mnt = line.split()[:2]
+            if mnt == "/sys":
+                sysfs_src = dev
+    if sysfs_src not in ("", "sysfs"):
+        raise RuntimeError_(
+            f"{bpffs} is not shared with the host here (inside `ip netns exec`?): "
+            "use `lvsxdp -n NETNS ...` instead"
+        )
+    bpffs.mkdir(parents=True, exist_ok=True)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mount(b"bpf", str(bpffs).encode(), b"bpf", 0, None) != 0:
+        err = ctypes.get_errno()
+        raise RuntimeError_(f"cannot mount bpffs on {bpffs}: {os.strerror(err)}")
+
+
+@dataclass
+class Paths:
+    key: str
+
+    @property
+    def pins(self) -> Path:
+        return PIN_ROOT / self.key.replace(".", "_")
+
+    @property
+    def state(self) -> Path:
+        return STATE_DIR / f"{self.key}.json"
+
+    @property
+    def runtime(self) -> Path:
+        return RUN_DIR / f"{self.key}.json"
+
+    @property
+    def lock(self) -> Path:
+        return RUN_DIR / f"{self.key}.lock"
+
+    @property
+    def log(self) -> Path:
+        return RUN_DIR / f"{self.key}.log"
+
+
+def paths() -> Paths:
+    return Paths(netns_key())
+
+
+@contextlib.contextmanager
+def locked(p: Paths):
+    """Serialises configuration changes of one director (CLI and agent)."""
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    with open(p.lock, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def load_config(p: Paths) -> Config:
+    try:
+        return Config.from_json(p.state.read_text())
+    except FileNotFoundError:
+        return Config()
+
+
+def save_config(p: Paths, config: Config) -> None:
+    p.state.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.state.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(config.to_json())
+    os.replace(tmp, p.state)
+
+
+def read_runtime(p: Paths) -> dict | None:
+    try:
+        return json.loads(p.runtime.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def write_runtime(p: Paths, info: dict) -> None:
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    tmp = p.runtime.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(info, indent=1, sort_keys=True))
+    os.replace(tmp, p.runtime)
+
+
+class Maps:
+    """The pinned maps of one director, opened without bcc."""
+
+    def __init__(self, pin_dir: Path) -> None:
+        self.pin_dir = pin_dir
+        self._maps: dict[str, bpfsys.Map] = {}
+        try:
+            for name, (k, v) in shared.MAPS.items():
+                self._maps[name] = bpfsys.Map.pinned(str(pin_dir / name), k, v)
+        except OSError as e:
+            self.close()
+            if e.errno == errno.ENOENT:
+                raise RuntimeError_(f"no director here ({pin_dir} has no maps)") from None
+            raise
+
+    def __getattr__(self, name: str) -> bpfsys.Map:
+        try:
+            return self._maps[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def close(self) -> None:
+        for m in self._maps.values():
+            m.close()
+        self._maps = {}
+
+    def __enter__(self) -> Maps:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def read_config(self) -> shared.Config:
+        return self._maps["config"].lookup(ctypes.c_uint32(0))
+
+
+def running_maps(p: Paths) -> Maps | None:
+    """The director's maps if it is running in this namespace, else None.
+    Pins left by a namespace that no longer exists are not this director's."""
+    if not (p.pins / "config").exists():
+        return None
+    maps = Maps(p.pins)
+    if maps.read_config().netns_cookie != netns_cookie():
+        maps.close()
+        return None
+    return maps
+
+
+def monotonic_ns() -> int:
+    """The data plane's clock (bpf_ktime_get_coarse_ns)."""
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC_COARSE)
+
+
+def known_macs(maps: Maps) -> dict:
+    """The MACs the data plane knows now, by real address (kept fresh by the
+    agent), so a configuration change does not forget them."""
+    out = {}
+    for _, r in maps.reals.items():
+        if r.flags & shared.REAL_F_MAC_VALID:
+            out[shared.words_addr(r.family, r.addr)] = bytes(r.mac)
+    return out
+
+
+def apply_plan(maps: Maps, plan: Plan) -> None:
+    """Writes a plan into the maps: what is added first, from the leaves up
+    (reals, rings, services, then the keys that lead packets to them), what
+    is removed last, from the keys down - a packet never finds a service
+    whose reals are not there yet."""
+    u32 = ctypes.c_uint32
+    old_cfg = maps.read_config()
+    cfg = plan.config
+    cfg.netns_cookie = old_cfg.netns_cookie
+    cfg.started = old_cfg.started
+    if not cfg.ifindex:
+        cfg.ifindex = old_cfg.ifindex
+        cfg.mac[:] = list(old_cfg.mac)
+    maps.config.update(u32(0), cfg)
+
+    old_reals = {i: r for i, r in ((k.value, v) for k, v in maps.reals.items())
+                 if r.flags}
+    for idx, real in plan.reals.items():
+        old = old_reals.get(idx)
+        if old is None or old.ref != real.ref:
+            maps.real_stats.update(u32(idx), shared.Stats())
+        maps.reals.update(u32(idx), real)
+
+    old_svcs = {k.value: v for k, v in maps.svc_conf.items() if v.flags}
+    for idx, svc in plan.svc_conf.items():
+        old = old_svcs.get(idx)
+        refs = plan.rings[idx]
+        base = idx * 2 * shared.RING_SLOTS
+        if old is not None and _ring(maps, old) == refs:
+            svc.ring_off = old.ring_off
+        else:
+            # Write the ring packets are not reading, then switch to it.
+            half = 1 if old is not None and old.ring_off == base else 0
+            svc.ring_off = base + half * shared.RING_SLOTS
+            for i, ref in enumerate(refs):
+                maps.sched_ring.update(u32(svc.ring_off + i), u32(ref))
+        if old is None:
+            maps.svc_stats.update(u32(idx), shared.Stats())
+            maps.sched_pos.update(u32(idx), ctypes.c_uint64(0))
+        maps.svc_conf.update(u32(idx), svc)
+
+    for key, idx in plan.services.values():
+        maps.services.update(key, u32(idx))
+    for key, flags in plan.vips.values():
+        maps.vips.update(key, u32(flags))
+
+    for key in list(maps.services.keys()):
+        if bytes(key) not in plan.services:
+            maps.services.delete(key)
+    for key in list(maps.vips.keys()):
+        if bytes(key) not in plan.vips:
+            maps.vips.delete(key)
+    for idx in old_svcs:
+        if idx not in plan.svc_conf:
+            maps.svc_conf.update(u32(idx), shared.Service())
+    for idx in old_reals:
+        if idx not in plan.reals:
+            maps.reals.update(u32(idx), shared.Real())
+
+
+def _ring(maps: Maps, svc: shared.Service) -> list[int]:
+    return [maps.sched_ring.lookup(ctypes.c_uint32(svc.ring_off + i)).value
+            for i in range(svc.ring_len)]

@@ -1,0 +1,89 @@
+"""The XDP program under test: compiled and loaded for real (verifier and
+all), its maps pinned in a directory of its own, configured through the same
+ipvsadm -> plan -> maps path that `lvsxdp ipvsadm` uses, and run on frames
+with BPF_PROG_TEST_RUN."""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+import os
+import shlex
+import shutil
+from pathlib import Path
+
+from lvsxdp import bpfsys, ipvsadm, loader, plan, runtime, shared
+from lvsxdp.model import Config
+
+DIRECTOR_MAC = "02:00:00:00:00:01"
+CLIENT_MAC = "02:00:00:00:00:99"
+REAL_MACS = {  # the lab's addresses (LVS-SEMANTICS examples)
+    "198.18.2.100": "02:00:00:00:01:00",
+    "198.18.2.200": "02:00:00:00:02:00",
+    "2001:db8:2::100": "02:00:00:00:01:06",
+    "2001:db8:2::200": "02:00:00:00:02:06",
+}
+_serial = itertools.count()
+
+
+def mac_bytes(mac: str) -> bytes:
+    return bytes(int(x, 16) for x in mac.split(":"))
+
+
+class Director:
+    """One loaded program with its own maps."""
+
+    def __init__(self, conn_max: int = 4096, tpl_max: int = 4096,
+                 defines: dict | None = None, source: Path = loader.MAIN_SOURCE) -> None:
+        self.pin_dir = Path(f"/sys/fs/bpf/lvsxdp-test/{os.getpid()}-{next(_serial)}")
+        runtime.ensure_bpffs()
+        self.bpf, self.fn = loader.compile_program(str(self.pin_dir), conn_max, tpl_max,
+                                                   defines, source)
+        self.maps = runtime.Maps(self.pin_dir)
+        cfg = shared.Config()
+        cfg.netns_cookie = runtime.netns_cookie()
+        self.maps.config.update(ctypes.c_uint32(0), cfg)
+        self.config = Config()
+        self.macs = {ipaddr(a): mac_bytes(m) for a, m in REAL_MACS.items()}
+
+    def close(self) -> None:
+        self.maps.close()
+        self.bpf.cleanup()
+        shutil.rmtree(self.pin_dir, ignore_errors=True)
+
+    def ipvsadm(self, *lines: str) -> None:
+        """Applies ipvsadm lines (without the word ipvsadm) to the maps."""
+        for line in lines:
+            self.config = ipvsadm.apply(self.config, ipvsadm.parse(shlex.split(line)))
+        self.apply()
+
+    def apply(self) -> None:
+        p = plan.build(self.config, self.macs, ifindex=1, own_mac=mac_bytes(DIRECTOR_MAC))
+        runtime.apply_plan(self.maps, p)
+
+    def run(self, frame: bytes) -> tuple[str, bytes]:
+        action, out, _ = bpfsys.prog_test_run(self.fn.fd, frame)
+        return bpfsys.XDP_ACTIONS[action], out
+
+    def reasons(self) -> dict[str, int]:
+        out = {}
+        for i, name in enumerate(shared.REASONS):
+            out[name] = sum(v.value for v in self.maps.reasons.lookup(ctypes.c_uint32(i)))
+        return out
+
+    def templates(self) -> list:
+        return self.maps.templates.items()
+
+    def conns(self) -> list:
+        return self.maps.conns.items()
+
+    def real_of_mac(self, mac: bytes) -> str | None:
+        for addr, m in self.macs.items():
+            if m == mac:
+                return str(addr)
+        return None
+
+
+def ipaddr(text: str):
+    import ipaddress
+    return ipaddress.ip_address(text)
