@@ -463,3 +463,41 @@ def format_save(config: Config) -> str:
         for r in svc.reals:
             lines.append(f"-a {name} -r {r.addrport()} {FWD_NAMES[r.fwd][1]} -w {r.weight}")
     return "".join(line + "\n" for line in lines)
+
+
+def restore(config: Config, text: str) -> Config:
+    """`ipvsadm -R`: every line of text (as `ipvsadm -S` writes them) or
+    nothing - the first bad line leaves config as it was."""
+    import shlex  # noqa: PLC0415
+
+    new = config
+    for n, line in enumerate(text.splitlines(), 1):
+        words = shlex.split(line, comments=True)
+        if not words:
+            continue
+        if words[0] == "ipvsadm":
+            words = words[1:]
+        try:
+            cmd = parse(words)
+            if cmd.op in ("list", "save", "restore", "zero", "help"):
+                raise _fail(f"ipvsadm {cmd.op} cannot be restored")
+            new = apply(new, cmd)
+        except ConfigError as e:
+            raise _fail(f"line {n}: {e}") from None
+    return new
+
+
+HELP = """\
+lvsxdp ipvsadm takes ipvsadm's command lines:
+  ipvsadm -A|E virtual-service [-s scheduler] [-p [timeout]] [-M netmask]
+  ipvsadm -D virtual-service
+  ipvsadm -C
+  ipvsadm -R < rules
+  ipvsadm -S [-n]
+  ipvsadm -a|e virtual-service -r server-address [-g] [-w weight]
+  ipvsadm -d virtual-service -r server-address
+  ipvsadm -L|l [virtual-service] [-n] [-c] [--sort]
+  ipvsadm --set tcp tcpfin udp
+virtual-service: -t|u service-address | -f fwmark
+schedulers supported now: rr, wrr; forwarding: -g (direct routing)
+"""

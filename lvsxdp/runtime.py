@@ -31,6 +31,7 @@ INIT_NET_INO = 0xEFFFFFF9  # proc inode of the initial network namespace
 CLONE_NEWNET = 0x40000000
 SO_NETNS_COOKIE = 71
 BPF_FS_MAGIC = 0xCAFE4A11
+CLOCK_MONOTONIC_COARSE = 6  # Linux; the time module does not name it
 
 
 class RuntimeError_(RuntimeError):
@@ -230,7 +231,7 @@ def running_maps(p: Paths) -> Maps | None:
 
 def monotonic_ns() -> int:
     """The data plane's clock (bpf_ktime_get_coarse_ns)."""
-    return time.clock_gettime_ns(time.CLOCK_MONOTONIC_COARSE)
+    return time.clock_gettime_ns(CLOCK_MONOTONIC_COARSE)
 
 
 def known_macs(maps: Maps) -> dict:

@@ -1,0 +1,177 @@
+"""The director's agent: keeps real servers' MACs fresh and the maps tidy.
+
+Started by `lvsxdp up`, in the director's network namespace. The data plane
+does not depend on it for correctness of timeouts (expiry is checked on every
+lookup), but the agent:
+  - asks the kernel to keep each real's neighbour entry resolved (managed
+    neighbours) and writes MAC changes into the maps: a real whose MAC is
+    lost gets no new work until it is back;
+  - removes expired connections and dead templates, so tables and listings
+    hold only live entries;
+  - lowers each template's ctl_until to what its connections now need: the
+    data plane only ever raises it, so a connection that closed would hold
+    its template for its old ESTABLISHED timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import sys
+import time
+
+from . import plan, runtime, shared
+from .director import neighbour_macs
+from .snapshot import template_dead_at
+
+log = logging.getLogger("lvsxdp.agent")
+TICK = 0.25
+SWEEP_EVERY = 1.0
+NUD_MANAGED = 1  # NTF_EXT_MANAGED in NDA_FLAGS_EXT
+
+
+class Agent:
+    def __init__(self) -> None:
+        from pyroute2 import IPRoute  # noqa: PLC0415
+
+        self.paths = runtime.paths()
+        self.maps = runtime.Maps(self.paths.pins)
+        self.ipr = IPRoute()
+        self.cookie = runtime.netns_cookie()
+        self.config_mtime = None
+        self.config = runtime.load_config(self.paths)
+        self.macs: dict = {}
+        self.managed: set = set()
+        self.stop = False
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGINT, self._on_term)
+        self.refresh(force=True)
+        (runtime.RUN_DIR / f"{self.paths.key}.ready").touch()
+        last_sweep = 0.0
+        while not self.stop:
+            if not self.still_ours():
+                log.info("maps are gone or belong to another namespace: exiting")
+                return
+            try:
+                self.refresh()
+                if time.monotonic() - last_sweep >= SWEEP_EVERY:
+                    self.sweep()
+                    last_sweep = time.monotonic()
+            except Exception:  # keep the director tended; say what failed
+                log.exception("agent pass failed")
+            time.sleep(TICK)
+
+    def _on_term(self, *_):
+        self.stop = True
+
+    def still_ours(self) -> bool:
+        try:
+            return self.maps.read_config().netns_cookie == self.cookie
+        except OSError:
+            return False
+
+    # -- MACs ------------------------------------------------------------
+    def refresh(self, force: bool = False) -> None:
+        try:
+            mtime = self.paths.state.stat().st_mtime_ns
+        except FileNotFoundError:
+            mtime = None
+        changed = force or mtime != self.config_mtime
+        if changed:
+            self.config = runtime.load_config(self.paths)
+            self.config_mtime = mtime
+        cfg = self.maps.read_config()
+        addrs = {r.addr for s in self.config.services for r in s.reals}
+        self.ensure_managed(cfg.ifindex, addrs)
+        macs = neighbour_macs(self.ipr, cfg.ifindex, addrs)
+        if changed or macs != self.macs:
+            for addr in addrs:
+                if self.macs.get(addr) != macs.get(addr):
+                    log.info("real %s MAC %s", addr, macs.get(addr, b"").hex(":") or "unknown")
+            with runtime.locked(self.paths):
+                config = runtime.load_config(self.paths)
+                runtime.apply_plan(self.maps, plan.build(config, macs))
+            self.macs = macs
+
+    def ensure_managed(self, ifindex: int, addrs: set) -> None:
+        """A managed neighbour entry per real: the kernel resolves it and
+        keeps it fresh, and marks it failed when the real stops answering."""
+        for addr in addrs - self.managed:
+            with contextlib.suppress(Exception):
+                existing = self.ipr.get_neighbours(ifindex=ifindex, dst=str(addr))
+                if existing and existing[0]["state"] == 0x80:  # PERMANENT: leave it
+                    self.managed.add(addr)
+                    continue
+                self.ipr.neigh("replace", dst=str(addr), ifindex=ifindex,
+                               NDA_FLAGS_EXT=NUD_MANAGED, state=0)
+                self.managed.add(addr)
+        self.managed &= addrs
+
+    # -- tidying -----------------------------------------------------------
+    def sweep(self) -> None:
+        now = runtime.monotonic_ns()
+        cfg = self.maps.read_config()
+        svc_by_index = {s.index: s for s in self.config.services}
+        # Templates are read before connections: a connection that vouches
+        # after this read changes the template, which the re-read below sees.
+        templates = self.maps.templates.items()
+        need: dict[bytes, int] = {}  # template key -> latest vouched of live conns
+        for k, c in self.maps.conns.items():
+            if now >= c.expires:
+                fresh = self.maps.conns.lookup(k)
+                if fresh is not None and now >= fresh.expires:
+                    self.maps.conns.delete(k)
+                continue
+            svc = svc_by_index.get(c.svc)
+            if svc is None or not svc.persistent:
+                continue
+            tk = bytes(template_key(k, svc))
+            need[tk] = max(need.get(tk, 0), c.vouched)
+        for k, t in templates:
+            if now >= template_dead_at(t, cfg.extend_ns):
+                fresh = self.maps.templates.lookup(k)
+                if fresh is not None and now >= template_dead_at(fresh, cfg.extend_ns):
+                    self.maps.templates.delete(k)
+                continue
+            want = need.get(bytes(k), 0)
+            if want < t.ctl_until:
+                fresh = self.maps.templates.lookup(k)
+                if fresh is None or (fresh.expires, fresh.ctl_until) != (t.expires, t.ctl_until):
+                    continue
+                fresh.ctl_until = want
+                self.maps.templates.update(k, fresh)
+
+
+def template_key(conn_key: shared.Tuple, svc) -> shared.Tuple:
+    """persist.h's template_key, for the agent's bookkeeping."""
+    k = shared.Tuple(family=conn_key.family, proto=conn_key.proto)
+    mask = plan.netmask_words(svc)
+    for i in range(4):
+        k.caddr[i] = conn_key.caddr[i] & mask[i]
+    if svc.fwmark:
+        k.proto = 0
+        k.vaddr[0] = int.from_bytes(svc.fwmark.to_bytes(4, "big"), "little")
+        return k
+    for i in range(4):
+        k.vaddr[i] = conn_key.vaddr[i]
+    if shared.ntohs(conn_key.vport) == svc.port and svc.port != plan.FTP_PORT:
+        k.vport = conn_key.vport
+    return k
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s lvsxdp-agent[%(process)d] %(message)s")
+    try:
+        agent = Agent()
+    except Exception as e:
+        log.error("cannot start: %s", e)
+        sys.exit(1)
+    agent.run()
+
+
+if __name__ == "__main__":
+    main()

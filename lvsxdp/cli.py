@@ -1,0 +1,176 @@
+"""The lvsxdp command: thin wiring of parsing, planning and the runtime."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from .model import ConfigError
+from .runtime import RuntimeError_
+
+SIZES = click.IntRange(1024, 1 << 26)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-n", "--netns", metavar="NETNS",
+              help="Act on the director of this network namespace (like `ip -n`). "
+                   "Use this rather than `ip netns exec`, which hides /sys/fs/bpf.")
+def main(netns: str | None) -> None:
+    """lvsxdp: LVS persistence and direct routing in XDP.
+
+    \b
+    lvsxdp up eth0
+    lvsxdp ipvsadm -A -t 198.18.2.1:0 -s rr -p 360
+    lvsxdp ipvsadm -a -t 198.18.2.1:0 -r 198.18.2.100 -g
+    lvsxdp ipvsadm -L -n -c
+    lvsxdp -n director status
+    """
+    if netns:
+        from . import runtime  # noqa: PLC0415
+
+        try:
+            runtime.enter_netns(netns)
+        except RuntimeError_ as e:
+            _die(str(e))
+
+
+def _die(msg: str, code: int = 1) -> None:
+    click.echo(f"lvsxdp: {msg}", err=True)
+    sys.exit(code)
+
+
+@main.command()
+@click.argument("iface")
+@click.option("--mode", type=click.Choice(["native", "generic", "auto"]), default="auto",
+              show_default=True, help="XDP attach mode: native (driver), generic (skb), "
+                                      "or auto (the kernel picks; kept on reload).")
+@click.option("--conns", type=SIZES, default=None,
+              help="Connection table size (default 1048576).")
+@click.option("--templates", type=SIZES, default=None,
+              help="Persistence template table size (default 262144).")
+def up(iface: str, mode: str, conns: int | None, templates: int | None) -> None:
+    """Start (or reload) the director on IFACE.
+
+    Compiles and loads the XDP program, pins its maps, restores the saved
+    configuration, attaches, and starts the agent that keeps real servers'
+    MACs fresh. Run again to reload the program: templates and connections
+    are kept.
+
+    \b
+    lvsxdp up eth0
+    lvsxdp up eth0 --mode native --conns 4194304
+    lvsxdp -n lab-director up eth0 --mode generic
+    """
+    from . import director  # noqa: PLC0415
+    from .loader import LoadError  # noqa: PLC0415
+
+    try:
+        click.echo(director.up(iface, mode, conns, templates))
+    except (RuntimeError_, LoadError, ConfigError) as e:
+        _die(str(e))
+
+
+@main.command()
+@click.argument("iface")
+def down(iface: str) -> None:
+    """Detach from IFACE, stop the agent, drop templates and connections.
+
+    The configuration stays saved for the next `lvsxdp up`.
+
+    \b
+    lvsxdp down eth0
+    """
+    from . import director  # noqa: PLC0415
+
+    try:
+        click.echo(director.down(iface))
+    except RuntimeError_ as e:
+        _die(str(e))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def status(as_json: bool) -> None:
+    """Is a director running here, and how is it doing.
+
+    \b
+    lvsxdp status
+    lvsxdp -n director status --json
+    """
+    from . import director  # noqa: PLC0415
+
+    try:
+        st = director.status()
+    except RuntimeError_ as e:
+        _die(str(e))
+    if as_json:
+        click.echo(json.dumps(st, sort_keys=True))
+        return
+    alive = "running" if st["agent_alive"] else "NOT RUNNING"
+    click.echo(f"director  {st['netns']}: {st['iface']} ({st['mode']} XDP, prog {st['prog_id']})")
+    click.echo(f"agent     pid {st['agent_pid']} {alive}")
+    click.echo(f"config    {st['services']} services, {st['reals']} real servers")
+    click.echo(f"tables    {st['connections']}/{st['conn_table_size']} connections, "
+               f"{st['templates']}/{st['template_table_size']} templates")
+    dropped = ", ".join(f"{k} {v}" for k, v in st["not_forwarded"].items() if v) or "none"
+    click.echo(f"not fwd   {dropped}")
+
+
+@main.command(context_settings={"ignore_unknown_options": True,
+                                "allow_interspersed_args": False,
+                                "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def ipvsadm(args: tuple[str, ...]) -> None:
+    """ipvsadm's command lines, as operators type them.
+
+    \b
+    lvsxdp ipvsadm -A -t 198.18.2.1:0 -s rr -p 360
+    lvsxdp ipvsadm -a -t 198.18.2.1:0 -r 198.18.2.100 -g
+    lvsxdp ipvsadm -a -t 198.18.2.1:0 -r 198.18.2.200 -g
+    lvsxdp ipvsadm -L -n
+    lvsxdp ipvsadm -L -n -c
+    lvsxdp ipvsadm -S -n > rules; lvsxdp ipvsadm -R < rules
+    """
+    from . import director  # noqa: PLC0415
+
+    argv = list(args)
+    if argv and argv[0] == "ipvsadm":  # `lvsxdp ipvsadm ipvsadm -A ...` from pasted lines
+        argv = argv[1:]
+    stdin_text = None
+    if any(a in ("-R", "--restore") for a in argv):
+        stdin_text = sys.stdin.read()
+    try:
+        out = director.ipvsadm_command(argv, stdin_text)
+    except ConfigError as e:
+        click.echo(str(e), err=True)
+        sys.exit(2)
+    except RuntimeError_ as e:
+        _die(str(e))
+    click.echo(out, nl=False)
+
+
+@main.command()
+@click.option("--keep", is_flag=True,
+              help="Leave the lab up for exploring (lvsxdp -n lxl-dir ...); "
+                   "`lvsxdp lab --down` removes it.")
+@click.option("--down", "teardown", is_flag=True, help="Remove a lab left up by --keep.")
+def lab(keep: bool, teardown: bool) -> None:
+    """The built-in lab: the seed's PCC scenario in network namespaces.
+
+    Builds a client, a director and two real servers on one L2 segment
+    (198.18.2.0/24), runs the seed's ipvsadm lines verbatim, sends real
+    traffic and shows the affinity table.
+
+    \b
+    lvsxdp lab
+    lvsxdp lab --keep
+    """
+    from . import lab as lab_mod  # noqa: PLC0415
+
+    sys.exit(lab_mod.main(keep=keep, teardown=teardown))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,296 @@
+"""The director's life: up (compile, load, attach, start the agent), down,
+status, and configuration changes. Only this module and the agent need root
+and netlink; ipvsadm changes go straight into the pinned maps."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ipaddress
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+from . import ipvsadm, plan, runtime, shared
+from .model import Config, ConfigError
+from .runtime import Paths, RuntimeError_
+
+XDP_FLAGS = {"auto": 0, "generic": 2, "native": 4}
+# IFLA_XDP_ATTACHED, as a number or as pyroute2 names it
+XDP_ATTACHED = {1: "native", 2: "generic", 3: "offload", "xdpdrv": "native",
+                "xdpgeneric": "generic", "xdpoffload": "offload", "xdp": "native"}
+DEFAULT_CONNS = 1 << 20
+DEFAULT_TEMPLATES = 1 << 18
+
+
+def _ipr():
+    from pyroute2 import IPRoute  # noqa: PLC0415 - netlink only where needed
+
+    return IPRoute()
+
+
+def link_info(ipr, iface: str) -> tuple[int, bytes, dict]:
+    links = ipr.link("get", ifname=iface) if iface else []
+    if not links:
+        raise RuntimeError_(f"no such interface: {iface}")
+    link = links[0]
+    mac = bytes.fromhex(link.get_attr("IFLA_ADDRESS").replace(":", ""))
+    xdp = link.get_attr("IFLA_XDP")
+    attached = {}
+    if xdp is not None:
+        mode = xdp.get_attr("IFLA_XDP_ATTACHED")
+        if mode:
+            attached = {"mode": XDP_ATTACHED.get(mode, str(mode)),
+                        "prog_id": xdp.get_attr("IFLA_XDP_PROG_ID")}
+    return link["index"], mac, attached
+
+
+def _attach(ipr, ifindex: int, fd: int, mode: str) -> None:
+    ipr.link("set", index=ifindex,
+             xdp={"attrs": [("IFLA_XDP_FD", fd), ("IFLA_XDP_FLAGS", XDP_FLAGS[mode])]})
+
+
+def _detach(ipr, ifindex: int, mode: str) -> None:
+    flags = XDP_FLAGS.get(mode, 0)
+    ipr.link("set", index=ifindex,
+             xdp={"attrs": [("IFLA_XDP_FD", -1), ("IFLA_XDP_FLAGS", flags)]})
+
+
+def _remove_pins(p: Paths) -> None:
+    if p.pins.exists():
+        shutil.rmtree(p.pins, ignore_errors=True)
+
+
+def agent_alive(info: dict | None) -> bool:
+    if not info or not info.get("agent_pid"):
+        return False
+    try:
+        with open(f"/proc/{info['agent_pid']}/cmdline", "rb") as f:
+            return b"lvsxdp.agent" in f.read()
+    except OSError:
+        return False
+
+
+def neighbour_macs(ipr, ifindex: int, addrs) -> dict:
+    """MACs the kernel's neighbour table has for these addresses on ifindex."""
+    usable = 0x02 | 0x04 | 0x08 | 0x10 | 0x40 | 0x80  # REACHABLE..PERMANENT
+    out = {}
+    for n in ipr.get_neighbours(ifindex=ifindex):
+        dst = n.get_attr("NDA_DST")
+        mac = n.get_attr("NDA_LLADDR")
+        if dst is None or mac is None or not n["state"] & usable:
+            continue
+        addr = ipaddress.ip_address(dst)
+        if addr in addrs:
+            out[addr] = bytes.fromhex(mac.replace(":", ""))
+    return out
+
+
+def _real_addrs(config: Config) -> set:
+    return {r.addr for s in config.services for r in s.reals}
+
+
+def up(iface: str, mode: str = "auto", conns: int | None = None,
+       templates: int | None = None) -> str:
+    from . import loader  # noqa: PLC0415 - bcc: only `up` compiles
+
+    if mode not in XDP_FLAGS:
+        raise RuntimeError_(f"unknown XDP mode {mode!r} (native, generic, auto)")
+    p = runtime.paths()
+    runtime.ensure_bpffs()
+    ipr = _ipr()
+    try:
+        ifindex, mac, attached = link_info(ipr, iface)
+        info = runtime.read_runtime(p)
+        maps = runtime.running_maps(p)
+        if maps is None:
+            _remove_pins(p)  # left by a namespace that is gone, or never used
+        else:
+            if info and info.get("iface") not in (None, iface):
+                maps.close()
+                raise RuntimeError_(f"a director is already up on {info['iface']} in this "
+                                    "network namespace (lvsxdp down it first)")
+            for name, want in (("conns", conns), ("templates", templates)):
+                have = getattr(maps, name).max_entries
+                if want is not None and want != have:
+                    maps.close()
+                    raise RuntimeError_(f"the running director has --{name} {have}; "
+                                        "`lvsxdp down` it first to resize")
+            conns = maps.conns.max_entries
+            templates = maps.templates.max_entries
+            maps.close()
+        conns = conns or DEFAULT_CONNS
+        templates = templates or DEFAULT_TEMPLATES
+        fresh = not (p.pins / "config").exists()
+
+        b, fn = loader.compile_program(str(p.pins), conns, templates)
+        with runtime.locked(p), runtime.Maps(p.pins) as maps:
+            cfg = maps.read_config()
+            if fresh or cfg.netns_cookie != runtime.netns_cookie():
+                cfg = shared.Config()
+                cfg.netns_cookie = runtime.netns_cookie()
+                cfg.started = runtime.monotonic_ns()
+            cfg.ifindex = ifindex
+            cfg.mac[:] = list(mac)
+            maps.config.update(ctypes.c_uint32(0), cfg)
+            config = runtime.load_config(p)
+            macs = runtime.known_macs(maps)
+            macs.update(neighbour_macs(ipr, ifindex, _real_addrs(config)))
+            runtime.apply_plan(maps, plan.build(config, macs, ifindex, mac))
+
+        if attached and attached["mode"] != mode and mode != "auto":
+            _detach(ipr, ifindex, attached["mode"])
+        try:
+            _attach(ipr, ifindex, fn.fd, mode if mode != "auto" else
+                    attached.get("mode", "auto"))
+        except Exception as e:
+            raise RuntimeError_(f"cannot attach XDP to {iface} in {mode} mode: {e}") from None
+        _, _, attached = link_info(ipr, iface)
+        b.cleanup()
+
+        info = info or {}
+        info.update(iface=iface, ifindex=ifindex, mode=attached.get("mode"),
+                    prog_id=attached.get("prog_id"), conns=conns, templates=templates,
+                    netns=p.key)
+        if not agent_alive(info):
+            info["agent_pid"] = _start_agent(p)
+        runtime.write_runtime(p, info)
+        verb = "reloaded" if not fresh else "up"
+        return (f"lvsxdp {verb} on {iface} ({attached.get('mode')} XDP, prog {info['prog_id']}, "
+                f"agent pid {info['agent_pid']})")
+    finally:
+        ipr.close()
+
+
+def _start_agent(p: Paths) -> int:
+    runtime.RUN_DIR.mkdir(parents=True, exist_ok=True)
+    ready = runtime.RUN_DIR / f"{p.key}.ready"
+    with contextlib.suppress(FileNotFoundError):
+        ready.unlink()
+    log = open(p.log, "a")
+    env = dict(os.environ, LVSXDP_NETNS=p.key)
+    proc = subprocess.Popen([sys.executable, "-m", "lvsxdp.agent"], stdin=subprocess.DEVNULL,
+                            stdout=log, stderr=log, env=env, start_new_session=True,
+                            close_fds=True)
+    log.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if ready.exists():
+            return proc.pid
+        if proc.poll() is not None:
+            raise RuntimeError_(f"the agent exited at start (see {p.log})")
+        time.sleep(0.05)
+    raise RuntimeError_(f"the agent did not start within 10 s (see {p.log})")
+
+
+def down(iface: str) -> str:
+    p = runtime.paths()
+    info = runtime.read_runtime(p)
+    if info and info.get("iface") and info["iface"] != iface:
+        raise RuntimeError_(f"the director here is up on {info['iface']}, not {iface}")
+    ipr = _ipr()
+    try:
+        ifindex, _, attached = link_info(ipr, iface)
+        if attached:
+            _detach(ipr, ifindex, attached["mode"])
+    finally:
+        ipr.close()
+    if agent_alive(info):
+        os.kill(info["agent_pid"], signal.SIGTERM)
+        for _ in range(100):
+            if not agent_alive(info):
+                break
+            time.sleep(0.02)
+    _remove_pins(p)
+    with contextlib.suppress(FileNotFoundError):
+        p.runtime.unlink()
+    return f"lvsxdp down on {iface}"
+
+
+def status() -> dict:
+    p = runtime.paths()
+    maps = runtime.running_maps(p)
+    if maps is None:
+        raise RuntimeError_(f"no director is running in network namespace {p.key}")
+    with maps:
+        info = runtime.read_runtime(p) or {}
+        config = runtime.load_config(p)
+        from . import snapshot  # noqa: PLC0415
+
+        snap = snapshot.read(maps, config)
+        reasons = {}
+        for i, name in enumerate(shared.REASONS):
+            reasons[name] = sum(v.value for v in maps.reasons.lookup(ctypes.c_uint32(i)))
+        return {
+            "netns": p.key,
+            "iface": info.get("iface"),
+            "mode": info.get("mode"),
+            "prog_id": info.get("prog_id"),
+            "agent_pid": info.get("agent_pid"),
+            "agent_alive": agent_alive(info),
+            "services": len(config.services),
+            "reals": sum(len(s.reals) for s in config.services),
+            "connections": sum(1 for e in snap.entries if e.state != "NONE"),
+            "templates": sum(1 for e in snap.entries if e.state == "NONE"),
+            "conn_table_size": maps.conns.max_entries,
+            "template_table_size": maps.templates.max_entries,
+            "not_forwarded": reasons,
+        }
+
+
+# -- ipvsadm -------------------------------------------------------------------
+
+def _arp_macs(addrs) -> dict:
+    """IPv4 MACs from /proc/net/arp (cheap: no netlink library on this path)."""
+    out = {}
+    with contextlib.suppress(OSError), open("/proc/net/arp") as f:
+        next(f, None)
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 4 and parts[2] != "0x0":
+                with contextlib.suppress(ValueError):
+                    addr = ipaddress.ip_address(parts[0])
+                    if addr in addrs:
+                        out[addr] = bytes.fromhex(parts[3].replace(":", ""))
+    return out
+
+
+def ipvsadm_command(argv: list[str], stdin_text: str | None = None) -> str:
+    """Runs one ipvsadm command line against this namespace's director (or
+    only its saved configuration when none runs). Returns what to print."""
+    cmd = ipvsadm.parse(argv)
+    p = runtime.paths()
+    if cmd.op == "help":
+        return ipvsadm.HELP
+    if cmd.op in ("list", "save"):
+        config = runtime.load_config(p)
+        if cmd.op == "save":
+            return ipvsadm.format_save(config)
+        maps = runtime.running_maps(p)
+        if maps is None:
+            snap = ipvsadm.Snapshot()
+        else:
+            from . import snapshot  # noqa: PLC0415
+
+            with maps:
+                snap = snapshot.read(maps, config)
+        return ipvsadm.format_list(config, cmd, snap)
+    if cmd.op in ("zero", "start-daemon", "stop-daemon"):
+        raise ConfigError(f"ipvsadm {cmd.op} is not supported by lvsxdp yet")
+    with runtime.locked(p):
+        config = runtime.load_config(p)
+        if cmd.op == "restore":
+            new = ipvsadm.restore(config, stdin_text or "")
+        else:
+            new = ipvsadm.apply(config, cmd)
+        maps = runtime.running_maps(p)
+        if maps is not None:
+            with maps:
+                macs = runtime.known_macs(maps)
+                macs.update(_arp_macs(_real_addrs(new)))
+                runtime.apply_plan(maps, plan.build(new, macs))
+        runtime.save_config(p, new)
+    return ""
