@@ -106,7 +106,8 @@ def parse(argv: list[str]) -> Command:
                 i += 1
             continue
         if tok.startswith("-p") and not tok.startswith("--") and tok[2:].isdigit():
-            cmd.persistent = _number(tok[2:], 1, MAX_TIMEOUT, "illegal timeout for persistent service")
+            cmd.persistent = _number(tok[2:], 1, MAX_TIMEOUT,
+                                     "illegal timeout for persistent service")
             continue
         if "=" in tok and tok.startswith("--"):
             name, _, val = tok.partition("=")
