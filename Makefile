@@ -1,0 +1,40 @@
+# lvsxdp: `make lab` shows the seed's PCC scenario on a built-in lab,
+# `make test` runs the whole suite. Both install what they need (as root).
+
+VENV := .venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := python3-bpfcc linux-headers-amd64 bpftool iproute2 iptables curl socat \
+	ethtool tcpdump vsftpd openssl python3-venv tmux iputils-ping procps kmod
+STAMP := $(VENV)/.installed
+
+.PHONY: install lab test bench lint clean
+
+install: $(STAMP)
+	@mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+	@$(PY) -c "from lvsxdp import loader; loader.kernel_source()"
+
+$(STAMP): pyproject.toml
+	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
+		apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+			$(APT_PACKAGES); \
+	fi
+	@test -x $(PY) || /usr/bin/python3 -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $(STAMP)
+
+lab: install
+	$(VENV)/bin/lvsxdp lab $(LAB_ARGS)
+
+test: install
+	$(VENV)/bin/ruff check lvsxdp tests tools
+	$(VENV)/bin/pytest -q tests
+
+bench: install
+	$(PY) tools/bench_xdp.py
+
+lint: install
+	$(VENV)/bin/ruff check lvsxdp tests tools
+
+clean:
+	rm -rf $(VENV) *.egg-info
