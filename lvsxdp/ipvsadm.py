@@ -258,6 +258,15 @@ def apply(config: Config, cmd: Command) -> Config:
 def _service_change(new: Config, cmd: Command) -> None:
     key, fields = _service_key(cmd)
     existing = new.find_service(key)
+    # ipvsadm's own checks come before the kernel's (exists / not found)
+    if not fields.get("fwmark") and fields["port"] == 0 and cmd.persistent is None:
+        raise _fail("Zero port specified for non-persistent service")
+    for unsupported in ("sched-flags", "pe", "ops"):
+        if unsupported in cmd.opts:
+            raise _fail(f"option --{unsupported} is not supported by lvsxdp yet")
+    if "netmask" in cmd.opts and cmd.persistent is None:
+        raise _fail("netmask (-M) is only meaningful for a persistent service")
+    netmask = _netmask(cmd.opts["netmask"], fields["family"]) if "netmask" in cmd.opts else None
     if cmd.op == "add-service" and existing is not None:
         raise _fail("Service already exists")
     if cmd.op == "edit-service" and existing is None:
@@ -268,22 +277,14 @@ def _service_change(new: Config, cmd: Command) -> None:
     if sched not in SUPPORTED_SCHEDULERS:
         raise _fail(f"scheduler {sched} is not supported by lvsxdp yet "
                     f"(supported: {', '.join(SUPPORTED_SCHEDULERS)})")
-    for unsupported in ("sched-flags", "pe", "ops"):
-        if unsupported in cmd.opts:
-            raise _fail(f"option --{unsupported} is not supported by lvsxdp yet")
     svc = existing or Service(**fields)
     svc.scheduler = sched
-    if cmd.persistent is not None:
-        svc.persistent = True
+    svc.persistent = cmd.persistent is not None
+    if svc.persistent:
         svc.timeout = cmd.persistent
-    elif cmd.op == "edit-service":
-        svc.persistent = False
-    if "netmask" in cmd.opts:
-        if not svc.persistent:
-            raise _fail("netmask (-M) is only meaningful for a persistent service")
-        svc.netmask = _netmask(cmd.opts["netmask"], svc.family)
-    if not svc.fwmark and svc.port == 0 and not svc.persistent:
-        raise _fail("Zero port specified for non-persistent service")
+    # like ipvsadm, an -E without -M means the full mask again
+    full = 128 if svc.family == shared.AF_INET6 else 32
+    svc.netmask = netmask if netmask is not None else full
     if existing is None:
         new.services.append(svc)
 
@@ -461,7 +462,10 @@ def format_save(config: Config) -> str:
                     ipaddress.IPv4Network(f"0.0.0.0/{svc.netmask}").netmask
                 line += f" -M {mask}"
         lines.append(line)
-        for r in svc.reals:
+        # Oldest first: -R adds each at the head again, so the list (and the
+        # order rr walks it in) comes back as it was. ipvsadm prints the
+        # kernel's order, which a restore reverses.
+        for r in reversed(svc.reals):
             lines.append(f"-a {name} -r {r.addrport()} {FWD_NAMES[r.fwd][1]} -w {r.weight}")
     return "".join(line + "\n" for line in lines)
 

@@ -1,0 +1,207 @@
+"""ipvsadm's command lines and listings, without BPF: parsing, the checks
+ipvsadm makes, and its output formats byte for byte."""
+
+import shlex
+
+import pytest
+
+from lvsxdp import ipvsadm
+from lvsxdp.ipvsadm import Entry, RealCounts, Snapshot
+from lvsxdp.model import Config, ConfigError
+
+SEED_PCC = [
+    "-A -t 198.18.2.1:0 -s rr -p 360",
+    "-a -t 198.18.2.1:0 -r 198.18.2.100 -g",
+    "-a -t 198.18.2.1:0 -r 198.18.2.200 -g",
+]
+SEED_PPC = [
+    "-A -t 198.18.2.1:22 -s rr -p",
+    "-A -t 198.18.2.1:80 -s rr -p",
+    "-a -t 198.18.2.1:22 -r 198.18.2.100 -g",
+    "-a -t 198.18.2.1:22 -r 198.18.2.200 -g",
+    "-a -t 198.18.2.1:80 -r 198.18.2.100 -g",
+]
+
+
+def configure(lines, config=None):
+    config = config or Config()
+    for line in lines:
+        config = ipvsadm.apply(config, ipvsadm.parse(shlex.split(line)))
+    return config
+
+
+def listing(config, *args, snap=None):
+    return ipvsadm.format_list(config, ipvsadm.parse(list(args)), snap or Snapshot())
+
+
+def test_seed_pcc_lines_list_exactly_as_ipvsadm_prints_them():
+    config = configure(SEED_PCC)
+    snap = Snapshot(reals={r.index: RealCounts(active=1, inactive=2)
+                           for r in config.services[0].reals})
+    assert listing(config, "-L", "-n", snap=snap) == (
+        "IP Virtual Server version 1.2.1 (size=4096)\n"
+        "Prot LocalAddress:Port Scheduler Flags\n"
+        "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n"
+        "TCP  198.18.2.1:0 rr persistent 360\n"
+        "  -> 198.18.2.200:0               Route   1      1          2         \n"
+        "  -> 198.18.2.100:0               Route   1      1          2         \n"
+    )
+
+
+def test_newest_real_is_listed_first_as_ipvs_adds_at_the_head():
+    config = configure(SEED_PCC)
+    assert [str(r.addr) for r in config.services[0].reals] == ["198.18.2.200", "198.18.2.100"]
+
+
+def test_seed_ppc_bare_p_means_360_seconds_and_ports_are_separate_services():
+    config = configure(SEED_PPC)
+    out = listing(config, "-Ln")
+    assert "TCP  198.18.2.1:22 rr persistent 360\n" in out
+    assert "TCP  198.18.2.1:80 rr persistent 360\n" in out
+    assert [len(s.reals) for s in config.services] == [2, 1]
+
+
+def test_connection_listing_format():
+    snap = Snapshot(entries=[
+        Entry("TCP", 898, "ESTABLISHED", "198.18.2.50:41234", "198.18.2.1:80", "198.18.2.100:80"),
+        Entry("TCP", 358, "NONE", "198.18.2.50:0", "198.18.2.1:0", "198.18.2.100:0"),
+        Entry("IP", 358, "NONE", "198.18.2.50:0", "0.0.0.10:0", "198.18.2.100:0"),
+    ])
+    assert listing(Config(), "-L", "-n", "-c", snap=snap) == (
+        "IPVS connection entries\n"
+        "pro expire state       source             virtual            destination\n"
+        "TCP 14:58  ESTABLISHED 198.18.2.50:41234  198.18.2.1:80      198.18.2.100:80\n"
+        "TCP 05:58  NONE        198.18.2.50:0      198.18.2.1:0       198.18.2.100:0\n"
+        "IP  05:58  NONE        198.18.2.50:0      0.0.0.10:0         198.18.2.100:0\n"
+    )
+
+
+def test_save_output_restores_to_the_same_configuration():
+    config = configure(SEED_PCC + SEED_PPC[:1] + [
+        "-A -t [2001:db8::1]:443 -s wrr -p 60 -M 64",
+        "-a -t [2001:db8::1]:443 -r 2001:db8::100 -g -w 3",
+        "-A -u 198.18.2.1:53 -s rr",
+        "-a -u 198.18.2.1:53 -r 198.18.2.100 -w 0",
+    ])
+    saved = ipvsadm.format_save(config)
+    assert "-A -t [2001:db8::1]:443 -s wrr -p 60 -M 64\n" in saved
+    assert "-a -u 198.18.2.1:53 -r 198.18.2.100:53 -g -w 0\n" in saved
+    restored = ipvsadm.restore(Config(), saved)
+    assert ipvsadm.format_save(restored) == saved
+    assert listing(restored, "-L", "-n") == listing(config, "-L", "-n")
+
+
+def test_restore_is_all_or_nothing():
+    config = configure(SEED_PCC)
+    before = config.to_json()
+    with pytest.raises(ConfigError, match="^line 2: Service not defined$"):
+        ipvsadm.restore(config, "-A -t 198.18.2.1:80 -s rr\n-a -t 198.18.2.9:80 -r 198.18.2.100\n")
+    assert config.to_json() == before
+
+
+def test_edit_weight_and_quiescent_real():
+    config = configure(SEED_PCC + ["-e -t 198.18.2.1:0 -r 198.18.2.100 -w 0"])
+    assert {str(r.addr): r.weight for r in config.services[0].reals} == {
+        "198.18.2.200": 1, "198.18.2.100": 0}
+
+
+def test_delete_and_clear():
+    config = configure(SEED_PCC + ["-d -t 198.18.2.1:0 -r 198.18.2.100"])
+    assert [str(r.addr) for r in config.services[0].reals] == ["198.18.2.200"]
+    assert configure(["-C"], config).services == []
+    assert configure(["-D -t 198.18.2.1:0"], config).services == []
+
+
+def test_real_slots_get_new_generations_when_reused():
+    config = configure(SEED_PCC)
+    old = {str(r.addr): r.ref for r in config.services[0].reals}
+    config = configure(["-d -t 198.18.2.1:0 -r 198.18.2.100",
+                        "-a -t 198.18.2.1:0 -r 198.18.2.150"], config)
+    new = {str(r.addr): r.ref for r in config.services[0].reals}
+    assert new["198.18.2.200"] == old["198.18.2.200"]
+    assert new["198.18.2.150"] & 0xFFFF == old["198.18.2.100"] & 0xFFFF
+    assert new["198.18.2.150"] != old["198.18.2.100"]
+
+
+BAD_LINES = [
+    ("-A -t 198.18.2.1:0 -s rr", "Zero port specified for non-persistent service"),
+    ("-A -t 198.18.2.1:0 -s rr -p 360", "Service already exists"),
+    ("-A -t 198.18.2.300:80 -s rr", "illegal virtual server address[:port] specified"),
+    ("-A -t 198.18.2.1:99999 -s rr", "illegal virtual server address[:port] specified"),
+    ("-A -t 198.18.2.1:80 -s nosuch", "Scheduler not found: ip_vs_nosuch.ko"),
+    ("-A -t 198.18.2.1:80 -p abc", "illegal timeout for persistent service"),
+    ("-A -t 198.18.2.1:80 -p 0", "illegal timeout for persistent service"),
+    ("-A -s rr", "You need to supply the 'service-address' option for the 'add-service' command"),
+    ("-A -t 198.18.2.1:80 -u 198.18.2.1:80", "multiple service types specified"),
+    ("-A -t 198.18.2.1:80 -a", "multiple commands specified"),
+    ("-A -t 198.18.2.1:80 -s rr -r 198.18.2.100",
+     "Illegal 'real-server' option with the 'add-service' command"),
+    ("-A -t 198.18.2.1:80 -s rr -M 255.255.255.0",
+     "netmask (-M) is only meaningful for a persistent service"),
+    ("-E -t 198.18.2.9:80 -s rr", "No such service"),
+    ("-D -t 198.18.2.9:80", "No such service"),
+    ("-a -t 198.18.2.9:0 -r 198.18.2.100", "Service not defined"),
+    ("-a -t 198.18.2.1:0 -r 198.18.2.100", "Destination already exists"),
+    ("-a -t 198.18.2.1:0 -r 198.18.2.x", "illegal real server address[:port] specified"),
+    ("-a -t 198.18.2.1:0 -r 198.18.2.150 -w 65536", "illegal weight specified"),
+    ("-a -t 198.18.2.1:0 -r 198.18.2.150 -w -1", "illegal weight specified"),
+    ("-a -t 198.18.2.1:0", "You need to supply the 'real-server' option for the 'add-server' "
+                           "command"),
+    ("-a -t 198.18.2.1:0 -r 2001:db8::5", "real server and virtual service address families "
+                                          "differ"),
+    ("-d -t 198.18.2.1:0 -r 198.18.2.150", "No such destination"),
+    ("-e -t 198.18.2.1:0 -r 198.18.2.150 -w 2", "No such destination"),
+    ("--frobnicate", "unknown option: --frobnicate"),
+    ("-t", "option -t requires an argument"),
+    ("-t 198.18.2.1:80", "no command specified"),
+    ("--set 900 120", "--set requires three timeouts: tcp tcpfin udp"),
+    ("--set 900 x 300", "illegal timeout value"),
+]
+
+
+@pytest.mark.parametrize("line,message", BAD_LINES)
+def test_bad_line_gives_one_line_and_changes_nothing(line, message):
+    config = configure(SEED_PCC)
+    before = config.to_json()
+    with pytest.raises(ConfigError) as err:
+        ipvsadm.apply(config, ipvsadm.parse(shlex.split(line)))
+    assert str(err.value) == message
+    assert "\n" not in str(err.value)
+    assert config.to_json() == before
+
+
+UNSUPPORTED_YET = [
+    ("-A -t 198.18.2.1:80 -s wlc", "scheduler wlc is not supported by lvsxdp yet"),
+    ("-A -t 198.18.2.1:80", "scheduler wlc is not supported by lvsxdp yet"),
+    ("-a -t 198.18.2.1:0 -r 198.18.2.150 -m", "forwarding method -m is not supported"),
+    ("-a -t 198.18.2.1:0 -r 198.18.2.150 -i", "forwarding method -i is not supported"),
+    ("-a -t 198.18.2.1:0 -r 198.18.2.150 -x 100", "option --u-threshold is not supported"),
+    ("-A -t 198.18.2.1:80 -s rr -b sh-port", "option --sched-flags is not supported"),
+    ("-A --sctp-service 198.18.2.1:80 -s rr", "SCTP services are not supported"),
+]
+
+
+@pytest.mark.parametrize("line,message", UNSUPPORTED_YET)
+def test_what_lvsxdp_does_not_do_yet_is_refused_by_name(line, message):
+    config = configure(SEED_PCC)
+    before = config.to_json()
+    with pytest.raises(ConfigError, match="^" + message):
+        ipvsadm.apply(config, ipvsadm.parse(shlex.split(line)))
+    assert config.to_json() == before
+
+
+def test_set_timeouts():
+    config = configure(["--set 600 60 120"])
+    assert (config.settings.tcp, config.settings.tcpfin, config.settings.udp) == (600, 60, 120)
+    config = configure(["--set 0 30 0"], config)
+    assert (config.settings.tcp, config.settings.tcpfin, config.settings.udp) == (600, 30, 120)
+
+
+def test_long_options_and_bundled_flags():
+    config = configure(["--add-service --tcp-service 198.18.2.1:0 --scheduler rr --persistent 30",
+                        "--add-server --tcp-service=198.18.2.1:0 --real-server 198.18.2.100 "
+                        "--gatewaying --weight 2"])
+    assert listing(config, "-Ln").splitlines()[3:] == [
+        "TCP  198.18.2.1:0 rr persistent 30",
+        "  -> 198.18.2.100:0               Route   2      0          0         ",
+    ]
