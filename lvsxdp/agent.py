@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import socket
 import sys
 import time
 
@@ -105,44 +106,55 @@ class Agent:
                 if existing and existing[0]["state"] == 0x80:  # PERMANENT: leave it
                     self.managed.add(addr)
                     continue
-                self.ipr.neigh("replace", dst=str(addr), ifindex=ifindex,
+                family = socket.AF_INET6 if addr.version == 6 else socket.AF_INET
+                self.ipr.neigh("replace", dst=str(addr), ifindex=ifindex, family=family,
                                NDA_FLAGS_EXT=NUD_MANAGED, state=0)
                 self.managed.add(addr)
         self.managed &= addrs
 
     # -- tidying -----------------------------------------------------------
     def sweep(self) -> None:
-        now = runtime.monotonic_ns()
-        cfg = self.maps.read_config()
-        svc_by_index = {s.index: s for s in self.config.services}
-        # Templates are read before connections: a connection that vouches
-        # after this read changes the template, which the re-read below sees.
-        templates = self.maps.templates.items()
-        need: dict[bytes, int] = {}  # template key -> latest vouched of live conns
-        for k, c in self.maps.conns.items():
-            if now >= c.expires:
-                fresh = self.maps.conns.lookup(k)
-                if fresh is not None and now >= fresh.expires:
-                    self.maps.conns.delete(k)
+        sweep(self.maps, self.config, runtime.monotonic_ns())
+
+
+def sweep(maps: runtime.Maps, config, now: int) -> dict:
+    """Removes expired connections and dead templates, and lowers each live
+    template's ctl_until to the latest `vouched` of the live connections it
+    controls. Returns what it did, by kind."""
+    done = {"conns_deleted": 0, "templates_deleted": 0, "templates_lowered": 0}
+    step = maps.read_config().extend_ns
+    svc_by_index = {s.index: s for s in config.services}
+    # Templates are read before connections: a connection that vouches after
+    # this read changes its template, which the re-read before a write sees.
+    templates = maps.templates.items()
+    need: dict[bytes, int] = {}
+    for k, c in maps.conns.items():
+        if now >= c.expires:
+            fresh = maps.conns.lookup(k)
+            if fresh is not None and now >= fresh.expires and maps.conns.delete(k):
+                done["conns_deleted"] += 1
+            continue
+        svc = svc_by_index.get(c.svc)
+        if svc is None or not svc.persistent:
+            continue
+        tk = bytes(template_key(k, svc))
+        need[tk] = max(need.get(tk, 0), c.vouched)
+    for k, t in templates:
+        if now >= template_dead_at(t, step):
+            fresh = maps.templates.lookup(k)
+            if fresh is not None and now >= template_dead_at(fresh, step) \
+                    and maps.templates.delete(k):
+                done["templates_deleted"] += 1
+            continue
+        want = need.get(bytes(k), 0)
+        if want < t.ctl_until:
+            fresh = maps.templates.lookup(k)
+            if fresh is None or (fresh.expires, fresh.ctl_until) != (t.expires, t.ctl_until):
                 continue
-            svc = svc_by_index.get(c.svc)
-            if svc is None or not svc.persistent:
-                continue
-            tk = bytes(template_key(k, svc))
-            need[tk] = max(need.get(tk, 0), c.vouched)
-        for k, t in templates:
-            if now >= template_dead_at(t, cfg.extend_ns):
-                fresh = self.maps.templates.lookup(k)
-                if fresh is not None and now >= template_dead_at(fresh, cfg.extend_ns):
-                    self.maps.templates.delete(k)
-                continue
-            want = need.get(bytes(k), 0)
-            if want < t.ctl_until:
-                fresh = self.maps.templates.lookup(k)
-                if fresh is None or (fresh.expires, fresh.ctl_until) != (t.expires, t.ctl_until):
-                    continue
-                fresh.ctl_until = want
-                self.maps.templates.update(k, fresh)
+            fresh.ctl_until = want
+            maps.templates.update(k, fresh)
+            done["templates_lowered"] += 1
+    return done
 
 
 def template_key(conn_key: shared.Tuple, svc) -> shared.Tuple:
