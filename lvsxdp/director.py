@@ -105,6 +105,9 @@ def up(iface: str, mode: str = "auto", conns: int | None = None,
     try:
         ifindex, mac, attached = link_info(ipr, iface)
         info = runtime.read_runtime(p)
+        if attached and attached.get("prog_id") != (info or {}).get("prog_id"):
+            raise RuntimeError_(f"{iface} already has an XDP program (id {attached['prog_id']}) "
+                                "that is not this director's; remove it first")
         maps = runtime.running_maps(p)
         if maps is None:
             _remove_pins(p)  # left by a namespace that is gone, or never used
@@ -189,12 +192,15 @@ def _start_agent(p: Paths) -> int:
 def down(iface: str) -> str:
     p = runtime.paths()
     info = runtime.read_runtime(p)
+    if not info and not p.pins.exists():
+        raise RuntimeError_(f"no director is running in network namespace {p.key}")
     if info and info.get("iface") and info["iface"] != iface:
         raise RuntimeError_(f"the director here is up on {info['iface']}, not {iface}")
     ipr = _ipr()
     try:
         ifindex, _, attached = link_info(ipr, iface)
-        if attached:
+        # detach only our own program, never another tool's
+        if attached and info and attached.get("prog_id") == info.get("prog_id"):
             _detach(ipr, ifindex, attached["mode"])
     finally:
         ipr.close()
