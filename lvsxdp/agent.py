@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import shutil
 import signal
 import socket
 import sys
 import time
+from pathlib import Path
 
 from . import plan, runtime, shared
 from .director import neighbour_macs
@@ -45,6 +48,9 @@ class Agent:
         self.macs: dict = {}
         self.managed: set = set()
         self.stop = False
+        self.netns_ino = os.stat("/proc/self/ns/net").st_ino
+        named = Path("/run/netns") / self.paths.key
+        self.netns_path = named if named.exists() else None
 
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self._on_term)
@@ -69,10 +75,27 @@ class Agent:
         self.stop = True
 
     def still_ours(self) -> bool:
+        """False once the maps are gone or another director owns them, or
+        once our named namespace was deleted (`ip netns del` without
+        `lvsxdp down`): then nobody can reach this director any more, and
+        the agent, which alone keeps that namespace alive, cleans up."""
         try:
-            return self.maps.read_config().netns_cookie == self.cookie
+            if self.maps.read_config().netns_cookie != self.cookie:
+                return False
         except OSError:
             return False
+        if self.netns_path is not None:
+            try:
+                if os.stat(self.netns_path).st_ino != self.netns_ino:
+                    raise FileNotFoundError
+            except FileNotFoundError:
+                log.info("network namespace %s was deleted: removing the director's pins",
+                         self.paths.key)
+                shutil.rmtree(self.paths.pins, ignore_errors=True)
+                for leftover in (self.paths.runtime, runtime.RUN_DIR / f"{self.paths.key}.ready"):
+                    leftover.unlink(missing_ok=True)
+                return False
+        return True
 
     # -- MACs ------------------------------------------------------------
     def refresh(self, force: bool = False) -> None:
