@@ -1,0 +1,54 @@
+/* Baselines for tools/bench_xdp.py: what any XDP program pays before it does
+ * anything of lvsxdp's. Both start with the same bench_restore() prologue as
+ * the benchmark build of lvsxdp (bpf/bench.h, BENCH_ETH_W0/W1 from the tool),
+ * so differences between them and lvsxdp are lvsxdp's own work. */
+#include <uapi/linux/bpf.h>
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/in.h>
+#include <uapi/linux/ip.h>
+#include <uapi/linux/tcp.h>
+
+#include "bench.h"
+
+/* The floor: the test loop, the program call and the prologue. */
+int bare_tx(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+
+	bench_restore(data, data_end);
+	return XDP_TX;
+}
+
+/* The least a layer-4 forwarder must do: find the TCP header behind
+ * Ethernet and IPv4 (bounds-checked, as the verifier demands), then send the
+ * frame back out with its MACs swapped. */
+int parse_swap_tx(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip;
+	struct tcphdr *tcp;
+	unsigned char mac[ETH_ALEN];
+
+	bench_restore(data, data_end);
+	if ((void *)(eth + 1) > data_end)
+		return XDP_PASS;
+	if (eth->h_proto != bpf_htons(ETH_P_IP))
+		return XDP_PASS;
+	ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > data_end)
+		return XDP_PASS;
+	if (ip->ihl < 5 || ip->protocol != IPPROTO_TCP)
+		return XDP_PASS;
+	tcp = (void *)ip + ip->ihl * 4;
+	if ((void *)(tcp + 1) > data_end)
+		return XDP_PASS;
+	if (tcp->doff < 5)
+		return XDP_PASS;
+	__builtin_memcpy(mac, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, mac, ETH_ALEN);
+	return XDP_TX;
+}
