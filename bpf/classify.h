@@ -6,11 +6,43 @@
 
 #define FTP_DATA_PORT 20
 
-/* The firewall mark the mangle PREROUTING rules would give this packet.
- * 0 (no mark) until firewall-mark rules are loaded. */
+/* The firewall mark iptables' mangle PREROUTING rules would give this
+ * packet, from the compiled tables: the class of its destination (and, if a
+ * rule tests it, its source) from LPM tries, the class of its protocol and
+ * port from an array, the mark of that combination from a hash. */
 static __always_inline u32 classify_mark(struct packet *pkt)
 {
-	return 0;
+	struct lvs_mark_addr_key ak = {};
+	struct lvs_mark_key mk = {};
+	struct lvs_mark_cfg *mc;
+	u32 zero = 0, slot, *cls, *mark;
+
+	mc = mark_cfg.lookup(&zero);
+	if (!mc || !(mc->flags & LVS_MARK_F_ACTIVE) || pkt->tuple.family != LVS_AF_INET)
+		return 0;
+	mk.gen = mc->gen & 1;
+	ak.prefixlen = 64;
+	ak.gen = mk.gen;
+	ak.addr = pkt->tuple.vaddr[0];
+	cls = mark_dst.lookup(&ak);
+	if (!cls)
+		return 0;
+	mk.dst = *cls;
+	if (mc->flags & LVS_MARK_F_SRC) {
+		ak.addr = pkt->tuple.caddr[0];
+		cls = mark_src.lookup(&ak);
+		if (!cls)
+			return 0;
+		mk.src = *cls;
+	}
+	slot = mk.gen * LVS_MARK_PORT_SLOTS + (pkt->tuple.proto == IPPROTO_UDP ? 65536 : 0) +
+	       bpf_ntohs(pkt->tuple.vport);
+	cls = mark_port.lookup(&slot);
+	if (!cls)
+		return 0;
+	mk.port = *cls;
+	mark = mark_combo.lookup(&mk);
+	return mark ? *mark : 0;
 }
 
 static __always_inline u32 service_index(struct lvs_svc_key *k)

@@ -152,6 +152,37 @@ struct lvs_config {
 	__u64 started;			/* when `up` first ran (ns, coarse monotonic) */
 };
 
+/* Firewall marks (classify.h): iptables mangle PREROUTING rules compiled
+ * into one class per dimension and a table of marks per class combination.
+ * Every table exists twice (gen 0 and 1): user space fills the generation
+ * packets do not read, then switches mark_cfg.gen. */
+#define LVS_MARK_PORT_SLOTS (2 * 65536)		/* per generation: tcp, udp */
+#define LVS_MARK_COMBOS 131072
+#define LVS_MARK_PREFIXES 65536
+#define LVS_MARK_F_ACTIVE (1 << 0)		/* some rule can mark a packet */
+#define LVS_MARK_F_SRC (1 << 1)			/* some rule tests the source */
+
+struct lvs_mark_cfg {
+	__u32 flags;
+	__u32 gen;
+};
+
+/* LPM trie key: prefixlen counts the bits after it (32 for gen + pad, then
+ * the IPv4 prefix). iptables rules apply to IPv4 only. */
+struct lvs_mark_addr_key {
+	__u32 prefixlen;
+	__u8 gen;
+	__u8 pad[3];
+	__u32 addr;
+};
+
+struct lvs_mark_key {
+	__u32 gen;
+	__u32 dst;	/* class of the destination address */
+	__u32 src;	/* class of the source address (0 when no rule tests it) */
+	__u32 port;	/* class of protocol and destination port */
+};
+
 /* Counters, per CPU. DR sees only the client's direction, so there are no
  * out-counters (ipvsadm shows them as 0, as IPVS does for DR). */
 struct lvs_stats {

@@ -17,6 +17,13 @@ BPF_TABLE_PINNED("array", u32, u32, sched_ring, LVS_MAX_SERVICES * 2 * LVS_RING_
 BPF_TABLE_PINNED("array", u32, u64, sched_pos, LVS_MAX_SERVICES, PIN(sched_pos));
 BPF_TABLE_PINNED("lru_hash", struct lvs_tuple, struct lvs_conn, conns, LVSXDP_CONN_MAX, PIN(conns));
 BPF_TABLE_PINNED("lru_hash", struct lvs_tuple, struct lvs_template, templates, LVSXDP_TPL_MAX, PIN(templates));
+BPF_TABLE_PINNED("array", u32, struct lvs_mark_cfg, mark_cfg, 1, PIN(mark_cfg));
+BPF_TABLE_PINNED("lpm_trie", struct lvs_mark_addr_key, u32, mark_dst, LVS_MARK_PREFIXES,
+		 PIN(mark_dst), BPF_F_NO_PREALLOC);
+BPF_TABLE_PINNED("lpm_trie", struct lvs_mark_addr_key, u32, mark_src, LVS_MARK_PREFIXES,
+		 PIN(mark_src), BPF_F_NO_PREALLOC);
+BPF_TABLE_PINNED("array", u32, u32, mark_port, 2 * LVS_MARK_PORT_SLOTS, PIN(mark_port));
+BPF_TABLE_PINNED("hash", struct lvs_mark_key, u32, mark_combo, LVS_MARK_COMBOS, PIN(mark_combo));
 BPF_TABLE_PINNED("percpu_array", u32, struct lvs_stats, svc_stats, LVS_MAX_SERVICES, PIN(svc_stats));
 BPF_TABLE_PINNED("percpu_array", u32, struct lvs_stats, real_stats, LVS_MAX_REALS, PIN(real_stats));
 BPF_TABLE_PINNED("percpu_array", u32, u64, reasons, LVS_R_COUNT, PIN(reasons));

@@ -22,6 +22,7 @@ BPF_OBJ_GET = 7
 BPF_PROG_TEST_RUN = 10
 BPF_OBJ_GET_INFO_BY_FD = 15
 BPF_MAP_LOOKUP_BATCH = 24
+BPF_MAP_UPDATE_BATCH = 26
 
 BPF_ANY = 0
 BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
@@ -254,6 +255,20 @@ class Map:
                 raise
             yield nxt
             key = nxt
+
+    def update_batch(self, keys: list, values: list) -> None:
+        """Writes many entries with one BPF_MAP_UPDATE_BATCH per 65536."""
+        ksz = ctypes.sizeof(self.key_type)
+        vsz = ctypes.sizeof(self.value_type)
+        step = 65536
+        for start in range(0, len(keys), step):
+            ks = keys[start:start + step]
+            vs = values[start:start + step]
+            kbuf = ctypes.create_string_buffer(b"".join(bytes(k) for k in ks), ksz * len(ks))
+            vbuf = ctypes.create_string_buffer(b"".join(bytes(v) for v in vs), vsz * len(vs))
+            attr = _BatchAttr(keys=ctypes.addressof(kbuf), values=ctypes.addressof(vbuf),
+                              count=len(ks), map_fd=self.fd)
+            _bpf(BPF_MAP_UPDATE_BATCH, attr)
 
     def items(self, batch: int = 4096) -> list:
         """Every (key, value) pair, read with BPF_MAP_LOOKUP_BATCH."""

@@ -307,3 +307,44 @@ def apply_plan(maps: Maps, plan: Plan) -> None:
 def _ring(maps: Maps, svc: shared.Service) -> list[int]:
     return [maps.sched_ring.lookup(ctypes.c_uint32(svc.ring_off + i)).value
             for i in range(svc.ring_len)]
+
+
+def apply_marks(maps: Maps, tables) -> None:
+    """Writes compiled firewall-mark tables (iptables.MarkTables) into the
+    generation packets do not read, switches to it, then clears the old one."""
+    u32 = ctypes.c_uint32
+    key0 = u32(0)
+    cur = maps.mark_cfg.lookup(key0)
+    old_gen = cur.gen & 1 if cur.flags else 1
+    gen = old_gen ^ 1
+    for name, entries in (("mark_dst", tables.dst), ("mark_src", tables.src)):
+        trie = getattr(maps, name)
+        for (_, net), cls in entries.items():
+            k = shared.MarkAddrKey(prefixlen=32 + net.prefixlen, gen=gen,
+                                   addr=int.from_bytes(net.network_address.packed, "little"))
+            trie.update(k, u32(cls))
+    slots = [0] * shared.MARK_PORT_SLOTS
+    for proto, intervals in tables.ports.items():
+        base = 65536 if proto == 17 else 0
+        for lo, hi, cls in intervals:
+            slots[base + lo:base + hi + 1] = [cls] * (hi - lo + 1)
+    first = gen * shared.MARK_PORT_SLOTS
+    maps.mark_port.update_batch([u32(first + i) for i in range(len(slots))],
+                                [u32(c) for c in slots])
+    for (dc, sc, pc), mark in tables.combos.items():
+        maps.mark_combo.update(shared.MarkKey(gen=gen, dst=dc, src=sc, port=pc), u32(mark))
+    flags = 0
+    if not tables.empty:
+        flags |= shared.MARK_F_ACTIVE
+    if tables.uses_src:
+        flags |= shared.MARK_F_SRC
+    maps.mark_cfg.update(key0, shared.MarkCfg(flags=flags, gen=gen))
+    # the old generation: nothing reads it any more
+    for name in ("mark_dst", "mark_src"):
+        trie = getattr(maps, name)
+        for k in list(trie.keys()):
+            if k.gen != gen:
+                trie.delete(k)
+    for k in list(maps.mark_combo.keys()):
+        if k.gen != gen:
+            maps.mark_combo.delete(k)

@@ -112,6 +112,23 @@ class Config(ctypes.Structure):
     ]
 
 
+MARK_PORT_SLOTS = 2 * 65536
+MARK_F_ACTIVE = 1 << 0
+MARK_F_SRC = 1 << 1
+
+
+class MarkCfg(ctypes.Structure):
+    _fields_ = [("flags", u32), ("gen", u32)]
+
+
+class MarkAddrKey(ctypes.Structure):
+    _fields_ = [("prefixlen", u32), ("gen", u8), ("pad", u8 * 3), ("addr", u32)]
+
+
+class MarkKey(ctypes.Structure):
+    _fields_ = [("gen", u32), ("dst", u32), ("src", u32), ("port", u32)]
+
+
 class Stats(ctypes.Structure):
     _fields_ = [("conns", u64), ("packets", u64), ("bytes", u64)]
 
@@ -127,6 +144,11 @@ MAPS = {
     "sched_pos": (u32, u64),
     "conns": (Tuple, Conn),
     "templates": (Tuple, Template),
+    "mark_cfg": (u32, MarkCfg),
+    "mark_dst": (MarkAddrKey, u32),
+    "mark_src": (MarkAddrKey, u32),
+    "mark_port": (u32, u32),
+    "mark_combo": (MarkKey, u32),
     "svc_stats": (u32, Stats),
     "real_stats": (u32, Stats),
     "reasons": (u32, u64),
