@@ -113,6 +113,8 @@ class Config(ctypes.Structure):
 
 
 MARK_PORT_SLOTS = 2 * 65536
+MARK_COMBOS = 131072
+MARK_PREFIXES = 65536
 MARK_F_ACTIVE = 1 << 0
 MARK_F_SRC = 1 << 1
 
