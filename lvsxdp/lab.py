@@ -13,7 +13,7 @@ HTTP on ports 80 and 8080 (body: its name) and an ssh-like banner on port 22
 
 Everything the lab makes (namespaces, processes, XDP attachments, the
 director's lvsxdp) is recorded as it is made and removed on teardown, also
-after errors, SIGTERM or SIGHUP. `python -m lvsxdp.lab` runs the seed's PCC
+after errors, SIGTERM or SIGHUP. `lvsxdp lab` (main()) runs the seed's PCC
 example through it and checks the result; `--keep` leaves it up to explore
 and `--down` removes a kept lab.
 """
@@ -102,8 +102,8 @@ web.serve_forever()
 # has an XDP program itself (ENVIRONMENT.md).
 _XDP_PASS_INSNS = bytes.fromhex("b700000002000000" "9500000000000000")
 _BPF_PROG_LOAD = 5
+_BPF_OBJ_PIN = 6
 _BPF_PROG_TYPE_XDP = 6
-_XDP_FLAGS_DRV_MODE = 4
 _XDP_ATTACHED = {1: "native", 2: "generic", 3: "offload"}
 
 
@@ -209,15 +209,23 @@ def _load_xdp_pass() -> int:
 
 def attach_xdp_pass(ns: str, ifname: str) -> None:
     """Attaches `return XDP_PASS;` to ifname in native mode. The attachment
-    holds the program, so no fd or pin is kept."""
-    from pyroute2 import IPRoute  # noqa: PLC0415 - only the native lab needs it
+    holds the program, so neither fd nor pin is kept. (Through a pin and
+    `ip`: pyroute2 enters a namespace by forking this process, and a forked
+    test process is trouble.)"""
+    from . import runtime  # noqa: PLC0415
 
+    runtime.ensure_bpffs()
+    pin = runtime.PIN_ROOT.parent / re.sub(r"[^A-Za-z0-9_-]", "_", f"lvsxdp-lab-{ns}-{ifname}")
     fd = _load_xdp_pass()
     try:
-        with IPRoute(netns=ns) as ipr:
-            index = ipr.link_lookup(ifname=ifname)[0]
-            ipr.link("set", index=index, xdp={"attrs": [("IFLA_XDP_FD", fd),
-                                                        ("IFLA_XDP_FLAGS", _XDP_FLAGS_DRV_MODE)]})
+        path = ctypes.create_string_buffer(str(pin).encode())
+        bpfsys._bpf(_BPF_OBJ_PIN, bpfsys._ObjAttr(pathname=ctypes.addressof(path), bpf_fd=fd))
+        try:
+            # nsenter, not `ip -n`: that remounts /sys, hiding the pin.
+            run(None, "nsenter", f"--net=/run/netns/{ns}", "ip", "link", "set", "dev", ifname,
+                "xdpdrv", "pinned", str(pin))
+        finally:
+            pin.unlink()
     finally:
         os.close(fd)
 
@@ -240,15 +248,19 @@ class Topology:
     """
 
     def __init__(self, prefix: str = LAB_PREFIX, native: bool = False,
-                 state_dir: str | Path | None = None) -> None:
+                 state_dir: str | Path | None = None,
+                 run_dir: str | Path | None = None) -> None:
         self.prefix = prefix
         self.native = native
         self.switch = f"{prefix}sw"
         self.client = f"{prefix}cl"
         self.director = f"{prefix}dir"
         self.reals = {name: f"{prefix}{name}" for name in REALS}
-        self.workdir = Path(tempfile.mkdtemp(prefix=f"lvsxdp-{prefix}"))
-        self.state_dir = Path(state_dir) if state_dir else self.workdir / "state"
+        self.workdir: Path | None = None  # the servers' logs
+        # None: lvsxdp's own state directory, so that `lvsxdp -n <director> ...`
+        # typed by hand in a kept lab sees the lab's configuration.
+        self.state_dir = Path(state_dir) if state_dir else None
+        self.run_dir = Path(run_dir) if run_dir else None  # lvsxdp's runtime files
         self.namespaces: list[str] = []  # created by us, in creation order
         self.processes: list[tuple[int, str | None, str]] = []  # pid, start time, what
         self._popens: list[subprocess.Popen] = []
@@ -290,11 +302,14 @@ class Topology:
 
     def build(self) -> None:
         self._guard()
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"lvsxdp-{self.prefix}"))
         hosts = [self.client, self.director, *self.reals.values()]
         taken = [ns for ns in [self.switch, *hosts] if netns_exists(ns)]
         if taken:
             raise LabError(f"namespaces already exist: {', '.join(taken)} "
-                           "(a lab is up: `python -m lvsxdp.lab --down` removes the lab's)")
+                           "(a lab is up? `lvsxdp lab --down` removes the lab's)")
+        if self.state_dir is None:
+            self._forget_config()  # from a lab that died before its teardown
         for ns in [self.switch, *hosts]:
             ip("netns", "add", ns)
             self.namespaces.append(ns)
@@ -367,14 +382,19 @@ class Topology:
             if self._closed:
                 return
             self._closed = True
-            problems = self._teardown()
-            self._unguard()
+            try:
+                with _signals_deferred() as deferred:
+                    problems = self._teardown()
+            finally:
+                self._unguard()
         if problems:
             msg = "lab teardown: " + "; ".join(problems)
-            if quiet:
+            if quiet or deferred:
                 print(msg, file=sys.stderr)
             else:
                 raise LabError(msg)
+        if deferred:  # a SIGTERM during teardown ends us, now that all is gone
+            raise SystemExit(128 + deferred[0])
 
     def release(self) -> None:
         """Leaves the lab up past this process (`--keep`): records what to
@@ -386,6 +406,7 @@ class Topology:
 
     def _teardown(self) -> list[str]:
         problems: list[str] = []
+        owned = bool(self.namespaces)  # else we made nothing (the names were taken)
 
         def attempt(what: str, fn, *args) -> None:
             try:
@@ -412,10 +433,13 @@ class Topology:
                 attempt(f"kill {pid}", _kill, pid, _start_time(pid))
         for ns in reversed(self.namespaces):
             attempt(f"delete {ns}", _delete_netns, ns)
+        if self.state_dir is None and self.director in self.namespaces:
+            attempt("forget the director's configuration", self._forget_config)
         self.namespaces = [ns for ns in self.namespaces if netns_exists(ns)]
-        shutil.rmtree(self.workdir, ignore_errors=True)
-        with contextlib.suppress(FileNotFoundError):
-            self._state_file().unlink()
+        if self.workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        if owned:
+            self._state_file().unlink(missing_ok=True)
         return problems
 
     # -- state for --keep / --down -----------------------------------
@@ -429,7 +453,8 @@ class Topology:
             "prefix": self.prefix, "native": self.native, "namespaces": self.namespaces,
             "processes": self.processes, "xdp_pass": self.xdp_pass,
             "lvsxdp_up": self.lvsxdp_up, "workdir": str(self.workdir),
-            "state_dir": str(self.state_dir),
+            "state_dir": self.state_dir and str(self.state_dir),
+            "run_dir": self.run_dir and str(self.run_dir),
         }, indent=1))
 
     @classmethod
@@ -440,8 +465,8 @@ class Topology:
             data = json.loads(path.read_text())
         except FileNotFoundError:
             return None
-        topo = cls(prefix, native=data["native"], state_dir=data["state_dir"])
-        shutil.rmtree(topo.workdir, ignore_errors=True)
+        topo = cls(prefix, native=data["native"], state_dir=data["state_dir"],
+                   run_dir=data["run_dir"])
         topo.workdir = Path(data["workdir"])
         topo.namespaces = data["namespaces"]
         topo.processes = [tuple(p) for p in data["processes"]]
@@ -455,7 +480,11 @@ class Topology:
                timeout: float = 60) -> subprocess.CompletedProcess:
         """Runs `lvsxdp -n <director> ARGS` with the lab's state directory.
         (Not through `ip netns exec`, which hides /sys/fs/bpf.)"""
-        env = dict(os.environ, LVSXDP_STATE_DIR=str(self.state_dir))
+        env = dict(os.environ)
+        if self.state_dir:
+            env["LVSXDP_STATE_DIR"] = str(self.state_dir)
+        if self.run_dir:
+            env["LVSXDP_RUN_DIR"] = str(self.run_dir)
         if args and args[0] == "up" and len(args) > 1 and args[1] not in self.lvsxdp_up:
             self.lvsxdp_up.append(args[1])  # before: a half-done `up` is also undone
         res = run(None, lvsxdp_bin(), "-n", self.director, *args, check=check,
@@ -470,6 +499,14 @@ class Topology:
             self.lvsxdp("down", iface, timeout=30)
         with contextlib.suppress(ValueError):
             self.lvsxdp_up.remove(iface)
+
+    def _forget_config(self) -> None:
+        """Removes the saved configuration of the lab's director from
+        lvsxdp's own state directory (it outlives `lvsxdp down`), so that
+        the next lab starts from the seed's lines alone."""
+        from . import runtime  # noqa: PLC0415
+
+        runtime.Paths(self.director).state.unlink(missing_ok=True)
 
     def ipvsadm(self, line: str) -> str:
         """Runs one ipvsadm line ("-A -t ..." or "ipvsadm -A -t ...") on the
@@ -504,6 +541,23 @@ class Topology:
 
 def _exit_on_signal(signum, frame) -> None:
     raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """Lets teardown finish when SIGTERM, SIGHUP or SIGINT arrive meanwhile:
+    yields the list of those that did."""
+    got: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield got
+        return
+    sigs = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+    old = {sig: signal.signal(sig, lambda signum, frame: got.append(signum)) for sig in sigs}
+    try:
+        yield got
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def _readline(stream, timeout: float) -> str:
@@ -547,14 +601,15 @@ def _show(prompt: str, command: str, output: str) -> None:
         _say(f"    {line}")
 
 
-def drive_clients(topo: Topology, rounds: int = 3,
-                  say=None) -> dict[str, list[tuple[str, str | None]]]:
+def drive_clients(topo: Topology, rounds: int = 3, say=None,
+                  clients: tuple[str, ...] = CLIENT_ADDRS,
+                  ) -> dict[str, list[tuple[str, str | None]]]:
     """Sends each client's connections to the VIP (HTTP on 80 and 8080, the
     banner on 22), clients interleaved, for `rounds` rounds. Returns, per
     client address, (what, real that answered or None) for every connection."""
     seen: dict[str, list[tuple[str, str | None]]] = defaultdict(list)
     for _ in range(rounds):
-        for addr in CLIENT_ADDRS:
+        for addr in clients:
             for what, ask in ((f"curl http://{VIP}/",
                                lambda a: topo.curl(a, f"http://{VIP}/")),
                               (f"curl http://{VIP}:8080/",
@@ -584,9 +639,13 @@ def pcc_verdict(seen: dict[str, list[tuple[str, str | None]]]) -> list[str]:
     return problems
 
 
-def main(keep: bool = False, mode: str = "native", prefix: str = LAB_PREFIX) -> int:
-    """Builds the lab, runs the seed's PCC example, sends real traffic and
-    checks that every client stayed on one real. Returns the exit code."""
+def main(keep: bool = False, teardown: bool = False, mode: str = "native",
+         prefix: str = LAB_PREFIX) -> int:
+    """`lvsxdp lab`: builds the lab, runs the seed's PCC example, sends real
+    traffic and checks that every client stayed on one real; the exit code
+    says whether it did. teardown=True removes a lab left up by keep=True."""
+    if teardown:
+        return down(prefix)
     try:
         with Topology(prefix, native=(mode == "native")) as topo:
             return _demonstrate(topo, keep, mode)
@@ -624,15 +683,14 @@ def _demonstrate(topo: Topology, keep: bool, mode: str) -> int:
     if keep:
         topo.release()  # the `with` then leaves it up
         lv = lvsxdp_bin()
-        _say(f"\nThe lab stays up (state dir {topo.state_dir}). Explore:\n"
-             f"  LVSXDP_STATE_DIR={topo.state_dir} {lv} -n {topo.director} "
-             "ipvsadm -L -n -c\n"
+        _say("\nThe lab stays up. Explore:\n"
+             f"  {lv} -n {topo.director} ipvsadm -L -n -c\n"
              f"  {lv} -n {topo.director} status\n"
              f"  ip netns exec {topo.client} curl --interface {CLIENT_ADDRS[1]} "
              f"http://{VIP}/\n"
              f"  ip netns exec {topo.client} socat -u TCP4:{VIP}:22,"
              f"bind={CLIENT_ADDRS[2]} STDOUT\n"
-             f"Tear down: {sys.executable} -m lvsxdp.lab --down   (or: make lab-down)")
+             f"Tear down: {lv} lab --down")
     return 1 if problems else 0
 
 
@@ -648,6 +706,10 @@ def down(prefix: str = LAB_PREFIX) -> int:
         # carry the lab's prefix, so they are the lab's own.
         topo = Topology(prefix)
         topo.namespaces = left
+        if topo.director in left:
+            topo.lvsxdp_up = [IFACE]
+        topo.processes = [(pid, _start_time(pid), "left behind") for ns in left
+                          if ns != topo.director for pid in _netns_pids(ns)]
     try:
         topo.close()
     except LabError as e:
