@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from . import plan, runtime, shared
-from .director import neighbour_macs
+from .director import apply_marks, kernel_mark_rules, neighbour_macs
 from .snapshot import template_dead_at
 
 log = logging.getLogger("lvsxdp.agent")
@@ -46,6 +46,8 @@ class Agent:
         self.config_mtime = None
         self.config = runtime.load_config(self.paths)
         self.macs: dict = {}
+        self.kernel_rules: list | None = None
+        self.skipped_rules: list[str] = []
         self.managed: set = set()
         self.stop = False
         self.netns_ino = os.stat("/proc/self/ns/net").st_ino
@@ -111,6 +113,16 @@ class Agent:
         addrs = {r.addr for s in self.config.services for r in s.reals}
         self.ensure_managed(cfg.ifindex, addrs)
         macs = neighbour_macs(self.ipr, cfg.ifindex, addrs)
+        kernel_rules, skipped = kernel_mark_rules()
+        if changed or kernel_rules != self.kernel_rules:
+            if skipped != self.skipped_rules:
+                for line in skipped:
+                    log.warning("kernel mangle rule not followed: %s", line)
+                self.skipped_rules = skipped
+            with runtime.locked(self.paths):
+                config = runtime.load_config(self.paths)
+                apply_marks(self.maps, config, kernel_rules)
+            self.kernel_rules = kernel_rules
         if changed or macs != self.macs:
             for addr in addrs:
                 if self.macs.get(addr) != macs.get(addr):

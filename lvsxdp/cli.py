@@ -151,6 +151,38 @@ def ipvsadm(args: tuple[str, ...]) -> None:
     click.echo(out, nl=False)
 
 
+@main.command(context_settings={"ignore_unknown_options": True,
+                                "allow_interspersed_args": False,
+                                "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def iptables(args: tuple[str, ...]) -> None:
+    """iptables' mangle MARK lines, as the seed types them.
+
+    XDP runs before netfilter, so lvsxdp classifies marks itself: from these
+    rules and from the kernel's own mangle PREROUTING chain (plain
+    `iptables -t mangle -A PREROUTING ...`), which a running director follows
+    within about a second. MARK does not terminate: the last matching rule
+    decides.
+
+    \b
+    lvsxdp iptables -t mangle -A PREROUTING -d 198.18.2.1 -i eth0 -p tcp \\
+        -m multiport --dport 80,443 -j MARK --set-mark 10
+    lvsxdp iptables -t mangle -A PREROUTING -i eth0 -d 198.18.2.1 -p tcp \\
+        --dport 2000:2100 -j MARK --set-mark 10
+    lvsxdp iptables -t mangle -S PREROUTING
+    """
+    from . import director  # noqa: PLC0415
+
+    try:
+        out = director.iptables_command(list(args))
+    except ConfigError as e:
+        click.echo(f"iptables: {e}", err=True)
+        sys.exit(2)
+    except RuntimeError_ as e:
+        _die(str(e))
+    click.echo(out, nl=False)
+
+
 @main.command()
 @click.option("--keep", is_flag=True,
               help="Leave the lab up for exploring (lvsxdp -n lxl-dir ...); "

@@ -93,6 +93,38 @@ def _real_addrs(config: Config) -> set:
     return {r.addr for s in config.services for r in s.reals}
 
 
+def kernel_mark_rules() -> tuple[list, list[str]]:
+    """The kernel's own mangle PREROUTING rules in this namespace (what an
+    operator typed with plain iptables): the ones lvsxdp can follow, and the
+    ones it cannot, with why."""
+    from . import iptables  # noqa: PLC0415
+
+    try:
+        out = subprocess.run(["iptables-save", "-t", "mangle"], capture_output=True, text=True,
+                             timeout=10, check=False)
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return [], []
+    if out.returncode != 0:
+        return [], []
+    return iptables.parse_save(out.stdout)
+
+
+def apply_marks(maps: runtime.Maps, config: Config, kernel_rules: list) -> None:
+    """Compiles the kernel's rules followed by lvsxdp's own for the NIC the
+    program runs on, and writes them into the maps."""
+    import socket  # noqa: PLC0415
+
+    from . import iptables  # noqa: PLC0415
+
+    ifindex = maps.read_config().ifindex
+    try:
+        iface = socket.if_indextoname(ifindex) if ifindex else ""
+    except OSError:
+        iface = ""
+    tables = iptables.compile_rules(list(kernel_rules) + list(config.mark_rules), iface)
+    runtime.apply_marks(maps, tables)
+
+
 def up(iface: str, mode: str = "auto", conns: int | None = None,
        templates: int | None = None) -> str:
     from . import loader  # noqa: PLC0415 - bcc: only `up` compiles
@@ -108,23 +140,23 @@ def up(iface: str, mode: str = "auto", conns: int | None = None,
         if attached and attached.get("prog_id") != (info or {}).get("prog_id"):
             raise RuntimeError_(f"{iface} already has an XDP program (id {attached['prog_id']}) "
                                 "that is not this director's; remove it first")
-        maps = runtime.running_maps(p)
-        if maps is None:
+        if not runtime.owns_pins(p):
             _remove_pins(p)  # left by a namespace that is gone, or never used
         else:
             if info and info.get("iface") not in (None, iface):
-                maps.close()
                 raise RuntimeError_(f"a director is already up on {info['iface']} in this "
                                     "network namespace (lvsxdp down it first)")
+            sizes = {}
             for name, want in (("conns", conns), ("templates", templates)):
-                have = getattr(maps, name).max_entries
+                m = runtime.pinned(p, name)
+                have = m.max_entries if m else want
+                if m:
+                    m.close()
                 if want is not None and want != have:
-                    maps.close()
                     raise RuntimeError_(f"the running director has --{name} {have}; "
                                         "`lvsxdp down` it first to resize")
-            conns = maps.conns.max_entries
-            templates = maps.templates.max_entries
-            maps.close()
+                sizes[name] = have
+            conns, templates = sizes["conns"], sizes["templates"]
         conns = conns or DEFAULT_CONNS
         templates = templates or DEFAULT_TEMPLATES
         fresh = not (p.pins / "config").exists()
@@ -143,6 +175,7 @@ def up(iface: str, mode: str = "auto", conns: int | None = None,
             macs = runtime.known_macs(maps)
             macs.update(neighbour_macs(ipr, ifindex, _real_addrs(config)))
             runtime.apply_plan(maps, plan.build(config, macs, ifindex, mac))
+            apply_marks(maps, config, kernel_mark_rules()[0])
 
         if attached and attached["mode"] != mode and mode != "auto":
             _detach(ipr, ifindex, attached["mode"])
@@ -298,5 +331,31 @@ def ipvsadm_command(argv: list[str], stdin_text: str | None = None) -> str:
                 macs = runtime.known_macs(maps)
                 macs.update(_arp_macs(_real_addrs(new)))
                 runtime.apply_plan(maps, plan.build(new, macs))
+        runtime.save_config(p, new)
+    return ""
+
+
+def iptables_command(argv: list[str]) -> str:
+    """Runs one `iptables -t mangle ...` line against lvsxdp's own mark rules
+    (saved with the configuration; the running director follows at once)."""
+    from . import iptables  # noqa: PLC0415
+
+    if argv and argv[0] in ("iptables", "iptables-nft", "iptables-legacy"):
+        argv = argv[1:]
+    cmd = iptables.parse(argv)
+    p = runtime.paths()
+    if cmd.op in ("list", "save"):
+        rules = runtime.load_config(p).mark_rules
+        if cmd.op == "save":
+            return iptables.format_save(rules)
+        return iptables.format_list(rules, cmd)
+    with runtime.locked(p):
+        config = runtime.load_config(p)
+        new = config.copy()
+        new.mark_rules = iptables.apply(config.mark_rules, cmd)
+        maps = runtime.running_maps(p)
+        if maps is not None:
+            with maps:
+                apply_marks(maps, new, kernel_mark_rules()[0])
         runtime.save_config(p, new)
     return ""

@@ -357,44 +357,44 @@ def format_save(rules: list[MarkRule]) -> str:
 
 
 def format_list(rules: list[MarkRule], cmd: Command) -> str:
-    """`iptables -t mangle -L PREROUTING [-n] [-v] [--line-numbers]`."""
-    lines = []
-    num = "num   " if cmd.line_numbers else ""
+    """`iptables -t mangle -L PREROUTING -n [-v] [--line-numbers]`, column for
+    column as iptables 1.8 prints it (addresses always numeric)."""
+    num = "num  " if cmd.line_numbers else ""
     if cmd.verbose:
-        lines.append("Chain PREROUTING (policy ACCEPT 0 packets, 0 bytes)")
-        lines.append(f"{num} pkts bytes target     prot opt in     out     source               "
-                     "destination         ")
+        head = ["Chain PREROUTING (policy ACCEPT 0 packets, 0 bytes)",
+                num + " pkts bytes target     prot opt in     out     source               "
+                "destination         "]
     else:
-        lines.append("Chain PREROUTING (policy ACCEPT)")
-        lines.append(f"{num}target     prot opt source               destination         ")
+        head = ["Chain PREROUTING (policy ACCEPT)",
+                num + "target     prot opt source               destination         "]
+    lines = head
     for n, r in enumerate(rules, 1):
-        prot = ("!" if r.proto_neg else "") + str(PROTO_NUMBERS.get(r.proto or "all", 0))
-        if not r.proto:
-            prot = "0"
-        src = ("!" if r.src_neg else "") + (_list_addr(r.src) if r.src else "0.0.0.0/0")
-        dst = ("!" if r.dst_neg else "") + (_list_addr(r.dst) if r.dst else "0.0.0.0/0")
-        extra = []
+        prot = str(PROTO_NUMBERS[r.proto]) if r.proto else "0"
+        src = _list_addr(r.src) if r.src else "0.0.0.0/0"
+        dst = _list_addr(r.dst) if r.dst else "0.0.0.0/0"
+        extra = ""
         if r.ports:
             neg = "!" if r.ports_neg else ""
             if r.multiport:
-                extra.append(f"multiport dports {neg}{_ports_text(r)}")
+                extra += f" multiport dports {neg}{_ports_text(r)}"
             elif r.ports[0][0] == r.ports[0][1]:
-                extra.append(f"{r.proto} dpt:{neg}{r.ports[0][0]}")
+                extra += f" {r.proto} dpt:{neg}{r.ports[0][0]}"
             else:
-                extra.append(f"{r.proto} dpts:{neg}{r.ports[0][0]}:{r.ports[0][1]}")
+                extra += f" {r.proto} dpts:{neg}{r.ports[0][0]}:{r.ports[0][1]}"
         if r.comment is not None:
-            extra.append(f"/* {r.comment} */")
+            extra += f" /* {r.comment} */"
         if r.target == "MARK":
             v, m = r.xmark
-            extra.append(f"MARK set {v:#x}" if m == 0xFFFFFFFF else f"MARK xset {v:#x}/{m:#x}")
-        prefix = f"{n:<6}" if cmd.line_numbers else ""
+            extra += f" MARK set {v:#x}" if m == 0xFFFFFFFF else f" MARK xset {v:#x}/{m:#x}"
+        line = f"{n:<4} " if cmd.line_numbers else ""
         if cmd.verbose:
-            iface = ("!" if r.iface_neg else "") + (r.iface or "*")
-            line = (f"{prefix}{0:>8} {0:>5} {r.target:<10} {prot:<4} --  {iface:<6} {'*':<6} "
-                    f"{src:<20} {dst:<20}")
-        else:
-            line = f"{prefix}{r.target:<10} {prot:<4} --  {src:<20} {dst:<20}"
-        lines.append(line + " " + " ".join(extra) if extra else line)
+            line += f"{0:>5} {0:>5} "
+        line += f"{r.target:<9} " + ("!" if r.proto_neg else " ") + f"{prot:<4} -- "
+        if cmd.verbose:
+            line += ("!" if r.iface_neg else " ") + f"{r.iface or '*':<6} {'*':<6} "
+        line += ("!" if r.src_neg else " ") + f"{src:<19} "
+        line += ("!" if r.dst_neg else " ") + f"{dst:<19} " + extra
+        lines.append(line)
     return "\n".join(lines) + "\n"
 
 

@@ -93,6 +93,9 @@ class Config:
     services: list[Service] = field(default_factory=list)
     settings: Settings = field(default_factory=Settings)
     generation: int = 0  # last generation handed to a real slot
+    # `lvsxdp iptables -t mangle ...` rules (iptables.MarkRule), applied after
+    # the kernel's own mangle PREROUTING rules
+    mark_rules: list = field(default_factory=list)
 
     def copy(self) -> Config:
         return copy.deepcopy(self)
@@ -127,7 +130,9 @@ class Config:
                 return str(o)
             raise TypeError(o)
 
-        return json.dumps(dataclasses.asdict(self), default=enc, indent=1, sort_keys=True)
+        raw = dataclasses.asdict(self)
+        raw["mark_rules"] = [r.to_dict() for r in self.mark_rules]
+        return json.dumps(raw, default=enc, indent=1, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> Config:
@@ -140,10 +145,13 @@ class Config:
             ]
             addr = ipaddress.ip_address(s["addr"]) if s.get("addr") else None
             services.append(Service(**{**s, "addr": addr, "reals": reals}))
+        from .iptables import MarkRule  # noqa: PLC0415 - iptables imports model
+
         return cls(
             services=services,
             settings=Settings(**raw.get("settings", {})),
             generation=raw.get("generation", 0),
+            mark_rules=[MarkRule.from_dict(r) for r in raw.get("mark_rules", [])],
         )
 
 

@@ -193,6 +193,10 @@ class Maps:
         except OSError as e:
             self.close()
             if e.errno == errno.ENOENT:
+                if (pin_dir / "config").exists():
+                    raise RuntimeError_(
+                        f"the running director has no map {name!r} (started by an older "
+                        "lvsxdp): reload it with `lvsxdp up IFACE`") from None
                 raise RuntimeError_(f"no director here ({pin_dir} has no maps)") from None
             raise
 
@@ -215,6 +219,28 @@ class Maps:
 
     def read_config(self) -> shared.Config:
         return self._maps["config"].lookup(ctypes.c_uint32(0))
+
+
+def pinned(p: Paths, name: str) -> bpfsys.Map | None:
+    """One pinned map of this namespace's director, if it exists (for `up`,
+    which must also handle a director started by an older lvsxdp)."""
+    k, v = shared.MAPS[name]
+    try:
+        return bpfsys.Map.pinned(str(p.pins / name), k, v)
+    except OSError as e:
+        if e.errno == errno.ENOENT:
+            return None
+        raise
+
+
+def owns_pins(p: Paths) -> bool:
+    """Do the pins here belong to this namespace's director (rather than to
+    a namespace that was deleted and whose name was reused)?"""
+    m = pinned(p, "config")
+    if m is None:
+        return False
+    with m:
+        return m.lookup(ctypes.c_uint32(0)).netns_cookie == netns_cookie()
 
 
 def running_maps(p: Paths) -> Maps | None:
