@@ -62,4 +62,42 @@ static __always_inline int conn_reusable(struct lvs_conn *c, struct packet *pkt)
 	       (c->state == LVS_S_TIME_WAIT || c->state == LVS_S_CLOSE);
 }
 
+/* The connection table of the packet's family; k4 is the IPv4 key, kept by
+ * the caller for the later store or delete. */
+static __always_inline struct lvs_conn *conn_lookup(struct packet *pkt, struct lvs_conn4_key *k4)
+{
+	struct lvs_conn *c;
+
+	if (pkt->tuple.family == LVS_AF_INET) {
+		k4->caddr = pkt->tuple.caddr[0];
+		k4->vaddr = pkt->tuple.vaddr[0];
+		k4->cport = pkt->tuple.cport;
+		k4->vport = pkt->tuple.vport;
+		k4->proto = pkt->tuple.proto;
+		c = conns4.lookup(k4);
+		/* Keeps clang from merging the two lookups into one call whose map
+		 * depends on a branch: the verifier inlines a hash lookup only where
+		 * the map is known, and the inlined one is much cheaper. */
+		asm volatile("" : "+r"(c));
+		return c;
+	}
+	return conns6.lookup(&pkt->tuple);
+}
+
+static __always_inline int conn_store(struct packet *pkt, struct lvs_conn4_key *k4,
+				      struct lvs_conn *c)
+{
+	if (pkt->tuple.family == LVS_AF_INET)
+		return conns4.update(k4, c);
+	return conns6.update(&pkt->tuple, c);
+}
+
+static __always_inline void conn_forget(struct packet *pkt, struct lvs_conn4_key *k4)
+{
+	if (pkt->tuple.family == LVS_AF_INET)
+		conns4.delete(k4);
+	else
+		conns6.delete(&pkt->tuple);
+}
+
 #endif

@@ -51,6 +51,7 @@ int lvsxdp_main(struct xdp_md *ctx)
 	struct lvs_config *cfg;
 	struct lvs_service *svc;
 	struct lvs_conn *c, fresh = {};
+	struct lvs_conn4_key k4 = {};
 	struct lvs_real *r;
 	u32 zero = 0, svc_idx, ref;
 	int reason;
@@ -70,7 +71,7 @@ int lvsxdp_main(struct xdp_md *ctx)
 	now = bpf_ktime_get_coarse_ns();
 
 	/* A packet of a known connection. */
-	c = conns.lookup(&pkt.tuple);
+	c = conn_lookup(&pkt, &k4);
 	if (c && now < c->expires && !conn_reusable(c, &pkt)) {
 		u64 until;
 		u8 state = c->state;
@@ -80,7 +81,7 @@ int lvsxdp_main(struct xdp_md *ctx)
 			/* expire_nodest_conn: forget the connection so the
 			 * client's next SYN is scheduled afresh. */
 			if (cfg->flags & LVS_CFG_F_EXPIRE_NODEST_CONN)
-				conns.delete(&pkt.tuple);
+				conn_forget(&pkt, &k4);
 			return count_reason(LVS_R_REAL_GONE, XDP_DROP);
 		}
 		if (pkt.tuple.proto == IPPROTO_TCP)
@@ -130,7 +131,7 @@ int lvsxdp_main(struct xdp_md *ctx)
 	if (!r)
 		return count_reason(LVS_R_NO_REAL, XDP_DROP);
 	fresh.real = ref;
-	if (conns.update(&pkt.tuple, &fresh))
+	if (conn_store(&pkt, &k4, &fresh))
 		count_reason(LVS_R_MAP_FULL, 0);
 	return forward(&pkt, r, cfg, svc_idx, 1);
 }

@@ -33,6 +33,18 @@ struct lvs_tuple {
 	__u32 vaddr[4];
 };
 
+/* An IPv4 connection's key. A known connection's packet costs one hash
+ * lookup, and hashing 16 bytes instead of lvs_tuple's 40 is a quarter of
+ * the fast path; IPv6 connections use lvs_tuple. */
+struct lvs_conn4_key {
+	__u32 caddr;
+	__u32 vaddr;
+	__be16 cport;
+	__be16 vport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
 /* A VIP: which kinds of service it has, so a packet to a VIP costs only the
  * lookups that can match (the FTP rule and the port-0 catch-all). */
 struct lvs_vip_key {

@@ -15,7 +15,10 @@ BPF_TABLE_PINNED("array", u32, struct lvs_real, reals, LVS_MAX_REALS, PIN(reals)
 /* Two rings per service: slots [svc * 2 * N, svc * 2 * N + 2 * N). */
 BPF_TABLE_PINNED("array", u32, u32, sched_ring, LVS_MAX_SERVICES * 2 * LVS_RING_SLOTS, PIN(sched_ring));
 BPF_TABLE_PINNED("array", u32, u64, sched_pos, LVS_MAX_SERVICES, PIN(sched_pos));
-BPF_TABLE_PINNED("lru_hash", struct lvs_tuple, struct lvs_conn, conns, LVSXDP_CONN_MAX, PIN(conns));
+BPF_TABLE_PINNED("lru_hash", struct lvs_conn4_key, struct lvs_conn, conns4, LVSXDP_CONN_MAX,
+		 PIN(conns4));
+BPF_TABLE_PINNED("lru_hash", struct lvs_tuple, struct lvs_conn, conns6, LVSXDP_CONN_MAX,
+		 PIN(conns6));
 BPF_TABLE_PINNED("lru_hash", struct lvs_tuple, struct lvs_template, templates, LVSXDP_TPL_MAX, PIN(templates));
 BPF_TABLE_PINNED("array", u32, struct lvs_mark_cfg, mark_cfg, 1, PIN(mark_cfg));
 BPF_TABLE_PINNED("lpm_trie", struct lvs_mark_addr_key, u32, mark_dst, LVS_MARK_PREFIXES,

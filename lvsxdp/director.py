@@ -148,7 +148,7 @@ def up(iface: str, mode: str = "auto", conns: int | None = None,
                                     "network namespace (lvsxdp down it first)")
             sizes = {}
             for name, want in (("conns", conns), ("templates", templates)):
-                m = runtime.pinned(p, name)
+                m = runtime.pinned(p, "conns4" if name == "conns" else name)
                 have = m.max_entries if m else want
                 if m:
                     m.close()

@@ -181,6 +181,55 @@ def write_runtime(p: Paths, info: dict) -> None:
     os.replace(tmp, p.runtime)
 
 
+class ConnTable:
+    """The connection table as one map keyed by shared.Tuple: the data plane
+    keeps IPv4 connections (conns4, shorter key) and IPv6 ones (conns6)
+    apart; user space need not."""
+
+    def __init__(self, v4: bpfsys.Map, v6: bpfsys.Map) -> None:
+        self.v4, self.v6 = v4, v6
+        self.max_entries = v4.max_entries
+        self.name = "conns"
+
+    @staticmethod
+    def _key4(t: shared.Tuple) -> shared.Conn4Key:
+        return shared.Conn4Key(caddr=t.caddr[0], vaddr=t.vaddr[0], cport=t.cport,
+                               vport=t.vport, proto=t.proto)
+
+    @staticmethod
+    def _tuple(k: shared.Conn4Key) -> shared.Tuple:
+        t = shared.Tuple(family=shared.AF_INET, proto=k.proto, cport=k.cport, vport=k.vport)
+        t.caddr[0] = k.caddr
+        t.vaddr[0] = k.vaddr
+        return t
+
+    def lookup(self, key: shared.Tuple):
+        if key.family == shared.AF_INET:
+            return self.v4.lookup(self._key4(key))
+        return self.v6.lookup(key)
+
+    def update(self, key: shared.Tuple, value, flags: int = bpfsys.BPF_ANY) -> None:
+        if key.family == shared.AF_INET:
+            return self.v4.update(self._key4(key), value, flags)
+        return self.v6.update(key, value, flags)
+
+    def delete(self, key: shared.Tuple) -> bool:
+        if key.family == shared.AF_INET:
+            return self.v4.delete(self._key4(key))
+        return self.v6.delete(key)
+
+    def items(self) -> list:
+        return [(self._tuple(k), v) for k, v in self.v4.items()] + self.v6.items()
+
+    def keys(self):
+        for k in self.v4.keys():
+            yield self._tuple(k)
+        yield from self.v6.keys()
+
+    def close(self) -> None:
+        pass
+
+
 class Maps:
     """The pinned maps of one director, opened without bcc."""
 
@@ -190,6 +239,7 @@ class Maps:
         try:
             for name, (k, v) in shared.MAPS.items():
                 self._maps[name] = bpfsys.Map.pinned(str(pin_dir / name), k, v)
+            self._maps["conns"] = ConnTable(self._maps["conns4"], self._maps["conns6"])
         except OSError as e:
             self.close()
             if e.errno == errno.ENOENT:

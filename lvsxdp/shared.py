@@ -65,6 +65,13 @@ class Tuple(ctypes.Structure):
     ]
 
 
+class Conn4Key(ctypes.Structure):
+    _fields_ = [
+        ("caddr", u32), ("vaddr", u32), ("cport", u16), ("vport", u16), ("proto", u8),
+        ("pad", u8 * 3),
+    ]
+
+
 class VipKey(ctypes.Structure):
     _fields_ = [("family", u8), ("pad", u8 * 3), ("addr", u32 * 4)]
 
@@ -144,7 +151,8 @@ MAPS = {
     "reals": (u32, Real),
     "sched_ring": (u32, u32),
     "sched_pos": (u32, u64),
-    "conns": (Tuple, Conn),
+    "conns4": (Conn4Key, Conn),
+    "conns6": (Tuple, Conn),
     "templates": (Tuple, Template),
     "mark_cfg": (u32, MarkCfg),
     "mark_dst": (MarkAddrKey, u32),
