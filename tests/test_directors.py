@@ -1,0 +1,80 @@
+"""Two directors on one host, in two network namespaces: each has its own
+maps, configuration and agent, and neither sees or disturbs the other."""
+
+import os
+import secrets
+import subprocess
+
+import pytest
+
+from lvsxdp.lab import run
+
+LVSXDP = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                      ".venv", "bin", "lvsxdp")
+
+
+@pytest.fixture
+def two_namespaces(tmp_path):
+    prefix = f"lxd{secrets.token_hex(2)}-"
+    names = [prefix + "a", prefix + "b"]
+    env = dict(os.environ, LVSXDP_STATE_DIR=str(tmp_path / "state"),
+               LVSXDP_RUN_DIR=str(tmp_path / "run"))
+    made = []
+    try:
+        for ns in names:
+            run(None, "ip", "netns", "add", ns)
+            made.append(ns)
+            run(ns, "ip", "link", "add", "name", "eth0", "type", "veth", "peer", "name", "eth1")
+            run(ns, "ip", "link", "set", "dev", "eth0", "up")
+            run(ns, "ip", "link", "set", "dev", "eth1", "up")
+        yield names, env
+    finally:
+        for ns in made:
+            subprocess.run([LVSXDP, "-n", ns, "down", "eth0"], env=env, capture_output=True)
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def lvsxdp(env, ns, *args, check=True):
+    out = subprocess.run([LVSXDP, "-n", ns, *args], env=env, capture_output=True, text=True)
+    if check:
+        assert out.returncode == 0, out.stderr
+    return out
+
+
+def test_directors_in_two_namespaces_keep_to_themselves(two_namespaces):
+    (a, b), env = two_namespaces
+    for ns in (a, b):
+        lvsxdp(env, ns, "up", "eth0", "--mode", "generic", "--conns", "4096",
+               "--templates", "4096")
+    lvsxdp(env, a, "ipvsadm", "-A", "-t", "198.18.2.1:0", "-s", "rr", "-p", "360")
+    lvsxdp(env, a, "ipvsadm", "-a", "-t", "198.18.2.1:0", "-r", "198.18.2.100", "-g")
+    lvsxdp(env, b, "ipvsadm", "-A", "-t", "198.18.3.1:80", "-s", "wrr", "-p", "60")
+
+    list_a = lvsxdp(env, a, "ipvsadm", "-L", "-n").stdout
+    list_b = lvsxdp(env, b, "ipvsadm", "-L", "-n").stdout
+    assert "TCP  198.18.2.1:0 rr persistent 360" in list_a
+    assert "198.18.3.1" not in list_a
+    assert "TCP  198.18.3.1:80 wrr persistent 60" in list_b
+    assert "198.18.2.1" not in list_b
+
+    pins = os.listdir("/sys/fs/bpf/lvsxdp")
+    assert a in pins and b in pins
+    st_a = lvsxdp(env, a, "status", "--json").stdout
+    st_b = lvsxdp(env, b, "status", "--json").stdout
+    assert f'"netns": "{a}"' in st_a and f'"netns": "{b}"' in st_b
+
+    lvsxdp(env, a, "down", "eth0")
+    assert a not in os.listdir("/sys/fs/bpf/lvsxdp")
+    assert lvsxdp(env, a, "status", check=False).returncode == 1
+    # b is untouched: still running, still configured
+    assert '"agent_alive": true' in lvsxdp(env, b, "status", "--json").stdout
+    assert "TCP  198.18.3.1:80 wrr persistent 60" in lvsxdp(env, b, "ipvsadm", "-L", "-n").stdout
+
+
+def test_ip_netns_exec_is_refused_with_a_pointer_to_dash_n(two_namespaces):
+    (a, _), env = two_namespaces
+    out = subprocess.run(["ip", "netns", "exec", a, LVSXDP, "up", "eth0"], env=env,
+                         capture_output=True, text=True)
+    assert out.returncode == 1
+    assert out.stderr.strip().endswith("use `lvsxdp -n NETNS ...` instead")
+    assert "\n" not in out.stderr.strip()
