@@ -244,8 +244,9 @@ def down(iface: str) -> str:
                 break
             time.sleep(0.02)
     _remove_pins(p)
-    with contextlib.suppress(FileNotFoundError):
-        p.runtime.unlink()
+    # the log stays (in /run) for reading after the fact
+    for leftover in (p.runtime, p.lock, runtime.RUN_DIR / f"{p.key}.ready"):
+        leftover.unlink(missing_ok=True)
     return f"lvsxdp down on {iface}"
 
 

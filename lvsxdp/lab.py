@@ -506,7 +506,9 @@ class Topology:
         the next lab starts from the seed's lines alone."""
         from . import runtime  # noqa: PLC0415
 
-        runtime.Paths(self.director).state.unlink(missing_ok=True)
+        paths = runtime.Paths(self.director)
+        paths.state.unlink(missing_ok=True)
+        paths.log.unlink(missing_ok=True)
 
     def ipvsadm(self, line: str) -> str:
         """Runs one ipvsadm line ("-A -t ..." or "ipvsadm -A -t ...") on the
