@@ -34,6 +34,8 @@ class RealServer:
     port: int
     weight: int = 1
     fwd: str = "route"
+    u_threshold: int = 0  # -x: no new connections at this many (0: no limit)
+    l_threshold: int = 0  # -y: take new ones again below this many
     index: int = -1
     ref: int = 0
 
@@ -55,6 +57,7 @@ class Service:
     persistent: bool = False
     timeout: int = DEFAULT_PERSISTENCE
     netmask: int = 32  # prefix length (-M)
+    sched_flags: list[str] = field(default_factory=list)  # -b: sh-port, mh-fallback, ...
     reals: list[RealServer] = field(default_factory=list)
     index: int = -1
 
