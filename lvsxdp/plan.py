@@ -7,6 +7,7 @@ that can take new work (weight > 0, MAC known).
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import math
 from dataclasses import dataclass, field
@@ -70,8 +71,7 @@ def ring(svc: Service, usable: list[RealServer]) -> list[int]:
     if len(seq) > shared.RING_SLOTS:
         # Too long to store: keep the proportions, scaled down.
         scale = shared.RING_SLOTS / len(seq)
-        scaled = [RealServer(r.addr, r.port, max(1, int(r.weight * scale)), r.fwd, r.index, r.ref)
-                  for r in live]
+        scaled = [dataclasses.replace(r, weight=max(1, int(r.weight * scale))) for r in live]
         return ring(svc, scaled)[: shared.RING_SLOTS]
     return seq
 
