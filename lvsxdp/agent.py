@@ -27,6 +27,7 @@ from pathlib import Path
 
 from . import plan, runtime, shared
 from .director import apply_marks, kernel_mark_rules, neighbour_macs
+from .model import ConfigError
 from .snapshot import template_dead_at
 
 log = logging.getLogger("lvsxdp.agent")
@@ -121,7 +122,10 @@ class Agent:
                 self.skipped_rules = skipped
             with runtime.locked(self.paths):
                 config = runtime.load_config(self.paths)
-                apply_marks(self.maps, config, kernel_rules)
+                try:
+                    apply_marks(self.maps, config, kernel_rules)
+                except ConfigError as e:  # the tables in force stay as they were
+                    log.error("kernel mangle rules not applied: %s", e)
             self.kernel_rules = kernel_rules
         if changed or macs != self.macs:
             for addr in addrs:

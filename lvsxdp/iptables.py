@@ -503,6 +503,10 @@ def _port_classes(rules: list[MarkRule]) -> tuple[dict, dict[int, int]]:
 
 
 def compile_rules(rules: list[MarkRule], iface: str) -> MarkTables:
+    """Raises ConfigError, before anything is written, when the tables would
+    not fit the data plane's maps."""
+    from . import shared  # noqa: PLC0415
+
     rules = [r for r in rules if _iface_matches(r, iface)]
     tables = MarkTables()
     if not rules:
@@ -535,6 +539,14 @@ def compile_rules(rules: list[MarkRule], iface: str) -> MarkTables:
                     n += 1
                 if mark:
                     tables.combos[(dc, sc, pc)] = mark
+                    # both generations share the maps while one replaces the other
+                    if len(tables.combos) > shared.MARK_COMBOS // 2:
+                        raise _fail(f"these mark rules need more than {shared.MARK_COMBOS // 2}"
+                                    " class combinations: fewer or simpler rules")
+    for name in ("dst", "src"):
+        if len(getattr(tables, name)) > shared.MARK_PREFIXES // 2:
+            raise _fail(f"these mark rules use more than {shared.MARK_PREFIXES // 2} "
+                        f"{name} prefixes")
     return tables
 
 
