@@ -448,53 +448,80 @@ def _iface_matches(rule: MarkRule, iface: str) -> bool:
     return hit != rule.iface_neg
 
 
+def _bits(bits: int):
+    """The rule indices set in a bitset, lowest first."""
+    while bits:
+        low = bits & -bits
+        yield low.bit_length() - 1
+        bits ^= low
+
+
 def _addr_classes(rules: list[MarkRule], attr: str) -> tuple[dict, dict[int, int]]:
-    """Prefix -> class for one address dimension, and class -> rule bitset."""
-    prefixes = set()
-    for r in rules:
+    """Prefix -> class for one address dimension, and class -> rule bitset.
+    A stored prefix stands for the addresses whose longest stored prefix it
+    is: inside every stored prefix that contains it, outside all others."""
+    unconditioned = 0
+    negated_all = 0
+    pos: dict[Network, int] = {}
+    neg: dict[Network, int] = {}
+    for n, r in enumerate(rules):
         net = getattr(r, attr)
-        if net is not None:
-            prefixes.add(net)
-    prefixes.add(ipaddress.IPv4Network("0.0.0.0/0"))
+        if net is None:
+            unconditioned |= 1 << n
+        elif getattr(r, attr + "_neg"):
+            neg[net] = neg.get(net, 0) | 1 << n
+            negated_all |= 1 << n
+        else:
+            pos[net] = pos.get(net, 0) | 1 << n
+    prefixes = set(pos) | set(neg) | {ipaddress.IPv4Network("0.0.0.0/0")}
     by_bits: dict[int, int] = {}
     out = {}
     for p in prefixes:
-        bits = 0
-        for n, r in enumerate(rules):
-            net = getattr(r, attr)
-            neg = getattr(r, attr + "_neg")
-            ok = net is None or p.subnet_of(net) != neg
-            if ok:
-                bits |= 1 << n
-        cls = by_bits.setdefault(bits, len(by_bits))
-        out[(p.version, p)] = cls
+        inside = 0
+        excluded = 0
+        for plen in range(p.prefixlen, -1, -1):
+            a = p.supernet(new_prefix=plen) if plen != p.prefixlen else p
+            inside |= pos.get(a, 0)
+            excluded |= neg.get(a, 0)
+        bits = unconditioned | inside | (negated_all & ~excluded)
+        out[(4, p)] = by_bits.setdefault(bits, len(by_bits))
     return out, {c: b for b, c in by_bits.items()}
 
 
 def _port_classes(rules: list[MarkRule]) -> tuple[dict, dict[int, int]]:
-    """Per protocol (6, 17), elementary port intervals -> class."""
+    """Per protocol (6, 17), elementary port intervals -> class: each rule's
+    ranges mark only the intervals they cover."""
+    import bisect  # noqa: PLC0415
+
     by_bits: dict[int, int] = {}
     out = {}
+    cuts = {0, 65536}
+    for r in rules:
+        for a, b in r.ports:
+            cuts.update((a, b + 1))
+    edges = sorted(cuts)
     for proto_num, proto in ((6, "tcp"), (17, "udp")):
-        cuts = {0, 65536}
-        for r in rules:
+        anyport = 0  # rules of this protocol without a port condition
+        negated = 0
+        covered = [0] * (len(edges) - 1)
+        for n, r in enumerate(rules):
+            if r.proto is not None and (r.proto == proto) == r.proto_neg:
+                continue
+            if not r.ports:
+                anyport |= 1 << n
+                continue
+            if r.ports_neg:
+                negated |= 1 << n
             for a, b in r.ports:
-                cuts.update((a, b + 1))
-        edges = sorted(cuts)
+                for i in range(bisect.bisect_left(edges, a), bisect.bisect_left(edges, b + 1)):
+                    covered[i] |= 1 << n
         intervals = []
-        for lo, nxt in zip(edges, edges[1:], strict=False):
-            hi = nxt - 1
-            bits = 0
-            for n, r in enumerate(rules):
-                if r.proto is not None and (r.proto == proto) == r.proto_neg:
-                    continue
-                if r.ports:
-                    inside = any(a <= lo and hi <= b for a, b in r.ports)
-                    if inside == r.ports_neg:
-                        continue
-                bits |= 1 << n
+        for i, lo in enumerate(edges[:-1]):
+            hi = edges[i + 1] - 1
+            inside = covered[i]
+            bits = anyport | (inside & ~negated) | (negated & ~inside)
             cls = by_bits.setdefault(bits, len(by_bits))
-            if intervals and intervals[-1][2] == cls and intervals[-1][1] == lo - 1:
+            if intervals and intervals[-1][2] == cls:
                 intervals[-1] = (intervals[-1][0], hi, cls)
             else:
                 intervals.append((lo, hi, cls))
@@ -518,25 +545,25 @@ def compile_rules(rules: list[MarkRule], iface: str) -> MarkTables:
     else:
         src_bits = {0: (1 << len(rules)) - 1}
     tables.ports, port_bits = _port_classes(rules)
+    # For each combination only the port classes of rules it holds can match.
+    rule_ports: list[list[int]] = [[] for _ in rules]
+    for pc, pb in port_bits.items():
+        for n in _bits(pb):
+            rule_ports[n].append(pc)
     for dc, db in dst_bits.items():
         for sc, sb in src_bits.items():
             ds = db & sb
             if not ds:
                 continue
-            for pc, pb in port_bits.items():
-                hit = ds & pb
-                if not hit:
-                    continue
+            candidates = set()
+            for n in _bits(ds):
+                candidates.update(rule_ports[n])
+            for pc in candidates:
                 mark = 0
-                n = 0
-                while hit:
-                    if hit & 1:
-                        r = rules[n]
-                        if r.target in TERMINAL:
-                            break
-                        mark = r.apply_mark(mark)
-                    hit >>= 1
-                    n += 1
+                for n in _bits(ds & port_bits[pc]):
+                    if rules[n].target in TERMINAL:
+                        break
+                    mark = rules[n].apply_mark(mark)
                 if mark:
                     tables.combos[(dc, sc, pc)] = mark
                     # both generations share the maps while one replaces the other
