@@ -256,20 +256,6 @@ class Map:
             yield nxt
             key = nxt
 
-    def update_batch(self, keys: list, values: list) -> None:
-        """Writes many entries with one BPF_MAP_UPDATE_BATCH per 65536."""
-        ksz = ctypes.sizeof(self.key_type)
-        vsz = ctypes.sizeof(self.value_type)
-        step = 65536
-        for start in range(0, len(keys), step):
-            ks = keys[start:start + step]
-            vs = values[start:start + step]
-            kbuf = ctypes.create_string_buffer(b"".join(bytes(k) for k in ks), ksz * len(ks))
-            vbuf = ctypes.create_string_buffer(b"".join(bytes(v) for v in vs), vsz * len(vs))
-            attr = _BatchAttr(keys=ctypes.addressof(kbuf), values=ctypes.addressof(vbuf),
-                              count=len(ks), map_fd=self.fd)
-            _bpf(BPF_MAP_UPDATE_BATCH, attr)
-
     def items(self, batch: int = 4096) -> list:
         """Every (key, value) pair, read with BPF_MAP_LOOKUP_BATCH."""
         if self.percpu:
@@ -308,6 +294,63 @@ class Map:
                 return out
             ctypes.memmove(token_in, token_out, len(token_out))
             first = False
+
+    @property
+    def value_bytes(self) -> int:
+        """Bytes of one entry's value as batch calls move it (per-CPU: one
+        8-byte-aligned slot per possible CPU)."""
+        if self.percpu:
+            return self._value_slot * possible_cpus()
+        return ctypes.sizeof(self.value_type)
+
+    def read_raw(self, keys, values, batch: int = 65536) -> int:
+        """Reads entries with BPF_MAP_LOOKUP_BATCH straight into two writable
+        buffers (bytearray, numpy array: anything with the buffer protocol),
+        with no Python object per entry; for tables too large for items().
+        Entries are packed: key i at i * key size, value i at i * value_bytes.
+        Stops when the buffers are full (size them for max_entries and some
+        more: a map that changes while it is read can show a few entries
+        twice). Returns how many entries were read."""
+        ksz = ctypes.sizeof(self.key_type)
+        vsz = self.value_bytes
+        cap = min(memoryview(keys).nbytes // ksz, memoryview(values).nbytes // vsz)
+        kaddr = ctypes.addressof(ctypes.c_char.from_buffer(keys)) if cap else 0
+        vaddr = ctypes.addressof(ctypes.c_char.from_buffer(values)) if cap else 0
+        token_in = ctypes.create_string_buffer(max(ksz, 8))
+        token_out = ctypes.create_string_buffer(max(ksz, 8))
+        n = 0
+        while n < cap:
+            attr = _BatchAttr(
+                in_batch=ctypes.addressof(token_in) if n else 0,
+                out_batch=ctypes.addressof(token_out),
+                keys=kaddr + n * ksz,
+                values=vaddr + n * vsz,
+                count=min(batch, cap - n),
+                map_fd=self.fd,
+            )
+            try:
+                _bpf(BPF_MAP_LOOKUP_BATCH, attr)
+            except BpfError as e:
+                if e.errno == errno.ENOENT:  # the end: attr.count holds the last ones
+                    return n + attr.count
+                if e.errno == errno.ENOSPC and attr.count == 0:  # a bucket > what is left
+                    return n
+                raise
+            n += attr.count
+            ctypes.memmove(token_in, token_out, len(token_out))
+        return n
+
+    def write_raw(self, keys, values, count: int, batch: int = 65536) -> None:
+        """Writes count packed entries (as read_raw reads them) with
+        BPF_MAP_UPDATE_BATCH."""
+        ksz = ctypes.sizeof(self.key_type)
+        vsz = self.value_bytes
+        kaddr = ctypes.addressof(ctypes.c_char.from_buffer(keys))
+        vaddr = ctypes.addressof(ctypes.c_char.from_buffer(values))
+        for start in range(0, count, batch):
+            attr = _BatchAttr(keys=kaddr + start * ksz, values=vaddr + start * vsz,
+                              count=min(batch, count - start), map_fd=self.fd)
+            _bpf(BPF_MAP_UPDATE_BATCH, attr)
 
 
 def map_info(fd: int) -> _MapInfo:

@@ -9,6 +9,7 @@ namespaces of one host never share state. `ip netns exec` hides /sys/fs/bpf
 
 from __future__ import annotations
 
+import array
 import contextlib
 import ctypes
 import errno
@@ -399,14 +400,14 @@ def apply_marks(maps: Maps, tables) -> None:
             k = shared.MarkAddrKey(prefixlen=32 + net.prefixlen, gen=gen,
                                    addr=int.from_bytes(net.network_address.packed, "little"))
             trie.update(k, u32(cls))
-    slots = [0] * shared.MARK_PORT_SLOTS
+    slots = array.array("I", bytes(4 * shared.MARK_PORT_SLOTS))
     for proto, intervals in tables.ports.items():
         base = 65536 if proto == 17 else 0
         for lo, hi, cls in intervals:
-            slots[base + lo:base + hi + 1] = [cls] * (hi - lo + 1)
+            slots[base + lo:base + hi + 1] = array.array("I", [cls]) * (hi - lo + 1)
     first = gen * shared.MARK_PORT_SLOTS
-    maps.mark_port.update_batch([u32(first + i) for i in range(len(slots))],
-                                [u32(c) for c in slots])
+    maps.mark_port.write_raw(array.array("I", range(first, first + len(slots))), slots,
+                             len(slots))
     for (dc, sc, pc), mark in tables.combos.items():
         maps.mark_combo.update(shared.MarkKey(gen=gen, dst=dc, src=sc, port=pc), u32(mark))
     flags = 0
