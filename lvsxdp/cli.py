@@ -184,6 +184,70 @@ def iptables(args: tuple[str, ...]) -> None:
 
 
 @main.command()
+@click.option("--once", is_flag=True, help="Print one frame and exit.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the frame's data as one JSON object and exit.")
+@click.option("-d", "--interval", type=click.FloatRange(0, 60), default=1.0, show_default=True,
+              help="Seconds between refreshes. --once and --json measure rates over one "
+                   "interval (0: counters only, no rates).")
+@click.option("--sort", type=click.Choice(["conns", "left", "client", "service", "real", "age"]),
+              default="conns", show_default=True, help="Order of the affinity table.")
+@click.option("--reverse", is_flag=True, help="Reverse that order.")
+@click.option("--service", metavar="SERVICE",
+              help="Only templates of this service: 198.18.2.1:0, 'TCP 198.18.2.1:0', 'FWM 10'.")
+@click.option("--real", metavar="ADDR[:PORT]", help="Only templates that lead to this real.")
+@click.option("--client", metavar="ADDR[/LEN]",
+              help="Only templates of this client or client network.")
+@click.option("-N", "--limit", type=click.IntRange(0), default=None,
+              help="Affinity rows (default: what fits; --json 100; 0: all).")
+def top(once: bool, as_json: bool, interval: float, sort: str, reverse: bool,
+        service: str | None, real: str | None, client: str | None, limit: int | None) -> None:
+    """The director live: traffic, services and reals, the affinity table.
+
+    Reads the pinned maps (never compiles). Keys: o sort, i invert,
+    v service, r real, / client (Enter applies, Esc cancels), x clear
+    filters, p or space pause, q quit.
+
+    \b
+    lvsxdp top
+    lvsxdp -n lxl-dir top --sort left
+    lvsxdp top --once --client 198.18.2.0/24
+    lvsxdp top --json --limit 0 | jq '.services[].reals[] | {name, pps}'
+    """
+    from . import top as top_mod  # noqa: PLC0415 - numpy only where needed
+
+    view = top_mod.View(sort=sort, reverse=reverse, service=service, real=real, client=client,
+                        limit=limit)
+    try:
+        top_mod.main(view, interval, once, as_json)
+    except (RuntimeError_, OSError) as e:
+        _die(str(e))
+
+
+@main.command()
+@click.option("--listen", default=":9652", show_default=True, metavar="[ADDR]:PORT",
+              help="Where to serve /metrics (in the director's network namespace).")
+def metrics(listen: str) -> None:
+    """Serve the director's numbers to Prometheus (text format over HTTP).
+
+    Counters per service and real (connections, packets, bytes), drops by
+    reason, connection and template counts, weights, MAC state. Read from
+    the maps at each scrape.
+
+    \b
+    lvsxdp metrics
+    lvsxdp -n lxl-dir metrics --listen 198.18.2.2:9652
+    curl -s http://198.18.2.2:9652/metrics | grep lvsxdp_real_packets_total
+    """
+    from . import metrics as metrics_mod  # noqa: PLC0415
+
+    try:
+        metrics_mod.main(listen)
+    except (RuntimeError_, OSError) as e:
+        _die(str(e))
+
+
+@main.command()
 @click.option("--keep", is_flag=True,
               help="Leave the lab up for exploring (lvsxdp -n lxl-dir ...); "
                    "`lvsxdp lab --down` removes it.")
