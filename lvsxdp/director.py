@@ -159,6 +159,14 @@ def up(iface: str, mode: str = "auto", conns: int | None = None,
             conns, templates = sizes["conns"], sizes["templates"]
         conns = conns or DEFAULT_CONNS
         templates = templates or DEFAULT_TEMPLATES
+        dropped = []
+        if (p.pins / "config").exists():
+            # Maps pinned by an older lvsxdp with another layout are
+            # re-created; those holding connections and templates lose them.
+            for name in runtime.stale_layouts(p):
+                (p.pins / name).unlink()
+                if name not in runtime.REFILLED_MAPS:
+                    dropped.append(name)
         fresh = not (p.pins / "config").exists()
 
         b, fn = loader.compile_program(str(p.pins), conns, templates)
@@ -195,8 +203,9 @@ def up(iface: str, mode: str = "auto", conns: int | None = None,
             info["agent_pid"] = _start_agent(p)
         runtime.write_runtime(p, info)
         verb = "reloaded" if not fresh else "up"
+        note = f"; new layout, emptied: {', '.join(dropped)}" if dropped else ""
         return (f"lvsxdp {verb} on {iface} ({attached.get('mode')} XDP, prog {info['prog_id']}, "
-                f"agent pid {info['agent_pid']})")
+                f"agent pid {info['agent_pid']}{note})")
     finally:
         ipr.close()
 

@@ -243,6 +243,10 @@ class Maps:
             self._maps["conns"] = ConnTable(self._maps["conns4"], self._maps["conns6"])
         except OSError as e:
             self.close()
+            if e.errno == errno.EINVAL and "do not match" in str(e):
+                raise RuntimeError_(
+                    f"the running director's maps have another layout than this lvsxdp's "
+                    f"({e.strerror}): reload it with `lvsxdp up IFACE`") from None
             if e.errno == errno.ENOENT:
                 if (pin_dir / "config").exists():
                     raise RuntimeError_(
@@ -282,6 +286,31 @@ def pinned(p: Paths, name: str) -> bpfsys.Map | None:
         if e.errno == errno.ENOENT:
             return None
         raise
+
+
+# Maps `up` refills from the saved configuration (or that only count): if
+# their layout changed, they are re-created empty. The others hold live state.
+REFILLED_MAPS = {"config", "vips", "services", "svc_conf", "reals", "sched_ring", "sched_pos",
+                 "mark_cfg", "mark_dst", "mark_src", "mark_port", "mark_combo", "svc_stats",
+                 "real_stats", "reasons"}
+
+
+def stale_layouts(p: Paths) -> list[str]:
+    """Pinned maps whose key or value size is not this lvsxdp's."""
+    out = []
+    for name, (k, v) in shared.MAPS.items():
+        path = p.pins / name
+        if not path.exists():
+            continue
+        fd = bpfsys.obj_get(str(path))
+        try:
+            info = bpfsys.map_info(fd)
+        finally:
+            os.close(fd)
+        value = ctypes.sizeof(v)
+        if info.key_size != ctypes.sizeof(k) or info.value_size != value:
+            out.append(name)
+    return out
 
 
 def owns_pins(p: Paths) -> bool:

@@ -1,0 +1,108 @@
+"""Bad lines against a running director, through the lvsxdp command: one
+clear line on stderr, a non-zero exit, and the configuration - the saved
+file and every map the data plane reads it from - byte for byte as before."""
+
+import ctypes
+import os
+import secrets
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from lvsxdp import runtime
+from lvsxdp.lab import run
+
+LVSXDP = str(Path(__file__).resolve().parent.parent / ".venv" / "bin" / "lvsxdp")
+CONFIG_MAPS = ("config", "vips", "services", "svc_conf", "reals", "sched_ring", "mark_cfg",
+               "mark_dst", "mark_src", "mark_port", "mark_combo")
+SETUP = [
+    ("ipvsadm", "-A -t 198.18.2.1:0 -s rr -p 360"),
+    ("ipvsadm", "-a -t 198.18.2.1:0 -r 198.18.2.100 -g"),
+    ("ipvsadm", "-a -t 198.18.2.1:0 -r 198.18.2.200 -g"),
+    ("ipvsadm", "-A -f 10 -s rr -p"),
+    ("ipvsadm", "-a -f 10 -r 198.18.2.100 -g"),
+    ("iptables", "-t mangle -A PREROUTING -d 198.18.2.1 -i eth0 -p tcp -m multiport "
+                 "--dport 80,443 -j MARK --set-mark 10"),
+]
+BAD = [
+    ("ipvsadm", "-A -t 198.18.2.1:0 -s rr"),
+    ("ipvsadm", "-A -t 198.18.2.1:0 -s rr -p 360"),
+    ("ipvsadm", "-A -t 198.18.2.1:80 -s nosuch"),
+    ("ipvsadm", "-a -t 198.18.2.1:0 -r 198.18.2.100"),
+    ("ipvsadm", "-a -t 198.18.2.9:0 -r 198.18.2.100"),
+    ("ipvsadm", "-a -t 198.18.2.1:0 -r 198.18.2.150 -w 70000"),
+    ("ipvsadm", "-a -t 198.18.2.1:0 -r 198.18.2.150 -m"),
+    ("ipvsadm", "-d -f 10 -r 198.18.2.200"),
+    ("ipvsadm", "-D -t 198.18.2.1:80"),
+    ("ipvsadm", "--frobnicate"),
+    ("iptables", "-A PREROUTING -p tcp -j MARK --set-mark 1"),
+    ("iptables", "-t mangle -A PREROUTING -m conntrack --ctstate NEW -j MARK --set-mark 1"),
+    ("iptables", "-t mangle -A PREROUTING -p tcp --dport 90:80 -j MARK --set-mark 1"),
+    ("iptables", "-t mangle -A PREROUTING -j DROP"),
+    ("iptables", "-t mangle -D PREROUTING 7"),
+]
+
+
+@pytest.fixture(scope="module")
+def director(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cli")
+    ns = f"lxc{secrets.token_hex(2)}"
+    env = dict(os.environ, LVSXDP_STATE_DIR=str(tmp / "state"), LVSXDP_RUN_DIR=str(tmp / "run"))
+    run(None, "ip", "netns", "add", ns)
+    try:
+        run(ns, "ip", "link", "add", "name", "eth0", "type", "veth", "peer", "name", "eth1")
+        run(ns, "ip", "link", "set", "dev", "eth0", "up")
+        run(ns, "ip", "link", "set", "dev", "eth1", "up")
+        cli(env, ns, "up", "eth0", "--mode", "generic", "--conns", "4096", "--templates", "4096")
+        for tool, line in SETUP:
+            cli(env, ns, tool, *line.split())
+        yield ns, env, tmp / "state" / f"{ns}.json"
+    finally:
+        subprocess.run([LVSXDP, "-n", ns, "down", "eth0"], env=env, capture_output=True)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def cli(env, ns, *args, check=True):
+    out = subprocess.run([LVSXDP, "-n", ns, *args], env=env, capture_output=True, text=True)
+    if check:
+        assert out.returncode == 0, out.stderr
+    return out
+
+
+def map_bytes(ns):
+    """Every entry of the maps that hold the configuration, as bytes (in the
+    maps' own order, which does not change while a map does not)."""
+    out = {}
+    with runtime.Maps(runtime.PIN_ROOT / ns) as maps:
+        for name in CONFIG_MAPS:
+            m = getattr(maps, name)
+            ksz, vsz = ctypes.sizeof(m.key_type), m.value_bytes
+            keys = bytearray(ksz * (m.max_entries + 64))
+            values = bytearray(vsz * (m.max_entries + 64))
+            n = m.read_raw(keys, values)
+            out[name] = (bytes(keys[:n * ksz]), bytes(values[:n * vsz]))
+    return out
+
+
+@pytest.mark.parametrize("tool,line", BAD)
+def test_bad_line_changes_nothing(director, tool, line):
+    ns, env, state = director
+    saved = state.read_bytes()
+    maps = map_bytes(ns)
+    out = cli(env, ns, tool, *line.split(), check=False)
+    assert out.returncode == 2
+    assert out.stdout == ""
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "Traceback" not in out.stderr
+    assert state.read_bytes() == saved
+    assert map_bytes(ns) == maps
+
+
+def test_a_good_line_does_change_the_maps(director):
+    """The check above would see a change: a good line makes one."""
+    ns, env, state = director
+    maps = map_bytes(ns)
+    cli(env, ns, "ipvsadm", "-e", "-t", "198.18.2.1:0", "-r", "198.18.2.100", "-g", "-w", "3")
+    assert map_bytes(ns)["reals"] != maps["reals"]
+    cli(env, ns, "ipvsadm", "-e", "-t", "198.18.2.1:0", "-r", "198.18.2.100", "-g", "-w", "1")
