@@ -84,12 +84,12 @@ from pathlib import Path
 # this checkout's lvsxdp, whichever one the venv has installed
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lvsxdp import bpfsys, ipvsadm, loader, plan, runtime, shared  # noqa: E402
+from lvsxdp import bpfsys, iptables, ipvsadm, loader, plan, runtime, shared  # noqa: E402
 from lvsxdp.model import Config  # noqa: E402
 
 BASELINES = Path(__file__).resolve().parent / "bench_baselines.c"
 PIN_PARENT = Path("/sys/fs/bpf/lvsxdp-bench")
-XDP_PASS, XDP_TX = 2, 3
+XDP_DROP, XDP_PASS, XDP_TX = 1, 2, 3
 
 DIRECTOR_MAC = bytes.fromhex("020000000001")
 CLIENT_MAC = bytes.fromhex("020000000099")
@@ -111,7 +111,18 @@ CALIBRATION_CALLS = 5          # repeat=2 calls that measure a repeat run's fixe
 TRIM = 0.02                    # per-call figures leave out the slowest 2% of calls
 TARGET_RATIO = 2.0             # established at most 2x parse_swap_tx
 CASES = ["bare_tx", "parse_swap_tx", "established", "template_hit", "new_client",
-         "unknown_vip"]
+         "unknown_vip", "syn_marks_2001_rules", "syn_marks_off"]
+# Firewall-mark classification: 2,000 rules of the kind an operator with many
+# VIPs writes, and one in the middle that marks MARKED_VIP:MARKED_PORT for a
+# mark service without reals (the SYN is dropped: nothing is created, so the
+# case repeats). The same SYN with classification off goes to a VIP service
+# without reals: the difference is what classifying costs.
+MARK_RULES = [f"-t mangle -A PREROUTING -d 198.18.{4 + i // 250}.{i % 250} -p tcp "
+              f"--dport {1000 + i} -j MARK --set-mark {1 + i % 100}" for i in range(2000)]
+MARKED_VIP, MARKED_PORT, MARK = "198.18.3.9", 9000, 777
+MARK_RULES.insert(1000, f"-t mangle -A PREROUTING -d {MARKED_VIP} -p tcp --dport {MARKED_PORT} "
+                        f"-j MARK --set-mark {MARK}")
+MARK_SERVICES = [f"-A -f {MARK} -s rr -p", f"-A -t {MARKED_VIP}:{MARKED_PORT} -s rr -p"]
 
 
 class BenchError(RuntimeError):
@@ -160,11 +171,12 @@ def conn_key(src: str, sport: int, dst: str = VIP, dport: int = 80) -> shared.Tu
     return k
 
 
-def template_key(src: str) -> shared.Tuple:
-    """PCC (-t VIP:0, -M 255.255.255.255): client address, VIP, no ports."""
-    k = shared.Tuple(family=shared.AF_INET, proto=6)
+def template_key(src: str, mark: int = 0) -> shared.Tuple:
+    """PCC (-t VIP:0, -M 255.255.255.255): client address, VIP, no ports;
+    with mark, a firewall-mark template: proto 0, the mark as address."""
+    k = shared.Tuple(family=shared.AF_INET, proto=0 if mark else 6)
     shared.set_words(k.caddr, ipaddress.ip_address(src))
-    shared.set_words(k.vaddr, ipaddress.ip_address(VIP))
+    shared.set_words(k.vaddr, ipaddress.IPv4Address(mark) if mark else ipaddress.ip_address(VIP))
     return k
 
 
@@ -208,11 +220,23 @@ class Programs:
         cfg.netns_cookie = runtime.netns_cookie()
         self.maps.config.update(ctypes.c_uint32(0), cfg)
         config = Config()
-        for line in SERVICE:
+        for line in SERVICE + MARK_SERVICES:
             config = ipvsadm.apply(config, ipvsadm.parse(shlex.split(line)))
         macs = {ipaddress.ip_address(a): m for a, m in REAL_MACS.items()}
         runtime.apply_plan(self.maps, plan.build(config, macs, ifindex=1,
                                                  own_mac=DIRECTOR_MAC))
+        rules = []
+        for line in MARK_RULES:
+            rules.extend(iptables.parse(shlex.split(line)).rules)
+        runtime.apply_marks(self.maps, iptables.compile_rules(rules, "eth0"))
+
+    def marks(self, on: bool) -> None:
+        """Turns firewall-mark classification on or off (the tables stay)."""
+        key = ctypes.c_uint32(0)
+        mc = self.maps.mark_cfg.lookup(key)
+        mc.flags = (mc.flags | shared.MARK_F_ACTIVE) if on else \
+            (mc.flags & ~shared.MARK_F_ACTIVE)
+        self.maps.mark_cfg.update(key, mc)
 
     def close(self) -> None:
         if self.maps is not None:
@@ -317,6 +341,7 @@ class Bench:
         self.fd = progs.fds
         self.ack = tcp_frame(KNOWN_CLIENT, KNOWN_PORT, VIP, 80, ACK)
         self.unknown = tcp_frame(KNOWN_CLIENT, KNOWN_PORT, NOT_VIP, 80, SYN)
+        self.marked = tcp_frame(KNOWN_CLIENT, KNOWN_PORT, MARKED_VIP, MARKED_PORT, SYN)
         self.tpl_ports = [p for p in range(FIRST_PORT, 65536) if p != KNOWN_PORT][:calls]
         self.tpl_frames = [tcp_frame(KNOWN_CLIENT, p, VIP, 80, SYN) for p in self.tpl_ports]
         self.tpl_conns = [conn_key(KNOWN_CLIENT, p) for p in self.tpl_ports]
@@ -412,6 +437,15 @@ class Bench:
                                             XDP_PASS, self.unknown)
         if self.p.reasons()["no_service"] - before != timed:
             raise BenchError("unknown_vip: not every timed packet was passed for no_service")
+        for name, on in (("syn_marks_2001_rules", True), ("syn_marks_off", False)):
+            self.p.marks(on)
+            before = self.p.reasons()["no_real"]
+            r[name] = self.repeat_case(name, fd["lvsxdp"], self.marked, XDP_DROP, self.marked)
+            if self.p.reasons()["no_real"] - before != timed:
+                raise BenchError(f"{name}: not every timed SYN reached a service without reals")
+            if on and m.templates.lookup(template_key(KNOWN_CLIENT, mark=MARK)) is not None:
+                raise BenchError(f"{name}: a template was made")
+        self.p.marks(True)
         r.update({f"kernel_{k}": v for k, v in self.kernel_ns.items()})
 
         # Per-call cases: the case's cost over bare_tx, on the repeat scale.
