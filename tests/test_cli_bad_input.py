@@ -3,17 +3,12 @@ clear line on stderr, a non-zero exit, and the configuration - the saved
 file and every map the data plane reads it from - byte for byte as before."""
 
 import ctypes
-import os
-import secrets
-import subprocess
-from pathlib import Path
 
 import pytest
+from nsdirector import cli, namespaces
 
 from lvsxdp import runtime
-from lvsxdp.lab import run
 
-LVSXDP = str(Path(__file__).resolve().parent.parent / ".venv" / "bin" / "lvsxdp")
 CONFIG_MAPS = ("config", "vips", "services", "svc_conf", "reals", "sched_ring", "mark_cfg",
                "mark_dst", "mark_src", "mark_port", "mark_combo")
 SETUP = [
@@ -47,27 +42,11 @@ BAD = [
 @pytest.fixture(scope="module")
 def director(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cli")
-    ns = f"lxc{secrets.token_hex(2)}"
-    env = dict(os.environ, LVSXDP_STATE_DIR=str(tmp / "state"), LVSXDP_RUN_DIR=str(tmp / "run"))
-    run(None, "ip", "netns", "add", ns)
-    try:
-        run(ns, "ip", "link", "add", "name", "eth0", "type", "veth", "peer", "name", "eth1")
-        run(ns, "ip", "link", "set", "dev", "eth0", "up")
-        run(ns, "ip", "link", "set", "dev", "eth1", "up")
+    with namespaces(tmp, "lxc") as ([ns], env):
         cli(env, ns, "up", "eth0", "--mode", "generic", "--conns", "4096", "--templates", "4096")
         for tool, line in SETUP:
             cli(env, ns, tool, *line.split())
         yield ns, env, tmp / "state" / f"{ns}.json"
-    finally:
-        subprocess.run([LVSXDP, "-n", ns, "down", "eth0"], env=env, capture_output=True)
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-
-
-def cli(env, ns, *args, check=True):
-    out = subprocess.run([LVSXDP, "-n", ns, *args], env=env, capture_output=True, text=True)
-    if check:
-        assert out.returncode == 0, out.stderr
-    return out
 
 
 def map_bytes(ns):

@@ -2,43 +2,17 @@
 maps, configuration and agent, and neither sees or disturbs the other."""
 
 import os
-import secrets
 import subprocess
 
 import pytest
-
-from lvsxdp.lab import run
-
-LVSXDP = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                      ".venv", "bin", "lvsxdp")
+from nsdirector import LVSXDP, namespaces
+from nsdirector import cli as lvsxdp
 
 
 @pytest.fixture
 def two_namespaces(tmp_path):
-    prefix = f"lxd{secrets.token_hex(2)}-"
-    names = [prefix + "a", prefix + "b"]
-    env = dict(os.environ, LVSXDP_STATE_DIR=str(tmp_path / "state"),
-               LVSXDP_RUN_DIR=str(tmp_path / "run"))
-    made = []
-    try:
-        for ns in names:
-            run(None, "ip", "netns", "add", ns)
-            made.append(ns)
-            run(ns, "ip", "link", "add", "name", "eth0", "type", "veth", "peer", "name", "eth1")
-            run(ns, "ip", "link", "set", "dev", "eth0", "up")
-            run(ns, "ip", "link", "set", "dev", "eth1", "up")
-        yield names, env
-    finally:
-        for ns in made:
-            subprocess.run([LVSXDP, "-n", ns, "down", "eth0"], env=env, capture_output=True)
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-
-
-def lvsxdp(env, ns, *args, check=True):
-    out = subprocess.run([LVSXDP, "-n", ns, *args], env=env, capture_output=True, text=True)
-    if check:
-        assert out.returncode == 0, out.stderr
-    return out
+    with namespaces(tmp_path, "lxd", 2) as made:
+        yield made
 
 
 def test_directors_in_two_namespaces_keep_to_themselves(two_namespaces):
