@@ -92,6 +92,7 @@ int lvsxdp_main(struct xdp_md *ctx)
 			 * its template learns the lower bound from the agent. */
 			if (until < c->expires)
 				c->vouched = until;
+			load_move(c->real, c->state, state);
 			c->state = state;
 		}
 		c->expires = until;
@@ -126,12 +127,17 @@ int lvsxdp_main(struct xdp_md *ctx)
 	if (svc->flags & LVS_SVC_F_PERSISTENT)
 		ref = persist_schedule(svc_idx, svc, &pkt.tuple, cfg, now, fresh.vouched);
 	else
-		ref = schedule(svc_idx, svc);
+		ref = schedule(svc_idx, svc, &pkt.tuple);
 	r = ref ? real_usable(ref) : 0;
 	if (!r)
 		return count_reason(LVS_R_NO_REAL, XDP_DROP);
 	fresh.real = ref;
+	/* A connection reused in TIME_WAIT or CLOSE leaves its real's count. */
+	if (c && now < c->expires)
+		load_unbind(c->real, c->state);
 	if (conn_store(&pkt, &k4, &fresh))
 		count_reason(LVS_R_MAP_FULL, 0);
+	else
+		load_bind(r, fresh.state);
 	return forward(&pkt, r, cfg, svc_idx, 1);
 }

@@ -67,9 +67,24 @@ struct lvs_svc_key {
 
 #define LVS_SVC_F_ACTIVE (1 << 0)
 #define LVS_SVC_F_PERSISTENT (1 << 1)
+#define LVS_SVC_F_SCHED_FALLBACK (1 << 2)	/* -b sh-fallback, mh-fallback */
+#define LVS_SVC_F_SCHED_PORT (1 << 3)		/* -b sh-port, mh-port */
 
+/* The schedulers (bpf/sched.h). rr and wrr walk a ring holding their
+ * decision sequence; lc, wlc, sed and nq scan a ring holding the service's
+ * reals in IPVS's list order; sh and dh index a ring holding IPVS's
+ * 256-bucket table, mh one holding its Maglev lookup table. */
 #define LVS_SCHED_RR 0
 #define LVS_SCHED_WRR 1
+#define LVS_SCHED_LC 2
+#define LVS_SCHED_WLC 3
+#define LVS_SCHED_SED 4
+#define LVS_SCHED_NQ 5
+#define LVS_SCHED_SH 6
+#define LVS_SCHED_DH 7
+#define LVS_SCHED_MH 8
+#define LVS_SH_TAB_SIZE 256	/* IP_VS_SH_TAB_SIZE, IP_VS_DH_TAB_SIZE */
+#define LVS_MH_TAB_SIZE 4093	/* IP_VS_MH_TAB_SIZE (CONFIG_IP_VS_MH_TAB_INDEX 12) */
 
 /* One service (an `ipvsadm -A` line), at index svc in svc_conf. */
 struct lvs_service {
@@ -80,7 +95,7 @@ struct lvs_service {
 	__u32 ring_len;		/* slots in use in that ring; 0: no real can take work */
 	__be16 vport;
 	__u8 flags;		/* LVS_SVC_F_* */
-	__u8 sched;		/* LVS_SCHED_*; the ring already encodes it */
+	__u8 sched;		/* LVS_SCHED_*: how the ring is read */
 	__u8 family;
 	__u8 proto;		/* 0 for a firewall-mark service */
 	__u8 pad[6];
@@ -105,6 +120,30 @@ struct lvs_real {
 	__be16 port;
 	__u8 family;
 	__u8 fwd;		/* LVS_FWD_* */
+	__u32 u_threshold;	/* -x: no new connections from this many on (0: no limit) */
+	__u32 l_threshold;	/* -y: new ones again below this many (0: 3/4 of -x) */
+};
+
+/* Connections of a real as IPVS counts them for its schedulers and
+ * thresholds: active (TCP in ESTABLISHED) and inactive (every other TCP
+ * state, and UDP). Templates do not count.
+ * The data plane keeps real_load with atomic adds when it creates a
+ * connection or moves one across ESTABLISHED; it cannot see a connection
+ * expire, so the agent counts the connection table every sweep and writes
+ * the difference into real_load_fix. A real's load is the sum of both, each
+ * only while its ref is the real's (a reused slot starts from nothing). */
+struct lvs_load {
+	__s64 active;
+	__s64 inactive;
+	__u32 ref;
+	__u32 overload;		/* the -x that made the real overloaded; 0: it is not */
+};
+
+struct lvs_load_fix {
+	__s64 active;
+	__s64 inactive;
+	__u32 ref;
+	__u32 pad;
 };
 
 /* IPVS's TCP states, numbered as in include/uapi/linux/ip_vs.h, and one more

@@ -15,6 +15,11 @@ BPF_TABLE_PINNED("array", u32, struct lvs_real, reals, LVS_MAX_REALS, PIN(reals)
 /* Two rings per service: slots [svc * 2 * N, svc * 2 * N + 2 * N). */
 BPF_TABLE_PINNED("array", u32, u32, sched_ring, LVS_MAX_SERVICES * 2 * LVS_RING_SLOTS, PIN(sched_ring));
 BPF_TABLE_PINNED("array", u32, u64, sched_pos, LVS_MAX_SERVICES, PIN(sched_pos));
+/* Connections per real (struct lvs_load): the data plane's count, and the
+ * agent's correction from counting the connection table. */
+BPF_TABLE_PINNED("array", u32, struct lvs_load, real_load, LVS_MAX_REALS, PIN(real_load));
+BPF_TABLE_PINNED("array", u32, struct lvs_load_fix, real_load_fix, LVS_MAX_REALS,
+		 PIN(real_load_fix));
 BPF_TABLE_PINNED("lru_hash", struct lvs_conn4_key, struct lvs_conn, conns4, LVSXDP_CONN_MAX,
 		 PIN(conns4));
 BPF_TABLE_PINNED("lru_hash", struct lvs_tuple, struct lvs_conn, conns6, LVSXDP_CONN_MAX,

@@ -100,7 +100,7 @@ static __always_inline u32 persist_schedule(u32 svc_idx, struct lvs_service *svc
 			t->ctl_until = conn_until;
 		return t->real;
 	}
-	ref = schedule(svc_idx, svc);
+	ref = schedule(svc_idx, svc, tuple);
 	if (!ref)
 		return 0;
 	fresh.expires = now + svc->timeout_ns;

@@ -1,12 +1,48 @@
-/* Scheduling a real for new work. The control plane compiles each
- * scheduler's decision sequence into a ring of real refs (rr: each
- * available real once; wrr: IPVS's weighted sequence), leaving out reals of
- * weight 0 and reals whose MAC is unknown; the data plane walks the ring with
- * one atomic counter per service. */
+/* Scheduling a real for new work, as IPVS's schedulers do (ip_vs_rr.c,
+ * ip_vs_wrr.c, ip_vs_lc.c, ip_vs_wlc.c, ip_vs_sed.c, ip_vs_nq.c, ip_vs_sh.c,
+ * ip_vs_dh.c, ip_vs_mh.c), and the per-real connection counts and overload
+ * flag (-x/-y) that the load-based ones and every threshold read.
+ *
+ * The control plane compiles each service's scheduler into a ring of real
+ * refs (lvsxdp/plan.py):
+ *   rr, wrr        the decision sequence, over reals of weight > 0 whose MAC
+ *                  is known; one atomic counter per service walks it
+ *   lc wlc sed nq  the reals of weight > 0 with a known MAC, in IPVS's list
+ *                  order; scanned whole for the least loaded
+ *   sh, dh         IPVS's 256-bucket table, over every real of the service
+ *   mh             IPVS's Maglev lookup table (4093 slots), likewise
+ * A real in a slot still gets new work only if it takes it now: reachable,
+ * weight > 0, not overloaded (real_takes_new).
+ *
+ * The loops walk as far as IPVS's do (a whole ring, a whole table) and end
+ * on the ring's length, which the verifier does not know; each also checks
+ * can_loop, the may_goto instruction (Linux 6.9), so that the verifier
+ * checks its body until it converges instead of once per iteration (bcc
+ * cannot load bpf_loop() callbacks or BPF-to-BPF calls, and schedule() is
+ * inlined twice). The loop counters must stay free of constant bounds:
+ * a counter compared with a constant is tracked exactly, iteration by
+ * iteration, and the verifier gives up after 8192 jumps.
+ */
 #ifndef LVSXDP_SCHED_H
 #define LVSXDP_SCHED_H
 
-/* Reals that may take new work: still in the service and reachable. */
+/* true until the kernel's budget of iterations runs out (may_goto, spelled
+ * in bytes for compilers older than LLVM 19; bpf_experimental.h's can_loop) */
+#define can_loop							\
+	({ __label__ l_break, l_continue;				\
+	int ret = 1;							\
+	asm volatile goto("1:.byte 0xe5;				\
+		      .byte 0;						\
+		      .long ((%l[l_break] - 1b - 8) / 8) & 0xffff;	\
+		      .short 0"						\
+		      :::: l_break);					\
+	goto l_continue;						\
+	l_break: ret = 0;						\
+	l_continue:;							\
+	ret;								\
+	})
+
+/* Reals that may carry packets: still in the service and reachable. */
 static __always_inline struct lvs_real *real_usable(u32 ref)
 {
 	u32 idx = LVS_REF_IDX(ref);
@@ -18,25 +54,358 @@ static __always_inline struct lvs_real *real_usable(u32 ref)
 	return r;
 }
 
-/* A ring slot can point at a real that just lost its MAC (the agent has not
- * rebuilt the ring yet): try a few following slots before giving up. */
-#define SCHED_TRIES 4
+/* -- connection counts ------------------------------------------------------ */
 
-static __always_inline u32 schedule(u32 svc_idx, struct lvs_service *svc)
+/* IPVS binds a new connection as inactive (a real's conn_flags carry
+ * IP_VS_CONN_F_INACTIVE) and counts a TCP one active while it is
+ * ESTABLISHED (set_tcp_state); UDP connections stay inactive. */
+static __always_inline int conn_is_active(u8 state)
+{
+	return state == LVS_S_ESTABLISHED;
+}
+
+struct real_load {
+	struct lvs_load *own;	/* the data plane's entry, 0 when it is another real's */
+	s64 active;
+	s64 inactive;
+};
+
+static __always_inline void load_read(u32 ref, struct real_load *l)
+{
+	u32 idx = LVS_REF_IDX(ref);
+	struct lvs_load *a = real_load.lookup(&idx);
+	struct lvs_load_fix *f = real_load_fix.lookup(&idx);
+	s64 active = 0, inactive = 0;
+
+	l->own = 0;
+	if (a && a->ref == ref) {
+		l->own = a;
+		active = a->active;
+		inactive = a->inactive;
+	}
+	if (f && f->ref == ref) {
+		active += f->active;
+		inactive += f->inactive;
+	}
+	l->active = active > 0 ? active : 0;
+	l->inactive = inactive > 0 ? inactive : 0;
+}
+
+/* IP_VS_DEST_F_OVERLOAD, evaluated when it is read. IPVS sets it when a new
+ * connection brings the real to -x connections (ip_vs_bind_dest) and clears
+ * it when one ends below -y, or below 3/4 of -x without a -y
+ * (ip_vs_unbind_dest), or when -x is removed or raised (__ip_vs_update_dest).
+ * Here the data plane sets it, and lifts it the first time it finds one of
+ * those true. */
+static __always_inline int real_overloaded(struct lvs_real *r, struct real_load *l)
+{
+	struct lvs_load *a = l->own;
+	u32 u = r->u_threshold, lower = r->l_threshold;
+	s64 total = l->active + l->inactive;
+
+	if (!a || !a->overload)
+		return 0;
+	if (u && u <= a->overload &&
+	    (lower ? total >= lower : total * 4 >= (s64)u * 3))
+		return 1;
+	a->overload = 0;
+	return 0;
+}
+
+/* A real that may take a new connection or template now: reachable,
+ * weight > 0 (quiescent otherwise), not overloaded. Fills l with its load
+ * when its scheduler or its threshold needs it. */
+static __always_inline struct lvs_real *real_takes_new(u32 ref, struct real_load *l, int need_load)
+{
+	struct lvs_real *r = real_usable(ref);
+
+	if (!r || r->weight == 0)
+		return 0;
+	if (!need_load && !r->u_threshold)
+		return r;
+	load_read(ref, l);
+	return real_overloaded(r, l) ? 0 : r;
+}
+
+/* A connection to r was created (ip_vs_bind_dest). */
+static __always_inline void load_bind(struct lvs_real *r, u8 state)
+{
+	u32 idx = LVS_REF_IDX(r->ref);
+	struct lvs_load *a = real_load.lookup(&idx);
+	struct real_load l;
+
+	if (!a)
+		return;
+	if (a->ref != r->ref) {
+		/* a new real in this slot: the old one's count is not its */
+		a->active = 0;
+		a->inactive = 0;
+		a->overload = 0;
+		a->ref = r->ref;
+	}
+	if (conn_is_active(state))
+		__sync_fetch_and_add(&a->active, 1);
+	else
+		__sync_fetch_and_add(&a->inactive, 1);
+	if (r->u_threshold) {
+		load_read(r->ref, &l);
+		if (l.active + l.inactive >= r->u_threshold)
+			a->overload = r->u_threshold;
+	}
+}
+
+/* A live connection of ref is replaced by a new one (TIME_WAIT or CLOSE
+ * reused). Expired connections are not counted down here: the agent's
+ * recount already left them out. */
+static __always_inline void load_unbind(u32 ref, u8 state)
+{
+	u32 idx = LVS_REF_IDX(ref);
+	struct lvs_load *a = real_load.lookup(&idx);
+
+	if (!a || a->ref != ref)
+		return;
+	if (conn_is_active(state))
+		__sync_fetch_and_add(&a->active, -1);
+	else
+		__sync_fetch_and_add(&a->inactive, -1);
+}
+
+/* A connection of ref changed state; IPVS moves it between the active and
+ * inactive counts when it enters or leaves ESTABLISHED. */
+static __always_inline void load_move(u32 ref, u8 from, u8 to)
+{
+	u32 idx = LVS_REF_IDX(ref);
+	struct lvs_load *a;
+	s64 d;
+
+	if (conn_is_active(from) == conn_is_active(to))
+		return;
+	a = real_load.lookup(&idx);
+	if (!a || a->ref != ref)
+		return;
+	d = conn_is_active(to) ? 1 : -1;
+	__sync_fetch_and_add(&a->active, d);
+	__sync_fetch_and_add(&a->inactive, -d);
+}
+
+/* -- rings ------------------------------------------------------------------ */
+
+static __always_inline u32 ring_at(struct lvs_service *svc, u32 i)
+{
+	u32 slot = svc->ring_off + i;
+	u32 *ref;
+
+	if (i >= svc->ring_len)
+		return 0;
+	ref = sched_ring.lookup(&slot);
+	return ref ? *ref : 0;
+}
+
+/* rr, wrr: the next slot whose real takes new work. A skipped slot (an
+ * overloaded real, one that just lost its MAC) is passed for good, as
+ * IPVS's rr and wrr move their mark past it. */
+static __always_inline u32 sched_sequence(u32 svc_idx, struct lvs_service *svc)
 {
 	u64 *pos = sched_pos.lookup(&svc_idx);
+	u32 n = svc->ring_len;
+	struct real_load l;
 	u64 start;
 
-	if (!pos || svc->ring_len == 0 || svc->ring_len > LVS_RING_SLOTS)
+	if (!pos || n == 0 || n > LVS_RING_SLOTS)
 		return 0;
 	start = __sync_fetch_and_add(pos, 1);
-#pragma unroll
-	for (int i = 0; i < SCHED_TRIES; i++) {
-		u32 slot = svc->ring_off + (u32)((start + i) % svc->ring_len);
-		u32 *ref = sched_ring.lookup(&slot);
+	for (u32 i = 0; can_loop; i++) {
+		u32 ref;
 
-		if (ref && real_usable(*ref))
-			return *ref;
+		if (i >= n)
+			break;
+		ref = ring_at(svc, (u32)((start + i) % n));
+		if (ref && real_takes_new(ref, &l, 0)) {
+			if (i)
+				__sync_fetch_and_add(pos, i);
+			return ref;
+		}
+	}
+	return 0;
+}
+
+/* lc, wlc, sed, nq: the least loaded real, the first in list order among
+ * equals. Overheads as IPVS computes them:
+ *   lc, wlc   active * 256 + inactive (ip_vs_dest_conn_overhead), wlc per weight
+ *   sed, nq   active + 1, per weight; nq first takes any real with no active
+ * "a/wa < b/wb" is compared as a * wb < b * wa, in 64 bits as IPVS does. */
+static __always_inline u32 sched_least(struct lvs_service *svc)
+{
+	u32 n = svc->ring_len, best = 0;
+	u64 best_oh = 0, best_w = 1;
+	u8 kind = svc->sched;
+	struct real_load l;
+
+	for (u32 i = 0; can_loop; i++) {
+		struct lvs_real *r;
+		u64 oh, w;
+		u32 ref;
+
+		if (i >= n)
+			break;
+		ref = ring_at(svc, i);
+		r = ref ? real_takes_new(ref, &l, 1) : 0;
+		if (!r)
+			continue;
+		if (kind == LVS_SCHED_SED || kind == LVS_SCHED_NQ) {
+			if (kind == LVS_SCHED_NQ && l.active == 0)
+				return ref;
+			oh = l.active + 1;
+		} else {
+			oh = (l.active << 8) + l.inactive;
+		}
+		w = kind == LVS_SCHED_LC ? 1 : r->weight;
+		if (!best || best_oh * w > oh * best_w) {
+			best = ref;
+			best_oh = oh;
+			best_w = w;
+		}
+	}
+	return best;
+}
+
+/* -- hashing schedulers ----------------------------------------------------- */
+
+#define GOLDEN_RATIO_32 0x61C88647
+
+/* hash_32() of include/linux/hash.h (no arch override on x86) */
+static __always_inline u32 hash_32(u32 val, u32 bits)
+{
+	return (val * GOLDEN_RATIO_32) >> (32 - bits);
+}
+
+/* An address as ip_vs_sh/dh/mh fold it: IPv4 as is, IPv6 as the xor of its
+ * words; in host order. */
+static __always_inline u32 addr_fold(const u32 *a, u8 family)
+{
+	if (family == LVS_AF_INET)
+		return bpf_ntohl(a[0]);
+	return bpf_ntohl(a[0] ^ a[1] ^ a[2] ^ a[3]);
+}
+
+/* sh: the client's bucket (with sh-port, its port too); with sh-fallback a
+ * real that cannot take the client passes it on around the table
+ * (ip_vs_sh_get_fallback, which adds the offset to the hash of the offset:
+ * bucket 2 * h + k, k = 0 .. 255; ring_len is the table's size). */
+static __always_inline u32 sched_sh(struct lvs_service *svc, struct lvs_tuple *t)
+{
+	u32 port = (svc->flags & LVS_SVC_F_SCHED_PORT) ? bpf_ntohs(t->cport) : 0;
+	u32 h = hash_32(port + addr_fold(t->caddr, t->family), 8);
+	u32 ref = ring_at(svc, h);
+	struct real_load l;
+
+	if (!ref)
+		return 0;
+	if (real_takes_new(ref, &l, 0))
+		return ref;
+	if (!(svc->flags & LVS_SVC_F_SCHED_FALLBACK))
+		return 0;
+	for (u32 k = 0; can_loop; k++) {
+		if (k >= svc->ring_len)
+			break;
+		ref = ring_at(svc, (2 * h + k) & (LVS_SH_TAB_SIZE - 1));
+		if (!ref)
+			return 0;
+		if (real_takes_new(ref, &l, 0))
+			return ref;
+	}
+	return 0;
+}
+
+/* dh: the destination's bucket, no fallback. */
+static __always_inline u32 sched_dh(struct lvs_service *svc, struct lvs_tuple *t)
+{
+	u32 ref = ring_at(svc, hash_32(addr_fold(t->vaddr, t->family), 8));
+	struct real_load l;
+
+	return ref && real_takes_new(ref, &l, 0) ? ref : 0;
+}
+
+#define ROL64(x, n) (((x) << (n)) | ((x) >> (64 - (n))))
+#define SIPROUND(v0, v1, v2, v3) do { \
+	v0 += v1; v1 = ROL64(v1, 13); v1 ^= v0; v0 = ROL64(v0, 32); \
+	v2 += v3; v3 = ROL64(v3, 16); v3 ^= v2; \
+	v0 += v3; v3 = ROL64(v3, 21); v3 ^= v0; \
+	v2 += v1; v1 = ROL64(v1, 17); v1 ^= v2; v2 = ROL64(v2, 32); \
+	} while (0)
+
+/* hsiphash() of one u32 on a 64-bit kernel (SipHash-1-3, lib/siphash.c),
+ * with ip_vs_mh's key: both words k. */
+static __always_inline u32 hsiphash_u32(u32 data, u64 k)
+{
+	u64 v0 = 0x736f6d6570736575ULL ^ k;
+	u64 v1 = 0x646f72616e646f6dULL ^ k;
+	u64 v2 = 0x6c7967656e657261ULL ^ k;
+	u64 v3 = 0x7465646279746573ULL ^ k;
+	u64 b = ((u64)4 << 56) | data;
+
+	v3 ^= b;
+	SIPROUND(v0, v1, v2, v3);
+	v0 ^= b;
+	v2 ^= 0xff;
+	SIPROUND(v0, v1, v2, v3);
+	SIPROUND(v0, v1, v2, v3);
+	SIPROUND(v0, v1, v2, v3);
+	return (u32)((v0 ^ v1) ^ (v2 ^ v3));
+}
+
+#define MH_HASH1 2654435761ULL	/* generate_hash_secret() */
+
+/* mh: the client's slot of the Maglev table (with mh-port, its port too);
+ * with mh-fallback, rehash with each offset in turn until a real takes the
+ * client (ip_vs_mh_get_fallback; ring_len is the table's size). */
+static __always_inline u32 sched_mh(struct lvs_service *svc, struct lvs_tuple *t)
+{
+	u32 port = (svc->flags & LVS_SVC_F_SCHED_PORT) ? bpf_ntohs(t->cport) : 0;
+	u32 key = port + addr_fold(t->caddr, t->family);
+	u32 h = hsiphash_u32(key, MH_HASH1) % LVS_MH_TAB_SIZE;
+	u32 ref = ring_at(svc, h);
+	struct real_load l;
+
+	if (!ref)
+		return 0;
+	if (real_takes_new(ref, &l, 0))
+		return ref;
+	if (!(svc->flags & LVS_SVC_F_SCHED_FALLBACK))
+		return 0;
+	for (u32 k = 0; can_loop; k++) {
+		u32 offset = (k + h) % LVS_MH_TAB_SIZE;
+
+		if (k >= svc->ring_len)
+			break;
+
+		ref = ring_at(svc, hsiphash_u32(offset + key, MH_HASH1) % LVS_MH_TAB_SIZE);
+		if (!ref)
+			return 0;
+		if (real_takes_new(ref, &l, 0))
+			return ref;
+	}
+	return 0;
+}
+
+/* The real for new work of packet t in service svc, 0 for none. */
+static __always_inline u32 schedule(u32 svc_idx, struct lvs_service *svc, struct lvs_tuple *t)
+{
+	switch (svc->sched) {
+	case LVS_SCHED_RR:
+	case LVS_SCHED_WRR:
+		return sched_sequence(svc_idx, svc);
+	case LVS_SCHED_LC:
+	case LVS_SCHED_WLC:
+	case LVS_SCHED_SED:
+	case LVS_SCHED_NQ:
+		return sched_least(svc);
+	case LVS_SCHED_SH:
+		return sched_sh(svc, t);
+	case LVS_SCHED_DH:
+		return sched_dh(svc, t);
+	case LVS_SCHED_MH:
+		return sched_mh(svc, t);
 	}
 	return 0;
 }

@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import plan, runtime, shared
+from . import load, plan, runtime, shared
 from .director import apply_marks, kernel_mark_rules, neighbour_macs
 from .model import ConfigError
 from .snapshot import template_dead_at
@@ -193,6 +193,8 @@ def sweep(maps: runtime.Maps, config, now: int) -> dict:
             fresh.ctl_until = want
             maps.templates.update(k, fresh)
             done["templates_lowered"] += 1
+    # each real's connection counts, exact again (lc, wlc, sed, nq, -x/-y)
+    load.recount(maps, config, now)
     return done
 
 

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from . import shared
 from .model import Config, ConfigError, RealServer, Service, format_addrport
 
-SUPPORTED_SCHEDULERS = ("rr", "wrr")
+SUPPORTED_SCHEDULERS = ("rr", "wrr", "lc", "wlc", "sed", "nq", "sh", "dh", "mh")
 KNOWN_SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo",
                     "ovf", "mh")
 MAX_TIMEOUT = 86400 * 31  # ipvsadm: persistence timeout up to 31 days
+MAX_THRESHOLD = 2**31 - 1  # ipvsadm: -x and -y up to INT_MAX
 FWD_NAMES = {"route": ("Route", "-g"), "tunnel": ("Tunnel", "-i"), "masq": ("Masq", "-m")}
 
 # command options: short, long
@@ -261,9 +262,14 @@ def _service_change(new: Config, cmd: Command) -> None:
     # ipvsadm's own checks come before the kernel's (exists / not found)
     if not fields.get("fwmark") and fields["port"] == 0 and cmd.persistent is None:
         raise _fail("Zero port specified for non-persistent service")
-    for unsupported in ("sched-flags", "pe", "ops"):
+    for unsupported in ("pe", "ops"):
         if unsupported in cmd.opts:
             raise _fail(f"option --{unsupported} is not supported by lvsxdp yet")
+    sched_flags = []
+    if "sched-flags" in cmd.opts:
+        # -b is checked against -s, or the scheduler the service keeps
+        sched_flags = _parse_sched_flags(cmd.opts["sched-flags"], cmd.opts.get(
+            "scheduler", existing.scheduler if existing and cmd.op == "edit-service" else "wlc"))
     if "netmask" in cmd.opts and cmd.persistent is None:
         raise _fail("netmask (-M) is only meaningful for a persistent service")
     netmask = _netmask(cmd.opts["netmask"], fields["family"]) if "netmask" in cmd.opts else None
@@ -279,6 +285,8 @@ def _service_change(new: Config, cmd: Command) -> None:
                     f"(supported: {', '.join(SUPPORTED_SCHEDULERS)})")
     svc = existing or Service(**fields)
     svc.scheduler = sched
+    # like ipvsadm, an -E without -b clears the flags
+    svc.sched_flags = sched_flags
     svc.persistent = cmd.persistent is not None
     if svc.persistent:
         svc.timeout = cmd.persistent
@@ -287,6 +295,31 @@ def _service_change(new: Config, cmd: Command) -> None:
     svc.netmask = netmask if netmask is not None else full
     if existing is None:
         new.services.append(svc)
+
+
+# ipvsadm's parse_sched_flags: IP_VS_SVC_F_SCHED1..3, by the names each
+# scheduler gives them (print_sched_flags); sh-* and mh-* only with their
+# scheduler.
+_PARSE_FLAG_BITS = {"flag-1": 1, "flag-2": 2, "flag-3": 4, "sh-fallback": 1, "sh-port": 2,
+                    "mh-fallback": 1, "mh-port": 2}
+
+
+def _parse_sched_flags(text: str, sched: str) -> list[str]:
+    bits = 0
+    words = [w for w in text.split(",") if w]  # strtok: empty words are skipped
+    if not words:
+        raise _fail(f"invalid scheduler flag `{text}'")
+    for flag in words:
+        if flag not in _PARSE_FLAG_BITS:
+            raise _fail(f"invalid scheduler flag `{flag}'")
+        if flag[:3] in ("sh-", "mh-") and flag[:2] != sched:
+            raise _fail(f"incompatible scheduler flag `{flag}'")
+        bits |= _PARSE_FLAG_BITS[flag]
+    if sched in ("sh", "mh"):
+        names = (f"{sched}-fallback", f"{sched}-port", "flag-3")
+    else:
+        names = ("flag-1", "flag-2", "flag-3")
+    return [name for i, name in enumerate(names) if bits & (1 << i)]
 
 
 def _netmask(text: str, family: int) -> int:
@@ -315,9 +348,13 @@ def _server_change(new: Config, cmd: Command) -> None:
     if fwd != "route":
         raise _fail(f"forwarding method {FWD_NAMES[fwd][1]} is not supported by lvsxdp yet "
                     "(supported: -g, direct routing)")
-    for unsupported in ("u-threshold", "l-threshold", "tun-type"):
-        if unsupported in cmd.opts:
-            raise _fail(f"option --{unsupported} is not supported by lvsxdp yet")
+    if "tun-type" in cmd.opts:
+        raise _fail("option --tun-type is not supported by lvsxdp yet")
+    upper = lower = None
+    if "u-threshold" in cmd.opts:
+        upper = _number(cmd.opts["u-threshold"], 0, MAX_THRESHOLD, "illegal u_threshold specified")
+    if "l-threshold" in cmd.opts:
+        lower = _number(cmd.opts["l-threshold"], 0, MAX_THRESHOLD, "illegal l_threshold specified")
     if svc is None:
         raise _fail("Service not defined")
     if (addr.version == 6) != (svc.family == shared.AF_INET6):
@@ -333,19 +370,33 @@ def _server_change(new: Config, cmd: Command) -> None:
     weight = None
     if "weight" in cmd.opts:
         weight = _number(cmd.opts["weight"], 0, 65535, "illegal weight specified")
+    # ip_vs_add_dest and ip_vs_edit_dest refuse -y above -x (ERANGE) before
+    # they look for the destination; -e keeps what it does not name
+    keep = existing if cmd.op == "edit-server" and existing is not None else RealServer(addr, 0)
+    upper = keep.u_threshold if upper is None else upper
+    lower = keep.l_threshold if lower is None else lower
+    if lower > upper:
+        raise _fail("Numerical result out of range")
     if cmd.op == "add-server":
         if existing is not None:
             raise _fail("Destination already exists")
+        weight = 1 if weight is None else weight
         # IPVS adds a destination at the head of the service's list: listings
         # show the newest first, and rr starts with it.
-        svc.reals.insert(0, RealServer(addr=addr, port=port, weight=1 if weight is None else weight,
-                                       fwd=fwd))
+        svc.reals.insert(0, RealServer(addr=addr, port=port, weight=weight, fwd=fwd,
+                                       u_threshold=upper, l_threshold=lower,
+                                       last_weight=weight))
     else:
         if existing is None:
             raise _fail("No such destination")
         if weight is not None:
+            # IPVS keeps the latest weight > 0 (ip_vs_mh builds with it)
+            if weight or existing.weight:
+                existing.last_weight = weight or existing.weight
             existing.weight = weight
         existing.fwd = fwd
+        existing.u_threshold = upper
+        existing.l_threshold = lower
 
 
 # -- listings ----------------------------------------------------------------
@@ -461,12 +512,21 @@ def format_save(config: Config) -> str:
                 mask = svc.netmask if svc.family == shared.AF_INET6 else \
                     ipaddress.IPv4Network(f"0.0.0.0/{svc.netmask}").netmask
                 line += f" -M {mask}"
+        if svc.sched_flags:
+            line += f" -b {','.join(svc.sched_flags)}"
         lines.append(line)
         # Oldest first: -R adds each at the head again, so the list (and the
         # order rr walks it in) comes back as it was. ipvsadm prints the
         # kernel's order, which a restore reverses.
         for r in reversed(svc.reals):
-            lines.append(f"-a {name} -r {r.addrport()} {FWD_NAMES[r.fwd][1]} -w {r.weight}")
+            line = f"-a {name} -r {r.addrport()} {FWD_NAMES[r.fwd][1]} -w {r.weight}"
+            # ipvsadm -S leaves thresholds out (a restore loses them); lvsxdp
+            # writes them so that -R brings them back
+            if r.u_threshold:
+                line += f" -x {r.u_threshold}"
+            if r.l_threshold:
+                line += f" -y {r.l_threshold}"
+            lines.append(line)
     return "".join(line + "\n" for line in lines)
 
 
@@ -494,15 +554,16 @@ def restore(config: Config, text: str) -> Config:
 
 HELP = """\
 lvsxdp ipvsadm takes ipvsadm's command lines:
-  ipvsadm -A|E virtual-service [-s scheduler] [-p [timeout]] [-M netmask]
+  ipvsadm -A|E virtual-service [-s scheduler] [-p [timeout]] [-M netmask] [-b sched-flags]
   ipvsadm -D virtual-service
   ipvsadm -C
   ipvsadm -R < rules
   ipvsadm -S [-n]
-  ipvsadm -a|e virtual-service -r server-address [-g] [-w weight]
+  ipvsadm -a|e virtual-service -r server-address [-g] [-w weight] [-x upper] [-y lower]
   ipvsadm -d virtual-service -r server-address
   ipvsadm -L|l [virtual-service] [-n] [-c] [--sort]
   ipvsadm --set tcp tcpfin udp
 virtual-service: -t|u service-address | -f fwmark
-schedulers supported now: rr, wrr; forwarding: -g (direct routing)
+schedulers: rr wrr lc wlc (the default) sed nq sh dh mh;
+sched-flags: sh-fallback sh-port mh-fallback mh-port; forwarding: -g (direct routing)
 """

@@ -36,6 +36,7 @@ class RealServer:
     fwd: str = "route"
     u_threshold: int = 0  # -x: no new connections at this many (0: no limit)
     l_threshold: int = 0  # -y: take new ones again below this many
+    last_weight: int = 0  # the latest weight > 0 (mh keeps a quiesced real's table slots)
     index: int = -1
     ref: int = 0
 

@@ -22,10 +22,22 @@ VIP_F_FTP = 1 << 2
 
 SVC_F_ACTIVE = 1 << 0
 SVC_F_PERSISTENT = 1 << 1
+SVC_F_SCHED_FALLBACK = 1 << 2
+SVC_F_SCHED_PORT = 1 << 3
 
 SCHED_RR = 0
 SCHED_WRR = 1
-SCHEDULERS = {"rr": SCHED_RR, "wrr": SCHED_WRR}
+SCHED_LC = 2
+SCHED_WLC = 3
+SCHED_SED = 4
+SCHED_NQ = 5
+SCHED_SH = 6
+SCHED_DH = 7
+SCHED_MH = 8
+SCHEDULERS = {"rr": SCHED_RR, "wrr": SCHED_WRR, "lc": SCHED_LC, "wlc": SCHED_WLC,
+              "sed": SCHED_SED, "nq": SCHED_NQ, "sh": SCHED_SH, "dh": SCHED_DH, "mh": SCHED_MH}
+SH_TAB_SIZE = 256
+MH_TAB_SIZE = 4093
 
 REAL_F_AVAILABLE = 1 << 0
 REAL_F_MAC_VALID = 1 << 1
@@ -94,7 +106,18 @@ class Real(ctypes.Structure):
     _fields_ = [
         ("ref", u32), ("svc", u16), ("weight", u16), ("mac", u8 * 6), ("flags", u16),
         ("addr", u32 * 4), ("port", u16), ("family", u8), ("fwd", u8),
+        ("u_threshold", u32), ("l_threshold", u32),
     ]
+
+
+class Load(ctypes.Structure):
+    _fields_ = [("active", ctypes.c_int64), ("inactive", ctypes.c_int64), ("ref", u32),
+                ("overload", u32)]
+
+
+class LoadFix(ctypes.Structure):
+    _fields_ = [("active", ctypes.c_int64), ("inactive", ctypes.c_int64), ("ref", u32),
+                ("pad", u32)]
 
 
 class Conn(ctypes.Structure):
@@ -151,6 +174,8 @@ MAPS = {
     "reals": (u32, Real),
     "sched_ring": (u32, u32),
     "sched_pos": (u32, u64),
+    "real_load": (u32, Load),
+    "real_load_fix": (u32, LoadFix),
     "conns4": (Conn4Key, Conn),
     "conns6": (Tuple, Conn),
     "templates": (Tuple, Template),

@@ -171,12 +171,10 @@ def test_bad_line_gives_one_line_and_changes_nothing(line, message):
 
 
 UNSUPPORTED_YET = [
-    ("-A -t 198.18.2.1:80 -s wlc", "scheduler wlc is not supported by lvsxdp yet"),
-    ("-A -t 198.18.2.1:80", "scheduler wlc is not supported by lvsxdp yet"),
+    ("-A -t 198.18.2.1:80 -s lblc", "scheduler lblc is not supported by lvsxdp yet"),
+    ("-A -t 198.18.2.1:80 -s fo", "scheduler fo is not supported by lvsxdp yet"),
     ("-a -t 198.18.2.1:0 -r 198.18.2.150 -m", "forwarding method -m is not supported"),
     ("-a -t 198.18.2.1:0 -r 198.18.2.150 -i", "forwarding method -i is not supported"),
-    ("-a -t 198.18.2.1:0 -r 198.18.2.150 -x 100", "option --u-threshold is not supported"),
-    ("-A -t 198.18.2.1:80 -s rr -b sh-port", "option --sched-flags is not supported"),
     ("-A --sctp-service 198.18.2.1:80 -s rr", "SCTP services are not supported"),
 ]
 

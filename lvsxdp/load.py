@@ -1,0 +1,114 @@
+"""Each real's connections as IPVS counts them for its schedulers (lc, wlc,
+sed, nq) and thresholds (-x/-y): active (TCP in ESTABLISHED) and inactive
+(every other TCP state, and UDP).
+
+The data plane counts into real_load as it creates connections and moves
+them across ESTABLISHED; it cannot see a connection expire. recount(), run
+by the agent every sweep, counts the connection table and writes what
+real_load is off by into real_load_fix; the data plane reads the sum
+(bpf/sched.h load_read). Exact when nothing changed during the count; a
+connection made or moved while the table was being read is counted twice
+until the next sweep.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import errno
+import struct
+
+from . import bpfsys, plan, shared
+
+CONN = struct.Struct("<QQIHBB")  # struct lvs_conn: expires, vouched, real, svc, state, flags
+ESTABLISHED = shared.S["ESTABLISHED"]
+BATCH = 65536
+
+
+def needed(config) -> bool:
+    """Whether any service reads the counts: a load-based scheduler, or a
+    real with an upper threshold."""
+    return any(svc.scheduler in plan.LOAD_SCHEDULERS or any(r.u_threshold for r in svc.reals)
+               for svc in config.services)
+
+
+def _values(table: bpfsys.Map):
+    """Every value of a hash map as raw bytes, a batch at a time (no Python
+    object per entry)."""
+    ksz = ctypes.sizeof(table.key_type)
+    vsz = ctypes.sizeof(table.value_type)
+    keys = ctypes.create_string_buffer(ksz * BATCH)
+    values = ctypes.create_string_buffer(vsz * BATCH)
+    token_in = ctypes.create_string_buffer(max(ksz, 8))
+    token_out = ctypes.create_string_buffer(max(ksz, 8))
+    first = True
+    while True:
+        attr = bpfsys._BatchAttr(
+            in_batch=0 if first else ctypes.addressof(token_in),
+            out_batch=ctypes.addressof(token_out),
+            keys=ctypes.addressof(keys), values=ctypes.addressof(values),
+            count=BATCH, map_fd=table.fd)
+        done = False
+        try:
+            bpfsys._bpf(bpfsys.BPF_MAP_LOOKUP_BATCH, attr)
+        except bpfsys.BpfError as e:
+            if e.errno != errno.ENOENT:
+                raise
+            done = True
+        yield values.raw[:attr.count * vsz]
+        if done:
+            return
+        ctypes.memmove(token_in, token_out, len(token_out))
+        first = False
+
+
+def connection_counts(maps, now: int) -> dict[int, tuple[int, int]]:
+    """real ref -> (active, inactive) over the live connections of both
+    tables."""
+    counted: collections.Counter = collections.Counter()
+    for table in (maps.conns4, maps.conns6):
+        for raw in _values(table):
+            counted.update((real, state == ESTABLISHED)
+                           for expires, _, real, _, state, _ in CONN.iter_unpack(raw)
+                           if expires > now)
+    refs = {ref for ref, _ in counted}
+    return {ref: (counted[ref, True], counted[ref, False]) for ref in refs}
+
+
+def recount(maps, config, now: int) -> dict:
+    """Corrects every real's count from the connection table (only when some
+    service reads the counts). Returns what it did."""
+    if not needed(config):
+        return {"recounted": 0}
+    u32 = ctypes.c_uint32
+    reals = [r for svc in config.services for r in svc.reals]
+    # the data plane's counts before the table: a connection made after this
+    # read and seen by the count is counted twice until the next sweep
+    before = {}
+    for r in reals:
+        a = maps.real_load.lookup(u32(r.index))
+        before[r.index] = (a.active, a.inactive) if a is not None and a.ref == r.ref else (0, 0)
+    counts = connection_counts(maps, now)
+    written = 0
+    for r in reals:
+        active, inactive = counts.get(r.ref, (0, 0))
+        fix = shared.LoadFix(active=active - before[r.index][0],
+                             inactive=inactive - before[r.index][1], ref=r.ref)
+        old = maps.real_load_fix.lookup(u32(r.index))
+        if old is None or bytes(old) != bytes(fix):
+            maps.real_load_fix.update(u32(r.index), fix)
+            written += 1
+    return {"recounted": len(reals), "fixes_written": written}
+
+
+def real_load(maps, ref: int) -> tuple[int, int]:
+    """(active, inactive) of a real as the data plane reads them now."""
+    idx = ctypes.c_uint32(shared.ref_index(ref))
+    active = inactive = 0
+    a = maps.real_load.lookup(idx)
+    if a is not None and a.ref == ref:
+        active, inactive = a.active, a.inactive
+    f = maps.real_load_fix.lookup(idx)
+    if f is not None and f.ref == ref:
+        active, inactive = active + f.active, inactive + f.inactive
+    return max(active, 0), max(inactive, 0)
