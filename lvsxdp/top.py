@@ -91,6 +91,7 @@ class Counters:
     reasons: np.ndarray  # (len(REASONS),) packets
     reals: np.ndarray  # the reals map by index (REAL)
     cfg: shared.Config
+    wall: float = 0.0  # time.time() of the read
 
 
 def sample(maps: runtime.Maps) -> Counters:
@@ -99,7 +100,7 @@ def sample(maps: runtime.Maps) -> Counters:
     by_index[keys] = reals
     return Counters(at=runtime.monotonic_ns(), svc=_percpu_sum(maps.svc_stats),
                     real=_percpu_sum(maps.real_stats), reasons=_percpu_sum(maps.reasons)[:, 0],
-                    reals=by_index, cfg=maps.read_config())
+                    reals=by_index, cfg=maps.read_config(), wall=time.time())
 
 
 @dataclass
@@ -197,11 +198,17 @@ def count_control(tkeys: np.ndarray, ckeys: np.ndarray) -> np.ndarray:
     hc = _hash(ckeys)
     uniq, first, counts = np.unique(hc, return_index=True, return_counts=True)
     ht = _hash(tkeys)
-    pos = np.minimum(np.searchsorted(uniq, ht), len(uniq) - 1)
-    hit = np.flatnonzero(uniq[pos] == ht)
-    same = ckeys[first[pos[hit]]].view("V40") == np.ascontiguousarray(tkeys[hit]).view("V40")
-    hit = hit[same.ravel()]
-    out[hit] = counts[pos[hit]]
+    # Most templates control no connection: a table of hash bits rules them
+    # out before the (cache-missing) binary search.
+    bits = np.uint64((1 << max(16, min(24, (8 * len(uniq)).bit_length()))) - 1)
+    seen = np.zeros(int(bits) + 1, bool)
+    seen[uniq & bits] = True
+    cand = np.flatnonzero(seen[ht & bits])
+    pos = np.minimum(np.searchsorted(uniq, ht[cand]), len(uniq) - 1)
+    found = uniq[pos] == ht[cand]
+    hit, pos = cand[found], pos[found]
+    same = (ckeys[first[pos]].view("V40") == np.ascontiguousarray(tkeys[hit]).view("V40")).ravel()
+    out[hit[same]] = counts[pos[same]]
     return out
 
 
@@ -364,7 +371,8 @@ def build(config: Config, cur: Counters, prev: Counters | None, tables: Tables |
           netns: str | None = None, agent_alive: bool | None = None) -> dict:
     """The frame's data: what `top` draws and `top --json` prints (view
     None: no affinity rows, for metrics)."""
-    now = cur.at if now is None else now
+    if now is None:
+        now = max(cur.at, tables.at) if tables is not None else cur.at
     info = info or {}
     dt = (cur.at - prev.at) / shared.NS if prev is not None else 0.0
     svc_rate = _rate(cur.svc, prev.svc if prev else None, dt)
@@ -379,10 +387,13 @@ def build(config: Config, cur: Counters, prev: Counters | None, tables: Tables |
             return {"cps": None, "pps": None, "bps": None}
         return {"cps": float(r[i, 0]), "pps": float(r[i, 1]), "bps": float(r[i, 2] * 8)}
 
-    alive = tpl_real = None
+    alive = None
     if tables is not None:
         alive = tables.dead_at > np.uint64(now)
         tpl_real = tables.tpl["real"]
+        tpl_idx = tpl_real & 0xFFFF
+        ok = alive & (cur.reals["ref"][tpl_idx] == tpl_real)
+        tpl_per_real = np.bincount(tpl_idx[ok], minlength=shared.MAX_REALS)
         tpl_per_svc = np.bincount(np.minimum(tables.tpl["svc"][alive], shared.MAX_SERVICES - 1),
                                   minlength=shared.MAX_SERVICES)
 
@@ -407,7 +418,7 @@ def build(config: Config, cur: Counters, prev: Counters | None, tables: Tables |
             if tables is not None:
                 row["active"] = int(tables.active[r.index]) if here else 0
                 row["inactive"] = int(tables.inactive[r.index]) if here else 0
-                row["templates"] = int(np.count_nonzero(alive & (tpl_real == r.ref)))
+                row["templates"] = int(tpl_per_real[r.index]) if here else 0
             if svc_pps and row["pps"] is not None:
                 row["share"] = row["pps"] / svc_pps
             reals.append(row)
@@ -443,7 +454,7 @@ def build(config: Config, cur: Counters, prev: Counters | None, tables: Tables |
             "prog_id": info.get("prog_id"), "agent_pid": info.get("agent_pid"),
             "agent_alive": agent_alive, "uptime": uptime,
         },
-        "time": time.time(),
+        "time": cur.wall,
         "interval": round(dt, 3) if prev is not None else None,
         "forwarded": {
             "conns": int(total[0]), "packets": int(total[1]), "bytes": int(total[2]),
