@@ -16,11 +16,15 @@ from __future__ import annotations
 import collections
 import ctypes
 import errno
-import struct
+
+import numpy as np
 
 from . import bpfsys, plan, shared
 
-CONN = struct.Struct("<QQIHBB")  # struct lvs_conn: expires, vouched, real, svc, state, flags
+# struct lvs_conn
+CONN = np.dtype([("expires", "<u8"), ("vouched", "<u8"), ("real", "<u4"), ("svc", "<u2"),
+                 ("state", "u1"), ("flags", "u1")])
+assert CONN.itemsize == ctypes.sizeof(shared.Conn)
 ESTABLISHED = shared.S["ESTABLISHED"]
 BATCH = 65536
 
@@ -64,15 +68,18 @@ def _values(table: bpfsys.Map):
 
 def connection_counts(maps, now: int) -> dict[int, tuple[int, int]]:
     """real ref -> (active, inactive) over the live connections of both
-    tables."""
+    tables, a batch at a time."""
     counted: collections.Counter = collections.Counter()
     for table in (maps.conns4, maps.conns6):
         for raw in _values(table):
-            counted.update((real, state == ESTABLISHED)
-                           for expires, _, real, _, state, _ in CONN.iter_unpack(raw)
-                           if expires > now)
-    refs = {ref for ref, _ in counted}
-    return {ref: (counted[ref, True], counted[ref, False]) for ref in refs}
+            conns = np.frombuffer(raw, CONN)
+            conns = conns[conns["expires"] > now]
+            # ref * 2 + 1 for an active connection, ref * 2 for an inactive one
+            kind = conns["real"].astype(np.uint64) * 2 + (conns["state"] == ESTABLISHED)
+            for k, n in zip(*np.unique(kind, return_counts=True), strict=True):
+                counted[int(k)] += int(n)
+    refs = {k >> 1 for k in counted}
+    return {ref: (counted[ref * 2 + 1], counted[ref * 2]) for ref in refs}
 
 
 def recount(maps, config, now: int) -> dict:
