@@ -14,7 +14,7 @@ import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from test_top import Traffic, lab_env, live_templates
+from test_top import Traffic, lab_env, live_templates, wait_for_macs
 
 from lvsxdp import lab, metrics, runtime, shared
 from lvsxdp.lab import DIRECTOR_ADDR, IFACE, REALS, SEED_PCC, VIP, Topology
@@ -46,6 +46,7 @@ def test_metrics_are_the_maps_numbers_and_a_stopped_director_reads_as_down(tmp_p
         topo.lvsxdp("up", IFACE, "--mode", "generic")
         for line in SEED_PCC:
             topo.ipvsadm(line)
+        wait_for_macs(topo)
         env = {**os.environ, **lab_env(topo)}
         proc = subprocess.Popen([lab.lvsxdp_bin(), "-n", topo.director, "metrics", "--listen",
                                  f"{DIRECTOR_ADDR}:{PORT}"], env=env, stdout=subprocess.PIPE,

@@ -351,7 +351,20 @@ def labdir(tmp_path_factory):
         t.lvsxdp("up", IFACE, "--mode", "native")
         for line in SEED_PCC:
             t.ipvsadm(line)
+        wait_for_macs(t)
         yield t
+
+
+def wait_for_macs(topo: Topology, timeout: float = 15) -> None:
+    """Until the agent has every real's MAC: before that, a real gets no new
+    clients, and rr over the four clients would not give each real two."""
+    deadline = time.monotonic() + timeout
+    while True:
+        data = json.loads(topo.lvsxdp("top", "--json", "--interval", "0").stdout)
+        if all(r["mac_known"] for s in data["services"] for r in s["reals"]):
+            return
+        assert time.monotonic() < deadline, f"MACs still unknown: {data['services']}"
+        time.sleep(0.2)
 
 
 class Traffic(threading.Thread):
