@@ -293,35 +293,6 @@ static __always_inline u32 addr_fold(const u32 *a, u8 family)
 	return bpf_ntohl(a[0] ^ a[1] ^ a[2] ^ a[3]);
 }
 
-/* sh: the client's bucket (with sh-port, its port too); with sh-fallback a
- * real that cannot take the client passes it on around the table
- * (ip_vs_sh_get_fallback, which adds the offset to the hash of the offset:
- * bucket 2 * h + k, k = 0 .. 255; ring_len is the table's size). */
-static __always_inline u32 sched_sh(struct lvs_service *svc, struct lvs_tuple *t)
-{
-	u32 port = (svc->flags & LVS_SVC_F_SCHED_PORT) ? bpf_ntohs(t->cport) : 0;
-	u32 h = hash_32(port + addr_fold(t->caddr, t->family), 8);
-	u32 ref = ring_at(svc, h);
-	struct real_load l;
-
-	if (!ref)
-		return 0;
-	if (real_takes_new(ref, &l, 0))
-		return ref;
-	if (!(svc->flags & LVS_SVC_F_SCHED_FALLBACK))
-		return 0;
-	for (u32 k = 0; can_loop; k++) {
-		if (k >= svc->ring_len)
-			break;
-		ref = ring_at(svc, (2 * h + k) & (LVS_SH_TAB_SIZE - 1));
-		if (!ref)
-			return 0;
-		if (real_takes_new(ref, &l, 0))
-			return ref;
-	}
-	return 0;
-}
-
 /* dh: the destination's bucket, no fallback. */
 static __always_inline u32 sched_dh(struct lvs_service *svc, struct lvs_tuple *t)
 {
@@ -361,14 +332,24 @@ static __always_inline u32 hsiphash_u32(u32 data, u64 k)
 
 #define MH_HASH1 2654435761ULL	/* generate_hash_secret() */
 
-/* mh: the client's slot of the Maglev table (with mh-port, its port too);
- * with mh-fallback, rehash with each offset in turn until a real takes the
- * client (ip_vs_mh_get_fallback; ring_len is the table's size). */
-static __always_inline u32 sched_mh(struct lvs_service *svc, struct lvs_tuple *t)
+/* The buckets -b sh-fallback and mh-fallback try after the client's own
+ * bucket h, k = 0 .. table size - 1:
+ *   sh  ip_vs_sh_get_fallback adds the offset to the hash of the offset:
+ *       bucket (2 * h + k) & 255
+ *   mh  ip_vs_mh_get_fallback hashes the client again with the offset:
+ *       hsiphash(key + (h + k) % 4093) % 4093 */
+static __always_inline u32 fallback_bucket(u8 sched, u32 key, u32 h, u32 k)
 {
-	u32 port = (svc->flags & LVS_SVC_F_SCHED_PORT) ? bpf_ntohs(t->cport) : 0;
-	u32 key = port + addr_fold(t->caddr, t->family);
-	u32 h = hsiphash_u32(key, MH_HASH1) % LVS_MH_TAB_SIZE;
+	if (sched == LVS_SCHED_SH)
+		return (2 * h + k) & (LVS_SH_TAB_SIZE - 1);
+	return hsiphash_u32((h + k) % LVS_MH_TAB_SIZE + key, MH_HASH1) % LVS_MH_TAB_SIZE;
+}
+
+/* sh, mh: the real in the client's bucket h; with -b *-fallback, the first
+ * in the buckets IPVS tries next that takes the client (as many as the
+ * table has: ring_len). */
+static __always_inline u32 sched_hashed(struct lvs_service *svc, u8 sched, u32 key, u32 h)
+{
 	u32 ref = ring_at(svc, h);
 	struct real_load l;
 
@@ -379,18 +360,34 @@ static __always_inline u32 sched_mh(struct lvs_service *svc, struct lvs_tuple *t
 	if (!(svc->flags & LVS_SVC_F_SCHED_FALLBACK))
 		return 0;
 	for (u32 k = 0; can_loop; k++) {
-		u32 offset = (k + h) % LVS_MH_TAB_SIZE;
-
 		if (k >= svc->ring_len)
 			break;
-
-		ref = ring_at(svc, hsiphash_u32(offset + key, MH_HASH1) % LVS_MH_TAB_SIZE);
+		ref = ring_at(svc, fallback_bucket(sched, key, h, k));
 		if (!ref)
 			return 0;
 		if (real_takes_new(ref, &l, 0))
 			return ref;
 	}
 	return 0;
+}
+
+/* sh: the client's address (with sh-port, plus its port), hash_32 to 8 bits. */
+static __always_inline u32 sched_sh(struct lvs_service *svc, struct lvs_tuple *t)
+{
+	u32 port = (svc->flags & LVS_SVC_F_SCHED_PORT) ? bpf_ntohs(t->cport) : 0;
+	u32 key = port + addr_fold(t->caddr, t->family);
+
+	return sched_hashed(svc, LVS_SCHED_SH, key, hash_32(key, 8));
+}
+
+/* mh: the client's address (with mh-port, plus its port), hsiphash into the
+ * Maglev lookup table. */
+static __always_inline u32 sched_mh(struct lvs_service *svc, struct lvs_tuple *t)
+{
+	u32 port = (svc->flags & LVS_SVC_F_SCHED_PORT) ? bpf_ntohs(t->cport) : 0;
+	u32 key = port + addr_fold(t->caddr, t->family);
+
+	return sched_hashed(svc, LVS_SCHED_MH, key, hsiphash_u32(key, MH_HASH1) % LVS_MH_TAB_SIZE);
 }
 
 /* The real for new work of packet t in service svc, 0 for none. */
