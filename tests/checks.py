@@ -29,6 +29,12 @@ def reset(d: Director) -> None:
     for m in (d.maps.conns, d.maps.templates):
         for key in list(m.keys()):
             m.delete(key)
+    # a fresh Config hands out the same real refs again: their connection
+    # counts start at zero, as a new real's do
+    for m in (d.maps.real_load, d.maps.real_load_fix):
+        for key, value in m.items():
+            if bytes(value) != bytes(len(bytes(value))):
+                m.update(key, m.value_type())
 
 
 def tuple_key(proto: str, client: str, cport: int, vip: str, vport: int) -> shared.Tuple:
