@@ -242,6 +242,22 @@ struct lvs_stats {
 	__u64 bytes;
 };
 
+/* Rate estimates of one service or real (`ipvsadm -L --rate`), as IPVS's
+ * ip_vs_est.c makes them: every 2 s the agent sums the per-CPU counters and
+ * moves each rate a quarter of the way to the last 2 s's rate. Only the agent
+ * and `ipvsadm -Z` write these; the data plane never reads them. */
+struct lvs_est {
+	__u64 last_conns;	/* counter sums at the previous tick */
+	__u64 last_packets;
+	__u64 last_bytes;
+	__u64 cps;		/* scaled by 2^10, as IPVS scales them */
+	__u64 pps;		/* scaled by 2^10 */
+	__u64 bps;		/* scaled by 2^5 */
+	__u32 owner;		/* whose estimate: a real's ref, a service's id */
+	__u32 zeroed;		/* bumped by `ipvsadm -Z`: an agent pass that
+				 * read an older value drops its result */
+};
+
 /* Why a packet was not forwarded: every such packet is counted by reason. */
 #define LVS_R_NOT_IP 0		/* not IPv4/IPv6 (ARP, LLDP, ...): pass */
 #define LVS_R_TRUNCATED 1	/* a header runs past the frame: pass */

@@ -35,5 +35,8 @@ BPF_TABLE_PINNED("hash", struct lvs_mark_key, u32, mark_combo, LVS_MARK_COMBOS, 
 BPF_TABLE_PINNED("percpu_array", u32, struct lvs_stats, svc_stats, LVS_MAX_SERVICES, PIN(svc_stats));
 BPF_TABLE_PINNED("percpu_array", u32, struct lvs_stats, real_stats, LVS_MAX_REALS, PIN(real_stats));
 BPF_TABLE_PINNED("percpu_array", u32, u64, reasons, LVS_R_COUNT, PIN(reasons));
+/* Rate estimates (struct lvs_est): written by the agent, read by ipvsadm -L --rate. */
+BPF_TABLE_PINNED("array", u32, struct lvs_est, svc_est, LVS_MAX_SERVICES, PIN(svc_est));
+BPF_TABLE_PINNED("array", u32, struct lvs_est, real_est, LVS_MAX_REALS, PIN(real_est));
 
 #endif

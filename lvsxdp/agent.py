@@ -10,7 +10,9 @@ lookup), but the agent:
     hold only live entries;
   - lowers each template's ctl_until to what its connections now need: the
     data plane only ever raises it, so a connection that closed would hold
-    its template for its old ESTABLISHED timeout.
+    its template for its old ESTABLISHED timeout;
+  - estimates every service's and real's rates every 2 s, as IPVS's
+    ip_vs_est.c does, for `ipvsadm -L --rate`.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ import sys
 import time
 from pathlib import Path
 
-from . import load, plan, runtime, shared
+from . import load, plan, runtime, shared, snapshot
 from .director import apply_marks, kernel_mark_rules, neighbour_macs
 from .model import ConfigError
-from .snapshot import template_dead_at
+from .snapshot import EST_INTERVAL, template_dead_at
 
 log = logging.getLogger("lvsxdp.agent")
 TICK = 0.25
@@ -61,6 +63,7 @@ class Agent:
         self.refresh(force=True)
         (runtime.RUN_DIR / f"{self.paths.key}.ready").touch()
         last_sweep = 0.0
+        next_estimate = time.monotonic() + EST_INTERVAL
         while not self.stop:
             if not self.still_ours():
                 log.info("maps are gone or belong to another namespace: exiting")
@@ -70,6 +73,7 @@ class Agent:
                 if time.monotonic() - last_sweep >= SWEEP_EVERY:
                     self.sweep()
                     last_sweep = time.monotonic()
+                next_estimate = self.estimate(next_estimate)
             except Exception:  # keep the director tended; say what failed
                 log.exception("agent pass failed")
             time.sleep(TICK)
@@ -150,6 +154,20 @@ class Agent:
                                NDA_FLAGS_EXT=NUD_MANAGED, state=0)
                 self.managed.add(addr)
         self.managed &= addrs
+
+    # -- rates -------------------------------------------------------------
+    def estimate(self, due: float) -> float:
+        """Runs the rate estimator when it is due; returns when it is due
+        next. Ticks keep to a 2-second grid, as IPVS's estimation kthread
+        does (est_timer += 2 s): a late tick is followed by an early one, so
+        on average they are the 2 s apart that the arithmetic assumes. After
+        a long stall the grid starts again from now."""
+        now = time.monotonic()
+        if now < due:
+            return due
+        snapshot.estimate(self.maps, self.config)
+        due += EST_INTERVAL
+        return due if due > now - 8 * EST_INTERVAL else now + EST_INTERVAL
 
     # -- tidying -----------------------------------------------------------
     def sweep(self) -> None:

@@ -327,7 +327,17 @@ def ipvsadm_command(argv: list[str], stdin_text: str | None = None) -> str:
             with maps:
                 snap = snapshot.read(maps, config)
         return ipvsadm.format_list(config, cmd, snap)
-    if cmd.op in ("zero", "start-daemon", "stop-daemon"):
+    if cmd.op == "zero":
+        with runtime.locked(p):
+            services = ipvsadm.zero_targets(runtime.load_config(p), cmd)
+            maps = runtime.running_maps(p)
+            if maps is not None:
+                from . import snapshot  # noqa: PLC0415
+
+                with maps:
+                    snapshot.zero(maps, services)
+        return ""
+    if cmd.op in ("start-daemon", "stop-daemon"):
         raise ConfigError(f"ipvsadm {cmd.op} is not supported by lvsxdp yet")
     with runtime.locked(p):
         config = runtime.load_config(p)

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 
 from . import shared
-from .model import Config, ConfigError, RealServer, Service, format_addrport
+from .model import PROTOS, Config, ConfigError, RealServer, Service, format_addrport
 
 SUPPORTED_SCHEDULERS = ("rr", "wrr", "lc", "wlc", "sed", "nq", "sh", "dh", "mh")
 KNOWN_SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo",
@@ -66,7 +66,8 @@ _FLAG_OPTIONS = {
     "-o": "ops", "--ops": "ops",
     "--stats": "stats", "--rate": "rate", "--exact": "exact",
     "--persistent-conn": "persistent-conn", "--thresholds": "thresholds",
-    "--timeout": "timeout", "--sort": "sort", "--daemon": "daemon",
+    "--timeout": "timeout", "--sort": "sort", "--nosort": "nosort", "--daemon": "daemon",
+    "-X": "exact", "--tun-info": "tun-info",
 }
 _SHORT_FLAGS = {k[1] for k in _FLAG_OPTIONS if len(k) == 2} | {
     k[1] for k in _COMMANDS if len(k) == 2
@@ -205,8 +206,6 @@ def _service_key(cmd: Command) -> tuple[tuple, dict]:
 _SERVICE_ONLY = ("scheduler", "netmask", "sched-flags", "pe")
 _SERVER_ONLY = ("real-server", "weight", "gatewaying", "ipip", "masquerading", "u-threshold",
                 "l-threshold", "tun-type")
-_LIST_ONLY = ("numeric", "connection", "stats", "rate", "exact", "persistent-conn",
-              "thresholds", "timeout", "sort")
 
 
 def _check_options(cmd: Command, allowed: tuple[str, ...]) -> None:
@@ -400,15 +399,27 @@ def _server_change(new: Config, cmd: Command) -> None:
 
 
 # -- listings ----------------------------------------------------------------
+# ipvsadm 1.31's list_all, list_service, list_conn, list_timeout and
+# list_daemon (ipvsadm.c), with its printf formats kept verbatim: _printf
+# only drops C's `ll` length modifier, which Python's % does not take.
+# Addresses and ports are always printed as with -n (ipvsadm without -n asks
+# the resolver and /etc/services; lvsxdp never does).
+
 
 @dataclass
 class RealCounts:
-    active: int = 0
-    inactive: int = 0
-    persistent: int = 0
-    conns: int = 0
+    """Counters of one real server, or of one service (then active,
+    inactive and persistent stay 0): what `ipvsadm -L` shows of it."""
+
+    active: int = 0  # ActiveConn: connections in ESTABLISHED
+    inactive: int = 0  # InActConn: every other connection (UDP's too, as in IPVS)
+    persistent: int = 0  # PersistConn: live templates pointing at it
+    conns: int = 0  # --stats: connections scheduled, packets and bytes forwarded
     packets: int = 0
     bytes: int = 0
+    cps: int = 0  # --rate: ip_vs_est.c's estimates, already decoded
+    pps: int = 0
+    bps: int = 0
 
 
 @dataclass
@@ -435,65 +446,285 @@ class Snapshot:
 
 HEADER = "IP Virtual Server version 1.2.1 (size={size})"
 
+# ipvsadm.c's optnames, in OPTC_ order: generic_opt_check walks them in this
+# order, which decides the option an error names.
+OPTNAMES = (
+    "numeric", "connection", "service-address", "scheduler", "persistent", "netmask",
+    "real-server", "forwarding-method", "weight", "u-threshold", "l-threshold",
+    "mcast-interface", "timeout", "daemon", "stats", "rate", "thresholds", "persistent-conn",
+    "nosort", "syncid", "exact", "ops", "pe", "sched-flags", "mcast-group", "mcast-port",
+    "mcast-ttl", "sync-maxlen", "tun-info", "tun-type", "tun-port", "tun-nocsum", "tun-csum",
+    "tun-remcsum",
+)
+# Command.opts names -> index in OPTNAMES (-6 and --sort are not options there)
+_OPTC = {
+    "numeric": 0, "connection": 1, "tcp-service": 2, "udp-service": 2, "fwmark-service": 2,
+    "sctp-service": 2, "scheduler": 3, "netmask": 5, "real-server": 6, "gatewaying": 7,
+    "ipip": 7, "masquerading": 7, "weight": 8, "u-threshold": 9, "l-threshold": 10,
+    "mcast-interface": 11, "timeout": 12, "daemon": 13, "stats": 14, "rate": 15,
+    "thresholds": 16, "persistent-conn": 17, "nosort": 18, "syncid": 19, "exact": 20,
+    "ops": 21, "pe": 22, "sched-flags": 23, "mcast-group": 24, "mcast-port": 25,
+    "mcast-ttl": 26, "sync-maxlen": 27, "tun-info": 28, "tun-type": 29, "tun-port": 30,
+    "tun-nocsum": 31, "tun-csum": 32, "tun-remcsum": 33,
+}
+# commands_v_options' rows for `list` and `zero`, one character per OPTNAMES
+# entry: 'x' illegal, '1' only one of them, ' ' optional.
+_LIST_ROW = " 11" + "x" * 9 + "11" + " " * 7 + "x" * 7 + " " + "x" * 5
+_ZERO_ROW = "xx " + "x" * 31
+
+
+def _opt_check(cmd: Command, row: str, cmdname: str) -> set[str]:
+    """ipvsadm's generic_opt_check for one command; returns the names (from
+    OPTNAMES) of the options given."""
+    given = {_OPTC[name] for name in cmd.opts if name in _OPTC}
+    if cmd.persistent is not None:
+        given.add(OPTNAMES.index("persistent"))
+    last = None
+    for j in sorted(given):
+        if row[j] == "x":
+            raise _fail(f"Illegal '{OPTNAMES[j]}' option with the '{cmdname}' command")
+        if row[j] == "1":
+            if last is not None:
+                raise _fail(f"The option '{OPTNAMES[j]}' conflicts with the "
+                            f"'{OPTNAMES[last]}' option in the '{cmdname}' command")
+            last = j
+    return {OPTNAMES[j] for j in given}
+
+
+def _printf(fmt: str, *args) -> str:
+    return re.sub(r"(%[-0-9*]*)ll", r"\1", fmt) % args
+
+
+def print_largenum(i: int, exact: bool = False) -> str:
+    """ipvsadm's print_largenum: 9 columns, K/M/G/T above 8 digits unless
+    --exact (which widens the column instead)."""
+    if exact:
+        n = len(str(i))
+        return _printf("%*llu", 9 if n <= 8 else n + 1, i)
+    if i < 100000000:  # less than 100 million
+        return _printf("%9llu", i)
+    if i < 1000000000:  # less than 1 billion
+        return _printf("%8lluK", i // 1000)
+    if i < 100000000000:  # less than 100 billion
+        return _printf("%8lluM", i // 1000000)
+    if i < 100000000000000:  # less than 100 trillion
+        return _printf("%8lluG", i // 1000000000)
+    return _printf("%8lluT", i // 1000000000000)
+
 
 def format_list(config: Config, cmd: Command, snap: Snapshot) -> str:
-    _check_options(cmd, ("tcp-service", "udp-service", "fwmark-service") + _LIST_ONLY)
-    for unsupported in ("stats", "rate", "exact", "persistent-conn", "thresholds", "timeout"):
-        if cmd.opts.get(unsupported):
-            raise _fail(f"option --{unsupported} is not supported by lvsxdp yet")
-    if cmd.opts.get("connection"):
-        return format_connections(snap)
-    services = config.services
-    if any(k in cmd.opts for k in ("tcp-service", "udp-service", "fwmark-service")):
+    """`ipvsadm -L` with every option ipvsadm 1.31 has for it."""
+    opts = _opt_check(cmd, _LIST_ROW, "list")
+    if (opts & {"connection", "timeout", "daemon"} and opts & {"stats", "rate", "thresholds"}) \
+            or (opts & {"timeout", "daemon"} and "persistent-conn" in opts):
+        raise _fail("options conflicts in the list command")
+    if "connection" in opts:
+        return format_connections(snap, persistent_conn="persistent-conn" in opts)
+    if "timeout" in opts:
+        s = config.settings
+        return _printf("Timeout (tcp tcpfin udp): %d %d %d\n", s.tcp, s.tcpfin, s.udp)
+    if "daemon" in opts:
+        return ""  # list_daemon prints a line per running sync daemon: lvsxdp has none
+    if "service-address" in opts:
         key, _ = _service_key(cmd)
         svc = config.find_service(key)
         if svc is None:
             raise _fail("No such service")
-        services = [svc]
-    if cmd.opts.get("sort"):
-        services = sorted(services, key=_sort_key)
-    lines = [
-        HEADER.format(size=snap.conn_table_size),
-        "Prot LocalAddress:Port Scheduler Flags",
-        "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn",
-    ]
-    for svc in services:
-        lines.append(_service_line(svc))
-        reals = sorted(svc.reals, key=lambda r: (r.addr.version, r.addr, r.port)) \
-            if cmd.opts.get("sort") else svc.reals
-        for r in reals:
-            c = snap.reals.get(r.index, RealCounts())
-            lines.append("  -> %-28s %-7s %-6d %-10u %-10u" % (
-                r.addrport(), FWD_NAMES[r.fwd][0], r.weight, c.active, c.inactive))
-    return "\n".join(lines) + "\n"
+        # list_service: no version line
+        return _title(opts) + _service_entry(svc, opts, snap)
+    services = config.services
+    if "nosort" not in opts:
+        services = _glibc_msort(services, _cmp_services)
+    out = HEADER.format(size=snap.conn_table_size) + "\n" + _title(opts)
+    return out + "".join(_service_entry(svc, opts, snap) for svc in services)
 
 
-def _sort_key(svc: Service) -> tuple:
-    return (svc.fwmark, svc.proto, svc.addr.version if svc.addr else 0,
-            int(svc.addr) if svc.addr else 0, svc.port)
+def _title(opts: set[str]) -> str:
+    """print_title."""
+    if "stats" in opts:
+        return _printf("%-33s %8s %8s %8s %8s %8s\n  -> RemoteAddress:Port\n",
+                       "Prot LocalAddress:Port", "Conns", "InPkts", "OutPkts", "InBytes",
+                       "OutBytes")
+    if "rate" in opts:
+        return _printf("%-33s %8s %8s %8s %8s %8s\n  -> RemoteAddress:Port\n",
+                       "Prot LocalAddress:Port", "CPS", "InPPS", "OutPPS", "InBPS", "OutBPS")
+    if "thresholds" in opts:
+        return _printf("%-33s %-10s %-10s %-10s %-10s\n  -> RemoteAddress:Port\n",
+                       "Prot LocalAddress:Port", "Uthreshold", "Lthreshold", "ActiveConn",
+                       "InActConn")
+    if "persistent-conn" in opts:
+        return _printf("%-33s %-9s %-11s %-10s %-10s\n  -> RemoteAddress:Port\n",
+                       "Prot LocalAddress:Port", "Weight", "PersistConn", "ActiveConn",
+                       "InActConn")
+    if "tun-info" in opts:
+        return ("Prot LocalAddress:Port Scheduler Flags\n"
+                "  -> RemoteAddress:Port           Forward TunnelInfo    Weight ActiveConn "
+                "InActConn\n")
+    return ("Prot LocalAddress:Port Scheduler Flags\n"
+            "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n")
 
 
-def _service_line(svc: Service) -> str:
-    line = f"{svc.name()} {svc.scheduler}"
-    if svc.persistent:
-        line += f" persistent {svc.timeout}"
-        full = 128 if svc.family == shared.AF_INET6 else 32
-        if svc.netmask != full:
+def _svc_name(svc: Service) -> str:
+    """print_service_entry's svc_name (not -S's)."""
+    if svc.fwmark:
+        if svc.family == shared.AF_INET6:
+            return _printf("FWM  %u IPv6", svc.fwmark)
+        return _printf("FWM  %u", svc.fwmark)
+    name = _printf("%-4s %s", svc.proto.upper(), format_addrport(svc.addr, svc.port))
+    return name if svc.family == shared.AF_INET6 else name[:33]
+
+
+# -b names by the flag bit they set (IP_VS_SVC_F_SCHED1..3), as
+# print_sched_flags reads them back for each scheduler
+_SCHED_FLAG_BITS = {"sh": ("sh-fallback", "sh-port"), "mh": ("mh-fallback", "mh-port")}
+_GENERIC_FLAGS = ("flag-1", "flag-2", "flag-3")
+_FLAG_BIT = {"flag-1": 0, "sh-fallback": 0, "mh-fallback": 0, "flag-2": 1, "sh-port": 1,
+             "mh-port": 1, "flag-3": 2}
+
+
+def _sched_flags(svc: Service) -> str:
+    """print_sched_flags: the -b flags, by bit, named for the scheduler."""
+    bits = {_FLAG_BIT[f] for f in svc.sched_flags if f in _FLAG_BIT}
+    names = _SCHED_FLAG_BITS.get(svc.scheduler, _GENERIC_FLAGS)
+    return ",".join(names[b] for b in sorted(bits) if b < len(names))
+
+
+def _service_entry(svc: Service, opts: set[str], snap: Snapshot) -> str:
+    """print_service_entry: the service's line, then its reals' lines."""
+    exact = "exact" in opts
+    name = _svc_name(svc)
+    c = snap.services.get(svc.index, RealCounts())
+    if "stats" in opts:
+        line = _printf("%-33s", name) + "".join(
+            print_largenum(v, exact) for v in (c.conns, c.packets, 0, c.bytes, 0))
+    elif "rate" in opts:
+        line = _printf("%-33s", name) + "".join(
+            print_largenum(v, exact) for v in (c.cps, c.pps, 0, c.bps, 0))
+    else:
+        line = _printf("%s %s", name, svc.scheduler)
+        flags = _sched_flags(svc)
+        if flags:
+            line += f" ({flags})"
+        if svc.persistent:
+            line += _printf(" persistent %u", svc.timeout)
             if svc.family == shared.AF_INET6:
-                line += f" mask {svc.netmask}"
-            else:
-                line += f" mask {ipaddress.IPv4Network(f'0.0.0.0/{svc.netmask}').netmask}"
-    return line
+                if svc.netmask != 128:
+                    line += _printf(" mask %i", svc.netmask)
+            elif svc.netmask != 32:
+                mask = ipaddress.IPv4Network(f"0.0.0.0/{svc.netmask}").netmask
+                line += _printf(" mask %s", mask)
+    lines = [line + "\n"]
+    reals = svc.reals if "nosort" in opts else _glibc_msort(svc.reals, _cmp_dests)
+    for r in reals:
+        dname = r.addrport() if r.addr.version == 6 else r.addrport()[:28]
+        rc = snap.reals.get(r.index, RealCounts())
+        if "stats" in opts:
+            lines.append(_printf("  -> %-28s", dname) + "".join(
+                print_largenum(v, exact) for v in (rc.conns, rc.packets, 0, rc.bytes, 0))
+                + "\n")
+        elif "rate" in opts:
+            # cps and the pps are %8llu here, never abbreviated (ipvsadm's own quirk)
+            lines.append(_printf("  -> %-28s %8llu %8llu %8llu", dname, rc.cps, rc.pps, 0)
+                         + print_largenum(rc.bps, exact) + print_largenum(0, exact) + "\n")
+        elif "thresholds" in opts:
+            lines.append(_printf("  -> %-28s %-10u %-10u %-10u %-10u\n", dname, r.u_threshold,
+                                 r.l_threshold, rc.active, rc.inactive))
+        elif "persistent-conn" in opts:
+            lines.append(_printf("  -> %-28s %-9u %-11u %-10u %-10u\n", dname, r.weight,
+                                 rc.persistent, rc.active, rc.inactive))
+        elif "tun-info" in opts:
+            # fwd_tun_info is NULL for all but tunnels: "n/a"
+            lines.append(_printf("  -> %-28s %-7s %-13s %-6d %-10u %-10u\n", dname,
+                                 FWD_NAMES[r.fwd][0], "n/a", r.weight, rc.active, rc.inactive))
+        else:
+            lines.append(_printf("  -> %-28s %-7s %-6d %-10u %-10u\n", dname,
+                                 FWD_NAMES[r.fwd][0], r.weight, rc.active, rc.inactive))
+    return "".join(lines)
 
 
-def format_connections(snap: Snapshot) -> str:
-    lines = ["IPVS connection entries",
-             "pro expire state       source             virtual            destination"]
+# -- ipvsadm's order: libipvs's comparisons, glibc's qsort -------------------
+
+def _int(x: int) -> int:
+    """A C unsigned difference stored in an int (ipvs_cmp_* do this)."""
+    return (x + (1 << 31)) % (1 << 32) - (1 << 31)
+
+
+def _addr_cmp(a, b) -> int:
+    """ipvs_cmp_*'s address step: word by word, as ints."""
+    wa, wb = a.packed, b.packed
+    r = 0
+    for i in range(0, len(wa), 4):
+        r = _int(int.from_bytes(wa[i:i + 4], "big") - int.from_bytes(wb[i:i + 4], "big"))
+        if r:
+            break
+    return r
+
+
+def _cmp_services(s1: Service, s2: Service) -> int:
+    """libipvs's ipvs_cmp_services. A firewall-mark service reaches ipvsadm
+    with protocol, address and port 0."""
+    r = _int(s1.fwmark - s2.fwmark) or s1.family - s2.family
+    if r or s1.fwmark:
+        return r
+    r = PROTOS.get(s1.proto, 0) - PROTOS.get(s2.proto, 0)
+    return r or _addr_cmp(s1.addr, s2.addr) or s1.port - s2.port
+
+
+def _cmp_dests(d1: RealServer, d2: RealServer) -> int:
+    """libipvs's ipvs_cmp_dests."""
+    return _addr_cmp(d1.addr, d2.addr) or d1.port - d2.port
+
+
+def _glibc_msort(items: list, cmp) -> list:
+    """glibc's qsort as Debian 12's glibc runs it (msort_with_tmp): a top-down
+    merge sort taking from the left run while cmp <= 0. Any sort agrees for a
+    consistent comparison; ipvs_cmp_* are not (int overflow between addresses
+    2^31 apart), and then this is the order ipvsadm prints."""
+    if len(items) <= 1:
+        return list(items)
+    n1 = len(items) // 2
+    b1, b2 = _glibc_msort(items[:n1], cmp), _glibc_msort(items[n1:], cmp)
+    out = []
+    i = j = 0
+    while i < len(b1) and j < len(b2):
+        if cmp(b1[i], b2[j]) <= 0:
+            out.append(b1[i])
+            i += 1
+        else:
+            out.append(b2[j])
+            j += 1
+    return out + b1[i:] + b2[j:]
+
+
+def format_connections(snap: Snapshot, persistent_conn: bool = False) -> str:
+    """list_conn and print_conn. lvsxdp has no persistence engine (--pe), so a
+    row never has the pe columns, even under their --persistent-conn header
+    (print_conn prints them only for an entry that has pe data)."""
+    out = "IPVS connection entries\n"
+    if persistent_conn:
+        out += _printf("pro expire %-11s %-18s %-18s %-18s %-16s %s\n", "state", "source",
+                       "virtual", "destination", "pe name", "pe_data")
+    else:
+        out += _printf("pro expire %-11s %-18s %-18s %s\n", "state", "source", "virtual",
+                       "destination")
     for e in snap.entries:
-        lines.append("%-3s %02d:%02d  %-11s %-18s %-18s %s" % (
-            e.proto, e.expire // 60, e.expire % 60, e.state, e.source, e.virtual,
-            e.destination))
-    return "\n".join(lines) + "\n"
+        expire = _printf("%02d:%02d", e.expire // 60, e.expire % 60)
+        out += _printf("%-3s %-6s %-11s %-18s %-18s %s\n", e.proto, expire, e.state, e.source,
+                       e.virtual, e.destination)
+    return out
+
+
+def zero_targets(config: Config, cmd: Command) -> list[Service]:
+    """The services `ipvsadm -Z [service]` zeroes (their reals with them):
+    the one named, or all. Nothing but a service goes with -Z."""
+    opts = _opt_check(cmd, _ZERO_ROW, "zero")
+    if "service-address" not in opts:
+        return list(config.services)
+    key, _ = _service_key(cmd)
+    svc = config.find_service(key)
+    if svc is None:
+        raise _fail("No such service")
+    return [svc]
 
 
 def format_save(config: Config) -> str:

@@ -165,6 +165,13 @@ class Stats(ctypes.Structure):
     _fields_ = [("conns", u64), ("packets", u64), ("bytes", u64)]
 
 
+class Est(ctypes.Structure):
+    _fields_ = [
+        ("last_conns", u64), ("last_packets", u64), ("last_bytes", u64), ("cps", u64),
+        ("pps", u64), ("bps", u64), ("owner", u32), ("zeroed", u32),
+    ]
+
+
 # Every pinned map: name -> (key type, value type).
 MAPS = {
     "config": (u32, Config),
@@ -187,6 +194,8 @@ MAPS = {
     "svc_stats": (u32, Stats),
     "real_stats": (u32, Stats),
     "reasons": (u32, u64),
+    "svc_est": (u32, Est),
+    "real_est": (u32, Est),
 }
 
 

@@ -38,13 +38,15 @@ def test_seed_pcc_lines_list_exactly_as_ipvsadm_prints_them():
     config = configure(SEED_PCC)
     snap = Snapshot(reals={r.index: RealCounts(active=1, inactive=2)
                            for r in config.services[0].reals})
+    # ipvsadm 1.31 sorts reals by address; --nosort shows IPVS's list order
+    # (newest first, tests/test_ipvsadm_listing.py)
     assert listing(config, "-L", "-n", snap=snap) == (
         "IP Virtual Server version 1.2.1 (size=4096)\n"
         "Prot LocalAddress:Port Scheduler Flags\n"
         "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n"
         "TCP  198.18.2.1:0 rr persistent 360\n"
-        "  -> 198.18.2.200:0               Route   1      1          2         \n"
         "  -> 198.18.2.100:0               Route   1      1          2         \n"
+        "  -> 198.18.2.200:0               Route   1      1          2         \n"
     )
 
 
