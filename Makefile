@@ -1,4 +1,4 @@
-# lvsxdp: `make lab` shows the seed's PCC scenario on a built-in lab,
+# lvsxdp: `make lab` walks through the seed's examples on a built-in lab,
 # `make test` runs the whole suite. Both install what they need (as root).
 
 VENV := .venv

@@ -253,11 +253,13 @@ def metrics(listen: str) -> None:
                    "`lvsxdp lab --down` removes it.")
 @click.option("--down", "teardown", is_flag=True, help="Remove a lab left up by --keep.")
 def lab(keep: bool, teardown: bool) -> None:
-    """The built-in lab: the seed's PCC scenario in network namespaces.
+    """The built-in lab: every example of the seed in network namespaces.
 
     Builds a client, a director and two real servers on one L2 segment
-    (198.18.2.0/24), runs the seed's ipvsadm lines verbatim, sends real
-    traffic and shows the affinity table.
+    (198.18.2.0/24), and walks through the seed's PCC, PPC, firewall-mark
+    (http + https) and passive FTP examples: its ipvsadm and iptables lines
+    verbatim, real traffic, the affinity tables, a check of each. Exits 0
+    only if every check holds.
 
     \b
     lvsxdp lab

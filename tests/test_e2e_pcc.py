@@ -32,6 +32,7 @@ def director_up(topo: Topology, mode: str) -> None:
     assert lab.xdp_mode(topo.director, IFACE) == mode
     for line in SEED_PCC:
         topo.ipvsadm(line)
+    topo.wait_for_reals(tuple(REALS.values()))  # else rr may find one real not yet reachable
 
 
 def conn_entries(topo: Topology) -> list[dict]:

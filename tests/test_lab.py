@@ -112,15 +112,14 @@ def test_sigterm_tears_the_lab_down():
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         servers = [int(p) for p in child.stdout.readline().split()]
-        assert len(servers) == 2 and len(lab_namespaces(prefix)) == 5
+        assert len(servers) == 4 and len(lab_namespaces(prefix)) == 5  # servers, vsftpd
         os.kill(child.pid, signal.SIGTERM)
         assert child.wait(timeout=20) == 128 + signal.SIGTERM
     finally:
         if child.poll() is None:
             child.kill()
             child.wait()
-            for ns in lab_namespaces(prefix):  # the child's, which cannot clean up now
-                lab.ip("netns", "del", ns, check=False)
+            lab.down(prefix)  # the child's lab, which it cannot clean up now, processes too
     deadline = time.monotonic() + 5
     while any(alive(p) for p in servers) and time.monotonic() < deadline:
         time.sleep(0.05)
