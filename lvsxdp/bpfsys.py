@@ -256,11 +256,10 @@ class Map:
             yield nxt
             key = nxt
 
-    def items(self, batch: int = 4096) -> list:
-        """Every (key, value) pair, read with BPF_MAP_LOOKUP_BATCH."""
-        if self.percpu:
-            return [(k, v) for k in self.keys() if (v := self.lookup(k)) is not None]
-        out = []
+    def batches(self, batch: int = 4096):
+        """Every entry, BPF_MAP_LOOKUP_BATCH at a time: yields (keys, values,
+        count) with the entries packed in two bytes objects (no Python object
+        per entry). Not for per-CPU maps."""
         ksz = ctypes.sizeof(self.key_type)
         vsz = ctypes.sizeof(self.value_type)
         keys = ctypes.create_string_buffer(ksz * batch)
@@ -284,16 +283,26 @@ class Map:
                 if e.errno != errno.ENOENT:
                     raise
                 done = True
-            kraw, vraw = keys.raw, values.raw
-            for i in range(attr.count):
+            yield keys.raw[:attr.count * ksz], values.raw[:attr.count * vsz], attr.count
+            if done:
+                return
+            ctypes.memmove(token_in, token_out, len(token_out))
+            first = False
+
+    def items(self, batch: int = 4096) -> list:
+        """Every (key, value) pair, read with BPF_MAP_LOOKUP_BATCH."""
+        if self.percpu:
+            return [(k, v) for k in self.keys() if (v := self.lookup(k)) is not None]
+        ksz = ctypes.sizeof(self.key_type)
+        vsz = ctypes.sizeof(self.value_type)
+        out = []
+        for kraw, vraw, count in self.batches(batch):
+            for i in range(count):
                 out.append((
                     self.key_type.from_buffer_copy(kraw, i * ksz),
                     self.value_type.from_buffer_copy(vraw, i * vsz),
                 ))
-            if done:
-                return out
-            ctypes.memmove(token_in, token_out, len(token_out))
-            first = False
+        return out
 
     @property
     def value_bytes(self) -> int:

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import collections
 import ctypes
-import errno
 
 import numpy as np
 
-from . import bpfsys, plan, shared
+from . import plan, shared
 
 # struct lvs_conn
 CONN = np.dtype([("expires", "<u8"), ("vouched", "<u8"), ("real", "<u4"), ("svc", "<u2"),
@@ -36,42 +35,12 @@ def needed(config) -> bool:
                for svc in config.services)
 
 
-def _values(table: bpfsys.Map):
-    """Every value of a hash map as raw bytes, a batch at a time (no Python
-    object per entry)."""
-    ksz = ctypes.sizeof(table.key_type)
-    vsz = ctypes.sizeof(table.value_type)
-    keys = ctypes.create_string_buffer(ksz * BATCH)
-    values = ctypes.create_string_buffer(vsz * BATCH)
-    token_in = ctypes.create_string_buffer(max(ksz, 8))
-    token_out = ctypes.create_string_buffer(max(ksz, 8))
-    first = True
-    while True:
-        attr = bpfsys._BatchAttr(
-            in_batch=0 if first else ctypes.addressof(token_in),
-            out_batch=ctypes.addressof(token_out),
-            keys=ctypes.addressof(keys), values=ctypes.addressof(values),
-            count=BATCH, map_fd=table.fd)
-        done = False
-        try:
-            bpfsys._bpf(bpfsys.BPF_MAP_LOOKUP_BATCH, attr)
-        except bpfsys.BpfError as e:
-            if e.errno != errno.ENOENT:
-                raise
-            done = True
-        yield values.raw[:attr.count * vsz]
-        if done:
-            return
-        ctypes.memmove(token_in, token_out, len(token_out))
-        first = False
-
-
 def connection_counts(maps, now: int) -> dict[int, tuple[int, int]]:
     """real ref -> (active, inactive) over the live connections of both
     tables, a batch at a time."""
     counted: collections.Counter = collections.Counter()
     for table in (maps.conns4, maps.conns6):
-        for raw in _values(table):
+        for _, raw, _ in table.batches(BATCH):
             conns = np.frombuffer(raw, CONN)
             conns = conns[conns["expires"] > now]
             # ref * 2 + 1 for an active connection, ref * 2 for an inactive one
