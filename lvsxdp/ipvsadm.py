@@ -792,7 +792,9 @@ lvsxdp ipvsadm takes ipvsadm's command lines:
   ipvsadm -S [-n]
   ipvsadm -a|e virtual-service -r server-address [-g] [-w weight] [-x upper] [-y lower]
   ipvsadm -d virtual-service -r server-address
-  ipvsadm -L|l [virtual-service] [-n] [-c] [--sort]
+  ipvsadm -L|l [virtual-service] [-n] [-c] [--stats|--rate|--thresholds|--persistent-conn]
+                [--exact] [--timeout] [--daemon] [--tun-info] [--nosort]
+  ipvsadm -Z [virtual-service]
   ipvsadm --set tcp tcpfin udp
 virtual-service: -t|u service-address | -f fwmark
 schedulers: rr wrr lc wlc (the default) sed nq sh dh mh;
