@@ -18,7 +18,8 @@
 struct packet {
 	struct ethhdr *eth;
 	struct lvs_tuple tuple;		/* family, proto, cport, vport, caddr, vaddr */
-	__u32 len;			/* whole frame, for byte counters */
+	__u32 len;			/* the IP packet's length: what IPVS's byte
+					 * counters count (not the Ethernet frame) */
 	__u8 tcp_flags;
 };
 
@@ -68,6 +69,7 @@ static __always_inline int parse_ipv4(struct iphdr *ip, void *data_end, struct p
 	 * matched to a connection here, so the kernel gets it. */
 	if (ip->frag_off & IP_MF_OFFSET_BE)
 		return LVS_R_FRAGMENT;
+	pkt->len = bpf_ntohs(ip->tot_len);
 	pkt->tuple.family = LVS_AF_INET;
 	pkt->tuple.proto = ip->protocol;
 	pkt->tuple.caddr[0] = ip->saddr;
@@ -95,6 +97,7 @@ static __always_inline int parse_ipv6(struct ipv6hdr *ip6, void *data_end, struc
 		}
 		return LVS_R_NOT_TCP_UDP;
 	}
+	pkt->len = sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
 	pkt->tuple.family = LVS_AF_INET6;
 	pkt->tuple.proto = ip6->nexthdr;
 	__builtin_memcpy(pkt->tuple.caddr, &ip6->saddr, 16);
@@ -110,7 +113,6 @@ static __always_inline int parse_packet(void *data, void *data_end, struct packe
 	__be16 proto;
 
 	pkt->eth = eth;
-	pkt->len = data_end - data;
 	if (l3 > data_end)
 		return LVS_R_TRUNCATED;
 	proto = eth->h_proto;

@@ -31,3 +31,10 @@ def forwarded_to(frame: bytes, real_mac: bytes) -> bytes:
     director's, every other byte unchanged."""
     director = bytes(int(x, 16) for x in DIRECTOR_MAC.split(":"))
     return real_mac + director + frame[12:]
+
+
+def ip_len(frame: bytes) -> int:
+    """The IP packet's length in a frame: what IPVS's (and lvsxdp's) byte
+    counters count."""
+    vlan = frame[12:14] in (b"\x81\x00", b"\x88\xa8")
+    return len(frame) - (18 if vlan else 14)

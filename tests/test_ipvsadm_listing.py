@@ -487,7 +487,7 @@ def test_zero_targets_one_service_or_all():
 def run(d, frame: bytes) -> int:
     action, _ = d.run(frame)
     assert action == "XDP_TX"
-    return len(frame)
+    return P.ip_len(frame)
 
 
 def snap_of(d) -> Snapshot:
@@ -626,7 +626,7 @@ def test_zero_one_service_zeroes_it_and_its_reals_only(fresh_director):
     run(d, P.tcp("198.18.2.50", 40000, 80, flags="A"))
     assert listing(d.config, "-L -n --stats", snap_of(d)).splitlines()[3] == \
         "TCP  198.18.2.1:0".ljust(33) + "        0" + "        1" + "        0" \
-        + print_largenum(len(P.tcp("198.18.2.50", 40000, 80, flags="A"))) + "        0"
+        + print_largenum(P.ip_len(P.tcp("198.18.2.50", 40000, 80, flags="A"))) + "        0"
 
     zero(d)  # all
     assert set(listing(d.config, "-L -n --stats", snap_of(d)).splitlines()[3:]) == {
@@ -865,7 +865,7 @@ def test_lvsxdp_ipvsadm_stats_rate_and_zero_on_a_running_director(director_ns, t
     lab.run(ns, sys.executable, "-c", SENDER, str(tmp_path / "frames"))
 
     stats = cli(env, ns, "ipvsadm", "-L", "-n", "--stats", "--exact").splitlines()
-    nbytes = sum(len(f) for f in frames)
+    nbytes = sum(P.ip_len(f) for f in frames)
     assert stats[3] == "TCP  198.18.2.1:80".ljust(33) + "".join(
         print_largenum(v, True) for v in (300, 300, 0, nbytes, 0))
     assert stats[4] == f"  -> {R100}:80".ljust(33) + "".join(
@@ -882,7 +882,7 @@ def test_lvsxdp_ipvsadm_stats_rate_and_zero_on_a_running_director(director_ns, t
     # 300 connections of one packet each in one 2 s tick: at most
     # ((300 << 9) >> 2 + 511) >> 10 = 38 cps after it, decaying by 3/4 a tick
     assert 0 < cps <= 38 and pps == cps and (outpps, outbps) == (0, 0)
-    assert bps == pytest.approx(pps * len(frames[0]), rel=0.05)
+    assert bps == pytest.approx(pps * P.ip_len(frames[0]), rel=0.05)
 
     cli(env, ns, "ipvsadm", "-Z", "-t", f"{VIP}:80")
     zeroed = cli(env, ns, "ipvsadm", "-L", "-n", "--stats").splitlines()[3:]
