@@ -49,7 +49,7 @@ class Agent:
         self.config_mtime = None
         self.config = runtime.load_config(self.paths)
         self.macs: dict = {}
-        self.kernel_rules: list | None = None
+        self.marks_in: tuple | None = None  # the mark rules the maps hold
         self.skipped_rules: list[str] = []
         self.managed: set = set()
         self.stop = False
@@ -106,39 +106,41 @@ class Agent:
 
     # -- MACs ------------------------------------------------------------
     def refresh(self, force: bool = False) -> None:
-        try:
-            mtime = self.paths.state.stat().st_mtime_ns
-        except FileNotFoundError:
-            mtime = None
-        changed = force or mtime != self.config_mtime
-        if changed:
-            self.config = runtime.load_config(self.paths)
-            self.config_mtime = mtime
-        cfg = self.maps.read_config()
-        addrs = {r.addr for s in self.config.services for r in s.reals}
-        self.ensure_managed(cfg.ifindex, addrs)
-        macs = neighbour_macs(self.ipr, cfg.ifindex, addrs)
+        """Brings the maps in line with the configuration, the reals' MACs
+        and the kernel's mangle rules, whichever changed. One locked pass:
+        the MACs are those of the configuration that is applied."""
         kernel_rules, skipped = kernel_mark_rules()
-        if changed or kernel_rules != self.kernel_rules:
-            if skipped != self.skipped_rules:
-                for line in skipped:
-                    log.warning("kernel mangle rule not followed: %s", line)
-                self.skipped_rules = skipped
-            with runtime.locked(self.paths):
-                config = runtime.load_config(self.paths)
+        if skipped != self.skipped_rules:
+            for line in skipped:
+                log.warning("kernel mangle rule not followed: %s", line)
+            self.skipped_rules = skipped
+        with runtime.locked(self.paths):
+            try:
+                mtime = self.paths.state.stat().st_mtime_ns
+            except FileNotFoundError:
+                mtime = None
+            changed = force or mtime != self.config_mtime
+            if changed:
+                self.config = runtime.load_config(self.paths)
+                self.config_mtime = mtime
+            ifindex = self.maps.read_config().ifindex
+            addrs = {r.addr for s in self.config.services for r in s.reals}
+            self.ensure_managed(ifindex, addrs)
+            macs = neighbour_macs(self.ipr, ifindex, addrs)
+            marks_in = (kernel_rules, [r.to_dict() for r in self.config.mark_rules])
+            if marks_in != self.marks_in:
                 try:
-                    apply_marks(self.maps, config, kernel_rules)
+                    apply_marks(self.maps, self.config, kernel_rules)
                 except ConfigError as e:  # the tables in force stay as they were
-                    log.error("kernel mangle rules not applied: %s", e)
-            self.kernel_rules = kernel_rules
-        if changed or macs != self.macs:
-            for addr in addrs:
-                if self.macs.get(addr) != macs.get(addr):
-                    log.info("real %s MAC %s", addr, macs.get(addr, b"").hex(":") or "unknown")
-            with runtime.locked(self.paths):
-                config = runtime.load_config(self.paths)
-                runtime.apply_plan(self.maps, plan.build(config, macs))
-            self.macs = macs
+                    log.error("mark rules not applied: %s", e)
+                self.marks_in = marks_in
+            if changed or macs != self.macs:
+                for addr in addrs:
+                    if self.macs.get(addr) != macs.get(addr):
+                        log.info("real %s MAC %s", addr,
+                                 macs.get(addr, b"").hex(":") or "unknown")
+                runtime.apply_plan(self.maps, plan.build(self.config, macs))
+                self.macs = macs
 
     def ensure_managed(self, ifindex: int, addrs: set) -> None:
         """A managed neighbour entry per real: the kernel resolves it and

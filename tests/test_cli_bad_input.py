@@ -3,6 +3,7 @@ clear line on stderr, a non-zero exit, and the configuration - the saved
 file and every map the data plane reads it from - byte for byte as before."""
 
 import ctypes
+import time
 
 import pytest
 from nsdirector import cli, namespaces
@@ -46,7 +47,22 @@ def director(tmp_path_factory):
         cli(env, ns, "up", "eth0", "--mode", "generic", "--conns", "4096", "--templates", "4096")
         for tool, line in SETUP:
             cli(env, ns, tool, *line.split())
+        settle(ns)
         yield ns, env, tmp / "state" / f"{ns}.json"
+
+
+def settle(ns, timeout=15.0):
+    """Waits until the agent has caught up with the setup (its next pass may
+    still rewrite the maps): two reads a second apart that agree."""
+    deadline = time.monotonic() + timeout
+    last = map_bytes(ns)
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = map_bytes(ns)
+        if now == last:
+            return
+        last = now
+    raise AssertionError("the director's maps kept changing after the setup")
 
 
 def map_bytes(ns):
