@@ -37,8 +37,12 @@ class Director:
                  defines: dict | None = None, source: Path = loader.MAIN_SOURCE) -> None:
         self.pin_dir = Path(f"/sys/fs/bpf/lvsxdp-test/{os.getpid()}-{next(_serial)}")
         runtime.ensure_bpffs()
-        self.bpf, self.fn = loader.compile_program(str(self.pin_dir), conn_max, tpl_max,
-                                                   defines, source)
+        try:
+            self.bpf, self.fn = loader.compile_program(str(self.pin_dir), conn_max, tpl_max,
+                                                       defines, source)
+        except BaseException:
+            shutil.rmtree(self.pin_dir, ignore_errors=True)
+            raise
         self.maps = runtime.Maps(self.pin_dir)
         cfg = shared.Config()
         cfg.netns_cookie = runtime.netns_cookie()
