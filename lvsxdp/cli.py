@@ -247,6 +247,38 @@ def metrics(listen: str) -> None:
         _die(str(e))
 
 
+@main.command(context_settings={"ignore_unknown_options": True,
+                                "allow_interspersed_args": False})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def sysctl(args: tuple[str, ...]) -> None:
+    """IPVS's sysctls, read and written as sysctl(8) does.
+
+    \b
+    net.ipv4.vs.expire_nodest_conn         1: a connection whose real was
+                                           removed is forgotten at its next
+                                           packet (0: its packets are dropped)
+    net.ipv4.vs.expire_quiescent_template  1: a template whose real has weight
+                                           0 is not used
+    lvsxdp.template_extension              seconds a template whose client
+                                           still has connections is extended
+                                           by at expiry (the seed: 120)
+
+    \b
+    lvsxdp sysctl -w net.ipv4.vs.expire_nodest_conn=1
+    lvsxdp sysctl net.ipv4.vs.expire_quiescent_template
+    lvsxdp sysctl
+    """
+    from . import director  # noqa: PLC0415
+
+    try:
+        click.echo(director.sysctl_command(list(args)), nl=False)
+    except ConfigError as e:
+        click.echo(str(e), err=True)
+        sys.exit(2)
+    except RuntimeError_ as e:
+        _die(str(e))
+
+
 @main.command()
 @click.option("--keep", is_flag=True,
               help="Leave the lab up for exploring (lvsxdp -n lxl-dir ...); "

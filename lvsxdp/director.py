@@ -199,8 +199,10 @@ def up(iface: str, mode: str = "auto", conns: int | None = None,
         info.update(iface=iface, ifindex=ifindex, mode=attached.get("mode"),
                     prog_id=attached.get("prog_id"), conns=conns, templates=templates,
                     netns=p.key)
-        if not agent_alive(info):
-            info["agent_pid"] = _start_agent(p)
+        # A new agent with the code and the maps of this `up`: one left from
+        # before would go on with an older lvsxdp and maps just replaced.
+        _stop_agent(info)
+        info["agent_pid"] = _start_agent(p)
         runtime.write_runtime(p, info)
         verb = "reloaded" if not fresh else "up"
         note = f"; new layout, emptied: {', '.join(dropped)}" if dropped else ""
@@ -208,6 +210,15 @@ def up(iface: str, mode: str = "auto", conns: int | None = None,
                 f"agent pid {info['agent_pid']}{note})")
     finally:
         ipr.close()
+
+
+def _stop_agent(info: dict | None) -> None:
+    if agent_alive(info):
+        os.kill(info["agent_pid"], signal.SIGTERM)
+        for _ in range(250):
+            if not agent_alive(info):
+                return
+            time.sleep(0.02)
 
 
 def _start_agent(p: Paths) -> int:
@@ -246,12 +257,7 @@ def down(iface: str) -> str:
             _detach(ipr, ifindex, attached["mode"])
     finally:
         ipr.close()
-    if agent_alive(info):
-        os.kill(info["agent_pid"], signal.SIGTERM)
-        for _ in range(100):
-            if not agent_alive(info):
-                break
-            time.sleep(0.02)
+    _stop_agent(info)
     _remove_pins(p)
     # the log stays (in /run) for reading after the fact
     for leftover in (p.runtime, p.lock, runtime.RUN_DIR / f"{p.key}.ready"):
@@ -379,3 +385,47 @@ def iptables_command(argv: list[str]) -> str:
                 apply_marks(maps, new, kernel_mark_rules()[0])
         runtime.save_config(p, new)
     return ""
+
+
+# IPVS's sysctls an operator turns on (net.ipv4.vs.*), and lvsxdp's own
+# template extension step, as `sysctl` names and prints them.
+SYSCTLS = {
+    "net.ipv4.vs.expire_nodest_conn": ("expire_nodest_conn", (0, 1)),
+    "net.ipv4.vs.expire_quiescent_template": ("expire_quiescent_template", (0, 1)),
+    "lvsxdp.template_extension": ("extend", (1, 86400)),
+}
+
+
+def sysctl_command(args: list[str]) -> str:
+    """`lvsxdp sysctl [-w] NAME[=VALUE] ...`, as sysctl(8) reads and writes
+    them; a write goes into the saved configuration and the running maps."""
+    words = [a for a in args if a != "-w"]
+    if not words:
+        words = list(SYSCTLS)
+    p = runtime.paths()
+    out = []
+    with runtime.locked(p):
+        config = runtime.load_config(p)
+        new = config.copy()
+        for word in words:
+            name, eq, value = word.partition("=")
+            if name not in SYSCTLS:
+                raise ConfigError(f"sysctl: cannot stat /proc/sys/{name.replace('.', '/')}: "
+                                  f"No such file or directory (lvsxdp knows: "
+                                  f"{', '.join(SYSCTLS)})")
+            field, (lo, hi) = SYSCTLS[name]
+            if eq:
+                if not value.strip().isdigit() or not lo <= int(value) <= hi:
+                    raise ConfigError(f"sysctl: setting key \"{name}\": Invalid argument "
+                                      f"({lo}..{hi})")
+                current = getattr(new.settings, field)
+                setattr(new.settings, field, type(current)(int(value)))
+            out.append(f"{name} = {int(getattr(new.settings, field))}")
+        if new.settings != config.settings:
+            maps = runtime.running_maps(p)
+            if maps is not None:
+                with maps:
+                    macs = runtime.known_macs(maps)
+                    runtime.apply_plan(maps, plan.build(new, macs))
+            runtime.save_config(p, new)
+    return "".join(line + "\n" for line in out)
