@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
-import ctypes
 import ipaddress
 import json
 import os
@@ -208,9 +207,6 @@ secure_chroot_dir=/var/run/vsftpd/empty
 # faces the director: a veth only receives its peer's XDP_TX frames when it
 # has an XDP program itself (ENVIRONMENT.md).
 _XDP_PASS_INSNS = bytes.fromhex("b700000002000000" "9500000000000000")
-_BPF_PROG_LOAD = 5
-_BPF_OBJ_PIN = 6
-_BPF_PROG_TYPE_XDP = 6
 _XDP_ATTACHED = {1: "native", 2: "generic", 3: "offload"}
 
 
@@ -292,26 +288,7 @@ def _kill(pid: int, start: str | None, grace: float = 2.0) -> None:
 
 
 def _load_xdp_pass() -> int:
-    class ProgLoadAttr(ctypes.Structure):
-        _fields_ = [
-            ("prog_type", ctypes.c_uint32),
-            ("insn_cnt", ctypes.c_uint32),
-            ("insns", ctypes.c_uint64),
-            ("license", ctypes.c_uint64),
-            ("log_level", ctypes.c_uint32),
-            ("log_size", ctypes.c_uint32),
-            ("log_buf", ctypes.c_uint64),
-            ("kern_version", ctypes.c_uint32),
-            ("prog_flags", ctypes.c_uint32),
-            ("prog_name", ctypes.c_char * 16),
-        ]
-
-    insns = ctypes.create_string_buffer(_XDP_PASS_INSNS, len(_XDP_PASS_INSNS))
-    license_ = ctypes.create_string_buffer(b"GPL")
-    attr = ProgLoadAttr(prog_type=_BPF_PROG_TYPE_XDP, insn_cnt=len(_XDP_PASS_INSNS) // 8,
-                        insns=ctypes.addressof(insns), license=ctypes.addressof(license_),
-                        prog_name=b"lab_xdp_pass")
-    return bpfsys._bpf(_BPF_PROG_LOAD, attr)
+    return bpfsys.prog_load(bpfsys.BPF_PROG_TYPE_XDP, _XDP_PASS_INSNS, "lab_xdp_pass")
 
 
 def attach_xdp_pass(ns: str, ifname: str) -> None:
@@ -325,8 +302,7 @@ def attach_xdp_pass(ns: str, ifname: str) -> None:
     pin = runtime.PIN_ROOT.parent / re.sub(r"[^A-Za-z0-9_-]", "_", f"lvsxdp-lab-{ns}-{ifname}")
     fd = _load_xdp_pass()
     try:
-        path = ctypes.create_string_buffer(str(pin).encode())
-        bpfsys._bpf(_BPF_OBJ_PIN, bpfsys._ObjAttr(pathname=ctypes.addressof(path), bpf_fd=fd))
+        bpfsys.obj_pin(fd, str(pin))
         try:
             # nsenter, not `ip -n`: that remounts /sys, hiding the pin.
             run(None, "nsenter", f"--net=/run/netns/{ns}", "ip", "link", "set", "dev", ifname,
