@@ -13,19 +13,12 @@ until the next sweep.
 
 from __future__ import annotations
 
-import collections
 import ctypes
 
 import numpy as np
 
-from . import plan, shared
-
-# struct lvs_conn
-CONN = np.dtype([("expires", "<u8"), ("vouched", "<u8"), ("real", "<u4"), ("svc", "<u2"),
-                 ("state", "u1"), ("flags", "u1")])
-assert CONN.itemsize == ctypes.sizeof(shared.Conn)
-ESTABLISHED = shared.S["ESTABLISHED"]
-BATCH = 65536
+from . import plan, shared, tables
+from .tables import ESTABLISHED
 
 
 def needed(config) -> bool:
@@ -35,25 +28,22 @@ def needed(config) -> bool:
                for svc in config.services)
 
 
-def connection_counts(maps, now: int) -> dict[int, tuple[int, int]]:
-    """real ref -> (active, inactive) over the live connections of both
-    tables, a batch at a time."""
-    counted: collections.Counter = collections.Counter()
-    for table in (maps.conns4, maps.conns6):
-        for _, raw, _ in table.batches(BATCH):
-            conns = np.frombuffer(raw, CONN)
-            conns = conns[conns["expires"] > now]
-            # ref * 2 + 1 for an active connection, ref * 2 for an inactive one
-            kind = conns["real"].astype(np.uint64) * 2 + (conns["state"] == ESTABLISHED)
-            for k, n in zip(*np.unique(kind, return_counts=True), strict=True):
-                counted[int(k)] += int(n)
+def connection_counts(conns: np.ndarray) -> dict[int, tuple[int, int]]:
+    """real ref -> (active, inactive) over live connections (CONN values)."""
+    # ref * 2 + 1 for an active connection, ref * 2 for an inactive one
+    kind = conns["real"].astype(np.uint64) * 2 + (conns["state"] == ESTABLISHED)
+    counted = dict(zip(*(a.tolist() for a in np.unique(kind, return_counts=True)),
+                       strict=True))
     refs = {k >> 1 for k in counted}
-    return {ref: (counted[ref * 2 + 1], counted[ref * 2]) for ref in refs}
+    return {ref: (counted.get(ref * 2 + 1, 0), counted.get(ref * 2, 0)) for ref in refs}
 
 
-def recount(maps, config, now: int) -> dict:
+def recount(maps, config, now: int, conns: np.ndarray | None = None) -> dict:
     """Corrects every real's count from the connection table (only when some
-    service reads the counts). Returns what it did."""
+    service reads the counts). conns: the live connections, when the caller
+    (the agent's sweep) has just read them; a connection made between that
+    read and this one's read of real_load is then missing until the next
+    sweep. Returns what it did."""
     if not needed(config):
         return {"recounted": 0}
     u32 = ctypes.c_uint32
@@ -64,7 +54,10 @@ def recount(maps, config, now: int) -> dict:
     for r in reals:
         a = maps.real_load.lookup(u32(r.index))
         before[r.index] = (a.active, a.inactive) if a is not None and a.ref == r.ref else (0, 0)
-    counts = connection_counts(maps, now)
+    if conns is None:
+        _, conns = tables.read_connections(maps)
+        conns = conns[conns["expires"] > np.uint64(now)]
+    counts = connection_counts(conns)
     written = 0
     for r in reals:
         active, inactive = counts.get(r.ref, (0, 0))

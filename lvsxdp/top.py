@@ -34,17 +34,23 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import bpfsys, plan, runtime, shared
+from . import bpfsys, runtime, shared
 from .model import Config, Service
 from .runtime import RuntimeError_
 from .snapshot import template_expire_in
+from .tables import (
+    ESTABLISHED,
+    REAL,
+    TEMPLATE,
+    TUPLE,
+    ServiceParams,
+    count_control,
+    dead_at,
+    read_connections,
+    read_map,
+    template_keys,
+)
 
-TUPLE = np.dtype(shared.Tuple)
-CONN4_KEY = np.dtype(shared.Conn4Key)
-CONN = np.dtype(shared.Conn)
-TEMPLATE = np.dtype(shared.Template)
-REAL = np.dtype(shared.Real)
-ESTABLISHED = shared.S["ESTABLISHED"]
 # Reasons whose packets are dropped; the others are passed to the kernel
 # (map_full: forwarded, but without an entry).
 DROP_REASONS = ("no_real", "real_gone")
@@ -61,21 +67,11 @@ ONCE_LIMIT = 20
 
 # -- reading the maps -----------------------------------------------------------
 
-def _read(m: bpfsys.Map, key_dtype: np.dtype, value_dtype: np.dtype,
-          ) -> tuple[np.ndarray, np.ndarray]:
-    """Every entry of a map, as two numpy arrays (one batched read)."""
-    cap = m.max_entries + 4096  # a table that changes while read may repeat a few
-    keys = np.empty(cap, key_dtype)
-    values = np.empty(cap, value_dtype)
-    n = m.read_raw(keys, values)
-    return keys[:n], values[:n]
-
-
 def _percpu_sum(m: bpfsys.Map) -> np.ndarray:
     """A per-CPU array of u64 fields, summed over CPUs: (entries, fields)."""
     ncpu = bpfsys.possible_cpus()
     words = m.value_bytes // 8 // ncpu
-    keys, values = _read(m, np.dtype("<u4"), np.dtype(("<u8", (ncpu, words))))
+    keys, values = read_map(m, np.dtype("<u4"), np.dtype(("<u8", (ncpu, words))))
     out = np.zeros((m.max_entries, words), np.uint64)
     out[keys] = values.sum(axis=1, dtype=np.uint64)
     return out
@@ -95,7 +91,7 @@ class Counters:
 
 
 def sample(maps: runtime.Maps) -> Counters:
-    keys, reals = _read(maps.reals, np.dtype("<u4"), REAL)
+    keys, reals = read_map(maps.reals, np.dtype("<u4"), REAL)
     by_index = np.zeros(shared.MAX_REALS, REAL)
     by_index[keys] = reals
     return Counters(at=runtime.monotonic_ns(), svc=_percpu_sum(maps.svc_stats),
@@ -122,117 +118,17 @@ class Tables:
     sort_keys: dict = field(default_factory=dict)
 
 
-def dead_at(tpl: np.ndarray, step: int) -> np.ndarray:
-    """snapshot.template_dead_at for every template at once."""
-    exp = tpl["expires"]
-    if not step:
-        return exp.copy()
-    over = np.maximum(tpl["ctl_until"], exp) - exp
-    steps = (over + np.uint64(step - 1)) // np.uint64(step)
-    return exp + steps * np.uint64(step)
-
-
-@dataclass
-class ServiceParams:
-    """Per service slot, what persist.h's template_key needs."""
-
-    persistent: np.ndarray  # bool
-    fwmark: np.ndarray  # the mark as template vaddr[0]
-    port: np.ndarray  # host order; -1: keep no port (port 0, FTP)
-    mask: np.ndarray  # (MAX_SERVICES, 4) netmask words
-
-    @classmethod
-    def of(cls, config: Config) -> ServiceParams:
-        n = shared.MAX_SERVICES
-        p = cls(np.zeros(n, bool), np.zeros(n, np.uint32), np.full(n, -1, np.int32),
-                np.full((n, 4), 0xFFFFFFFF, np.uint32))
-        for s in config.services:
-            if not 0 <= s.index < n:
-                continue
-            p.persistent[s.index] = s.persistent
-            p.fwmark[s.index] = int.from_bytes(s.fwmark.to_bytes(4, "big"), "little")
-            p.port[s.index] = s.port if s.port not in (0, plan.FTP_PORT) else -1
-            p.mask[s.index] = plan.netmask_words(s)
-        return p
-
-
-def _ntohs(a: np.ndarray) -> np.ndarray:
-    return a.astype(np.uint16).byteswap()
-
-
-def template_keys(conn_keys: np.ndarray, svc: np.ndarray, params: ServiceParams) -> np.ndarray:
-    """agent.template_key for every connection at once: the key of the
-    template that scheduled it (conn_keys: TUPLE, svc: service slots)."""
-    k = np.zeros(len(conn_keys), TUPLE)
-    fw = params.fwmark[svc] != 0
-    k["family"] = conn_keys["family"]
-    k["proto"] = np.where(fw, 0, conn_keys["proto"])
-    k["caddr"] = conn_keys["caddr"] & params.mask[svc]
-    vaddr = conn_keys["vaddr"].copy()
-    vaddr[fw] = 0
-    vaddr[fw, 0] = params.fwmark[svc][fw]
-    k["vaddr"] = vaddr
-    keep = ~fw & (_ntohs(conn_keys["vport"]).astype(np.int32) == params.port[svc])
-    k["vport"] = np.where(keep, conn_keys["vport"], 0)
-    return k
-
-
-def _hash(keys: np.ndarray) -> np.ndarray:
-    """A 64-bit hash of each 40-byte TUPLE key (matches are verified)."""
-    words = np.ascontiguousarray(keys).view("<u8").reshape(-1, TUPLE.itemsize // 8)
-    h = np.full(len(keys), 0x9E3779B97F4A7C15, np.uint64)
-    with np.errstate(over="ignore"):
-        for i in range(words.shape[1]):
-            h ^= words[:, i]
-            h *= np.uint64(0xBF58476D1CE4E5B9)
-            h ^= h >> np.uint64(31)
-    return h
-
-
-def count_control(tkeys: np.ndarray, ckeys: np.ndarray) -> np.ndarray:
-    """How many of the connections (by their template keys) each template
-    has: IPVS's n_control."""
-    out = np.zeros(len(tkeys), np.int64)
-    if not len(ckeys) or not len(tkeys):
-        return out
-    hc = _hash(ckeys)
-    uniq, first, counts = np.unique(hc, return_index=True, return_counts=True)
-    ht = _hash(tkeys)
-    # Most templates control no connection: a table of hash bits rules them
-    # out before the (cache-missing) binary search.
-    bits = np.uint64((1 << max(16, min(24, (8 * len(uniq)).bit_length()))) - 1)
-    seen = np.zeros(int(bits) + 1, bool)
-    seen[uniq & bits] = True
-    cand = np.flatnonzero(seen[ht & bits])
-    pos = np.minimum(np.searchsorted(uniq, ht[cand]), len(uniq) - 1)
-    found = uniq[pos] == ht[cand]
-    hit, pos = cand[found], pos[found]
-    same = (ckeys[first[pos]].view("V40") == np.ascontiguousarray(tkeys[hit]).view("V40")).ravel()
-    out[hit[same]] = counts[pos[same]]
-    return out
-
-
 def read_tables(maps: runtime.Maps, config: Config, reals: np.ndarray | None = None,
                 ) -> Tables:
     t0 = time.thread_time()
     step = maps.read_config().extend_ns
     if reals is None:
-        keys, values = _read(maps.reals, np.dtype("<u4"), REAL)
+        keys, values = read_map(maps.reals, np.dtype("<u4"), REAL)
         reals = np.zeros(shared.MAX_REALS, REAL)
         reals[keys] = values
-    tkeys, tpl = _read(maps.templates, TUPLE, TEMPLATE)
-    k4, c4 = _read(maps.conns.v4, CONN4_KEY, CONN)
-    k6, c6 = _read(maps.conns.v6, TUPLE, CONN)
+    tkeys, tpl = read_map(maps.templates, TUPLE, TEMPLATE)
+    ckeys, conns = read_connections(maps)
     now = runtime.monotonic_ns()
-
-    ckeys = np.zeros(len(k4) + len(k6), TUPLE)
-    ckeys["family"][:len(k4)] = shared.AF_INET
-    for name in ("proto", "cport", "vport"):
-        ckeys[name][:len(k4)] = k4[name]
-    ckeys["caddr"][:len(k4), 0] = k4["caddr"]
-    ckeys["vaddr"][:len(k4), 0] = k4["vaddr"]
-    ckeys[len(k4):] = k6
-    conns = np.concatenate([c4, c6])
 
     live = conns["expires"] > np.uint64(now)
     ckeys, conns = ckeys[live], conns[live]

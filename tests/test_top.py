@@ -27,7 +27,7 @@ import packets as P
 import pytest
 from rich.console import Console
 
-from lvsxdp import agent, lab, runtime, shared, snapshot, top
+from lvsxdp import lab, plan, runtime, shared, snapshot, tables, top
 from lvsxdp.lab import CLIENT_ADDRS, IFACE, REALS, SEED_PCC, VIP, LabError, Topology
 from lvsxdp.model import Config
 
@@ -38,8 +38,8 @@ S = shared.NS
 def frame(d, view: top.View | None = None, prev: top.Counters | None = None,
           now: int | None = None) -> dict:
     cur = top.sample(d.maps)
-    tables = top.read_tables(d.maps, d.config, cur.reals)
-    return top.build(d.config, cur, prev, tables, view or top.View(limit=0), now=now)
+    read = top.read_tables(d.maps, d.config, cur.reals)
+    return top.build(d.config, cur, prev, read, view or top.View(limit=0), now=now)
 
 
 def connect(d, client: str, sport: int, dport: int, established: bool = True) -> None:
@@ -238,15 +238,34 @@ def test_a_frame_fits_80_by_24(fresh_director):
     assert sum(1 for line in lines if line.startswith("198.18.2.1")) >= 10  # template rows
 
 
+def template_key(conn_key: shared.Tuple, svc) -> shared.Tuple:
+    """persist.h's template_key for one connection: the oracle."""
+    k = shared.Tuple(family=conn_key.family, proto=conn_key.proto)
+    mask = plan.netmask_words(svc)
+    for i in range(4):
+        k.caddr[i] = conn_key.caddr[i] & mask[i]
+    if svc.fwmark:
+        k.proto = 0
+        k.vaddr[0] = int.from_bytes(svc.fwmark.to_bytes(4, "big"), "little")
+        return k
+    for i in range(4):
+        k.vaddr[i] = conn_key.vaddr[i]
+    if shared.ntohs(conn_key.vport) == svc.port and svc.port != plan.FTP_PORT:
+        k.vport = conn_key.vport
+    return k
+
+
+
 def test_template_keys_match_the_agents(fresh_director):
-    """The vectorised key derivation against agent.template_key, over
+    """The vectorised key derivation against persist.h's, written out one
+    key at a time (template_key below), over
     services of every kind (PCC, PPC, FTP, -M, firewall mark, IPv6)."""
     d = fresh_director
     d.ipvsadm("-A -t 198.18.2.1:0 -s rr -p 360", "-A -t 198.18.2.1:80 -s rr -p 60",
               "-A -t 198.18.2.1:21 -s rr -p 60", "-A -u 198.18.2.1:53 -s rr -p 60 -M 255.255.0.0",
               "-A -f 10 -s rr -p 60", "-A -t [2001:db8:2::1]:443 -s rr -p 60 -M 64")
     config = d.config
-    params = top.ServiceParams.of(config)
+    params = tables.ServiceParams.of(config)
     rng = np.random.default_rng(7)
     keys, svcs, want = [], [], []
     for i in range(600):
@@ -259,8 +278,8 @@ def test_template_keys_match_the_agents(fresh_director):
             k.vaddr[w] = int(rng.integers(0, 2**32))
         keys.append(bytes(k))
         svcs.append(svc.index)
-        want.append(bytes(agent.template_key(k, svc)))
-    got = top.template_keys(np.frombuffer(b"".join(keys), top.TUPLE), np.array(svcs), params)
+        want.append(bytes(template_key(k, svc)))
+    got = tables.template_keys(np.frombuffer(b"".join(keys), tables.TUPLE), np.array(svcs), params)
     assert [bytes(g) for g in got.view("V40").ravel()] == want
 
 
@@ -275,25 +294,25 @@ def test_a_million_templates_are_counted_and_only_the_top_rows_listed():
         d.ipvsadm(*PCC)
         refs = [r.ref for r in d.config.services[0].reals]
         n, m, clients = 1_000_000, 100_000, 30011
-        keys = np.zeros(n, top.TUPLE)
+        keys = np.zeros(n, tables.TUPLE)
         keys["family"], keys["proto"] = shared.AF_INET, 6
         addrs = (np.arange(n, dtype=np.uint32) + (10 << 24)).astype(">u4").view("<u4")
         keys["caddr"][:, 0] = addrs
         keys["vaddr"][:, 0] = shared.addr_words(ipaddress.ip_address(VIP))[0]
         now = runtime.monotonic_ns()
-        tpl = np.zeros(n, top.TEMPLATE)
+        tpl = np.zeros(n, tables.TEMPLATE)
         tpl["expires"] = now + (np.arange(n) % 360 + 5).astype(np.uint64) * S
         tpl["expires"][::4] = now - S  # a quarter is dead: timed out, no connection
         tpl["created"], tpl["svc"] = now, 0
         tpl["real"] = np.where(np.arange(n) % 2 == 0, refs[0], refs[1])
         d.maps.templates.write_raw(keys, tpl, n)
-        ck = np.zeros(m, top.CONN4_KEY)
+        ck = np.zeros(m, tables.CONN4_KEY)
         idx = (np.arange(m) * 7) % clients  # about 3 connections per client
         ck["caddr"] = addrs[idx]
         ck["vaddr"] = keys["vaddr"][0, 0]
         ck["cport"] = np.arange(m) % 65535 + 1
         ck["vport"], ck["proto"] = shared.htons(80), 6
-        conns = np.zeros(m, top.CONN)
+        conns = np.zeros(m, tables.CONN)
         conns["expires"], conns["svc"], conns["state"] = now + 900 * S, 0, 1
         conns["real"] = tpl["real"][idx]
         d.maps.conns.v4.write_raw(ck, conns, m)
@@ -311,9 +330,9 @@ def test_a_million_templates_are_counted_and_only_the_top_rows_listed():
         for r in rows:
             i = int.from_bytes(ipaddress.ip_address(r["client"]).packed, "big") - (10 << 24)
             assert r["connections"] == per_tpl[i]
-        tables = top.read_tables(d.maps, d.config)
-        order = np.argsort(tables.keys["caddr"][:, 0].byteswap())  # by client address
-        assert np.array_equal(tables.control[order], per_tpl)
+        read = top.read_tables(d.maps, d.config)
+        order = np.argsort(read.keys["caddr"][:, 0].byteswap())  # by client address
+        assert np.array_equal(read.control[order], per_tpl)
         held = {r["name"]: r["templates"] for r in data["services"][0]["reals"]}
         assert sorted(held.values()) == [n // 4, n // 2]  # the dead quarter was refs[0]'s
         assert took < 10, f"{took:.1f} s for a frame of 1M templates"

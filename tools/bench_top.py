@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import numpy as np  # noqa: E402
 from harness import Director  # noqa: E402
 
-from lvsxdp import lab, runtime, shared, top  # noqa: E402
+from lvsxdp import lab, runtime, shared, tables, top  # noqa: E402
 
 PIN_ROOT = Path("/sys/fs/bpf/lvsxdp-bench-top")
 PCC = ("-A -t 198.18.2.1:0 -s rr -p 360", "-a -t 198.18.2.1:0 -r 198.18.2.100 -g",
@@ -52,22 +52,22 @@ PCC = ("-A -t 198.18.2.1:0 -s rr -p 360", "-a -t 198.18.2.1:0 -r 198.18.2.100 -g
 
 def fill(d: Director, n: int, m: int) -> None:
     refs = [r.ref for r in d.config.services[0].reals]
-    keys = np.zeros(n, top.TUPLE)
+    keys = np.zeros(n, tables.TUPLE)
     keys["family"], keys["proto"] = shared.AF_INET, 6
     addrs = (np.arange(n, dtype=np.uint32) + (10 << 24)).astype(">u4").view("<u4")
     keys["caddr"][:, 0] = addrs
     keys["vaddr"][:, 0] = shared.addr_words(ipaddress.ip_address("198.18.2.1"))[0]
     now = runtime.monotonic_ns()
-    tpl = np.zeros(n, top.TEMPLATE)
+    tpl = np.zeros(n, tables.TEMPLATE)
     tpl["expires"] = now + (np.arange(n) % 360 + 30).astype(np.uint64) * shared.NS
     tpl["created"] = now
     tpl["real"] = np.where(np.arange(n) % 2 == 0, refs[0], refs[1])
     d.maps.templates.write_raw(keys, tpl, n)
     idx = (np.arange(m) * 7) % max(1, m // 3)
-    ck = np.zeros(m, top.CONN4_KEY)
+    ck = np.zeros(m, tables.CONN4_KEY)
     ck["caddr"], ck["vaddr"] = addrs[idx], keys["vaddr"][0, 0]
     ck["cport"], ck["vport"], ck["proto"] = np.arange(m) % 65535 + 1, shared.htons(80), 6
-    conns = np.zeros(m, top.CONN)
+    conns = np.zeros(m, tables.CONN)
     conns["expires"], conns["state"], conns["real"] = now + 900 * shared.NS, 1, tpl["real"][idx]
     d.maps.conns.v4.write_raw(ck, conns, m)
 

@@ -1,0 +1,156 @@
+"""The big tables (templates, connections) read whole, as numpy arrays: one
+batched read each, no Python object per entry. Shared by the agent's sweep
+and by `lvsxdp top`/`metrics`, which must stay cheap at a million entries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import bpfsys, plan, shared
+from .model import Config
+
+TUPLE = np.dtype(shared.Tuple)
+CONN4_KEY = np.dtype(shared.Conn4Key)
+CONN = np.dtype(shared.Conn)
+TEMPLATE = np.dtype(shared.Template)
+REAL = np.dtype(shared.Real)
+ESTABLISHED = shared.S["ESTABLISHED"]
+
+
+def read_map(m: bpfsys.Map, key_dtype: np.dtype, value_dtype: np.dtype,
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """Every entry of a map, as two numpy arrays (one batched read)."""
+    cap = m.max_entries + 4096  # a table that changes while read may repeat a few
+    keys = np.empty(cap, key_dtype)
+    values = np.empty(cap, value_dtype)
+    n = m.read_raw(keys, values)
+    return keys[:n], values[:n]
+
+
+def read_connections(maps) -> tuple[np.ndarray, np.ndarray]:
+    """Both connection tables as one: keys (TUPLE; IPv4 keys widened) and
+    values (CONN)."""
+    k4, c4 = read_map(maps.conns.v4, CONN4_KEY, CONN)
+    k6, c6 = read_map(maps.conns.v6, TUPLE, CONN)
+    ckeys = np.zeros(len(k4) + len(k6), TUPLE)
+    ckeys["family"][:len(k4)] = shared.AF_INET
+    for name in ("proto", "cport", "vport"):
+        ckeys[name][:len(k4)] = k4[name]
+    ckeys["caddr"][:len(k4), 0] = k4["caddr"]
+    ckeys["vaddr"][:len(k4), 0] = k4["vaddr"]
+    ckeys[len(k4):] = k6
+    return ckeys, np.concatenate([c4, c6])
+
+
+def dead_at(tpl: np.ndarray, step: int) -> np.ndarray:
+    """snapshot.template_dead_at for every template at once."""
+    exp = tpl["expires"]
+    if not step:
+        return exp.copy()
+    over = np.maximum(tpl["ctl_until"], exp) - exp
+    steps = (over + np.uint64(step - 1)) // np.uint64(step)
+    return exp + steps * np.uint64(step)
+
+
+@dataclass
+class ServiceParams:
+    """Per service slot, what persist.h's template_key needs."""
+
+    persistent: np.ndarray  # bool
+    fwmark: np.ndarray  # the mark as template vaddr[0]
+    port: np.ndarray  # host order; -1: keep no port (port 0, FTP)
+    mask: np.ndarray  # (MAX_SERVICES, 4) netmask words
+
+    @classmethod
+    def of(cls, config: Config) -> ServiceParams:
+        n = shared.MAX_SERVICES
+        p = cls(np.zeros(n, bool), np.zeros(n, np.uint32), np.full(n, -1, np.int32),
+                np.full((n, 4), 0xFFFFFFFF, np.uint32))
+        for s in config.services:
+            if not 0 <= s.index < n:
+                continue
+            p.persistent[s.index] = s.persistent
+            p.fwmark[s.index] = int.from_bytes(s.fwmark.to_bytes(4, "big"), "little")
+            p.port[s.index] = s.port if s.port not in (0, plan.FTP_PORT) else -1
+            p.mask[s.index] = plan.netmask_words(s)
+        return p
+
+
+def _ntohs(a: np.ndarray) -> np.ndarray:
+    return a.astype(np.uint16).byteswap()
+
+
+def template_keys(conn_keys: np.ndarray, svc: np.ndarray, params: ServiceParams) -> np.ndarray:
+    """agent.template_key for every connection at once: the key of the
+    template that scheduled it (conn_keys: TUPLE, svc: service slots)."""
+    k = np.zeros(len(conn_keys), TUPLE)
+    fw = params.fwmark[svc] != 0
+    k["family"] = conn_keys["family"]
+    k["proto"] = np.where(fw, 0, conn_keys["proto"])
+    k["caddr"] = conn_keys["caddr"] & params.mask[svc]
+    vaddr = conn_keys["vaddr"].copy()
+    vaddr[fw] = 0
+    vaddr[fw, 0] = params.fwmark[svc][fw]
+    k["vaddr"] = vaddr
+    keep = ~fw & (_ntohs(conn_keys["vport"]).astype(np.int32) == params.port[svc])
+    k["vport"] = np.where(keep, conn_keys["vport"], 0)
+    return k
+
+
+def _hash(keys: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each 40-byte TUPLE key (matches are verified)."""
+    words = np.ascontiguousarray(keys).view("<u8").reshape(-1, TUPLE.itemsize // 8)
+    h = np.full(len(keys), 0x9E3779B97F4A7C15, np.uint64)
+    with np.errstate(over="ignore"):
+        for i in range(words.shape[1]):
+            h ^= words[:, i]
+            h *= np.uint64(0xBF58476D1CE4E5B9)
+            h ^= h >> np.uint64(31)
+    return h
+
+
+def _join(tkeys: np.ndarray, ckeys: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Connections grouped by the template key they derive: (group of each
+    connection, group of each template or -1, number of groups)."""
+    hc = _hash(ckeys)
+    uniq, first, inverse = np.unique(hc, return_index=True, return_inverse=True)
+    pos_of = np.full(len(tkeys), -1, np.int64)
+    ht = _hash(tkeys)
+    # Most templates control no connection: a table of hash bits rules them
+    # out before the (cache-missing) binary search.
+    bits = np.uint64((1 << max(16, min(24, (8 * len(uniq)).bit_length()))) - 1)
+    seen = np.zeros(int(bits) + 1, bool)
+    seen[uniq & bits] = True
+    cand = np.flatnonzero(seen[ht & bits])
+    pos = np.minimum(np.searchsorted(uniq, ht[cand]), len(uniq) - 1)
+    found = uniq[pos] == ht[cand]
+    hit, pos = cand[found], pos[found]
+    same = (ckeys[first[pos]].view("V40") == np.ascontiguousarray(tkeys[hit]).view("V40")).ravel()
+    pos_of[hit[same]] = pos[same]
+    return inverse.ravel(), pos_of, len(uniq)
+
+
+def count_control(tkeys: np.ndarray, ckeys: np.ndarray) -> np.ndarray:
+    """How many of the connections (by their template keys) each template
+    has: IPVS's n_control."""
+    out = np.zeros(len(tkeys), np.int64)
+    if not len(ckeys) or not len(tkeys):
+        return out
+    inverse, pos, groups = _join(tkeys, ckeys)
+    counts = np.bincount(inverse, minlength=groups)
+    out[pos >= 0] = counts[pos[pos >= 0]]
+    return out
+
+
+def latest_per_template(tkeys: np.ndarray, ckeys: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The largest value of the connections each template has (0: none)."""
+    out = np.zeros(len(tkeys), np.uint64)
+    if not len(ckeys) or not len(tkeys):
+        return out
+    inverse, pos, groups = _join(tkeys, ckeys)
+    most = np.zeros(groups, np.uint64)
+    np.maximum.at(most, inverse, values.astype(np.uint64))
+    out[pos >= 0] = most[pos[pos >= 0]]
+    return out
