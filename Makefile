@@ -6,8 +6,11 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := python3-bpfcc linux-headers-amd64 bpftool iproute2 iptables curl socat \
 	ethtool tcpdump vsftpd openssl python3-venv tmux iputils-ping procps kmod
 STAMP := $(VENV)/.installed
+# Only `make test-kernels` needs these (QEMU and a root filesystem builder), so
+# `make test` does not pay for them.
+VM_APT_PACKAGES := qemu-system-x86 qemu-utils mmdebstrap debian-archive-keyring e2fsprogs
 
-.PHONY: install lab test bench lint clean
+.PHONY: install lab test test-kernels bench lint clean
 
 install: $(STAMP)
 	@mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
@@ -29,6 +32,16 @@ lab: install
 test: install
 	$(VENV)/bin/ruff check lvsxdp tests tools
 	$(VENV)/bin/pytest -q tests
+
+# The suite on Debian's own kernels (6.1, 6.12) in QEMU VMs, and on the host's:
+# KERNELS_ARGS='--kernels 6.1,6.12,5.10 -- tests/test_ipvsadm.py' narrows or widens it.
+test-kernels: install
+	@if ! dpkg -s $(VM_APT_PACKAGES) >/dev/null 2>&1; then \
+		apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+			$(VM_APT_PACKAGES); \
+	fi
+	$(PY) tools/kernel_matrix.py $(KERNELS_ARGS)
 
 bench: install
 	$(PY) tools/bench_xdp.py

@@ -219,7 +219,9 @@ def run_in_vm(
     # guest's virtio-net accepts native XDP.
     for i, mac in enumerate(NIC_MACS):
         qemu += ["-netdev", f"hubport,id=lvxnet{i},hubid=0",
-                 "-device", f"virtio-net-pci,netdev=lvxnet{i},mac={mac}"]
+                 # romfile= : no iPXE boot ROM (nothing boots from the network here,
+                 # and --no-install-recommends leaves ipxe-qemu out).
+                 "-device", f"virtio-net-pci,netdev=lvxnet{i},mac={mac},romfile="]
 
     follower = _Follower(results) if stream else None
     started = time.monotonic()

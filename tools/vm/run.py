@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         line = line_of(args.kernel)
         boot = prepare([line])[line]
         results = (args.results or new_results_dir(boot.kernel.release)).resolve()
-        accel = choose_accel(boot, results)
+        accel = choose_accel(boot, CACHE)
         outcome = run_in_vm(boot, args.command, results, source=CHECKOUT, cwd=guest_cwd(),
                             accel=accel, cpus=args.cpus, mem_mb=args.mem,
                             timeout_s=args.timeout)
