@@ -31,5 +31,5 @@ def prepare(lines: list[str], cache: Path = CACHE) -> dict[str, BootFiles]:
         for kernel in kernels:
             ensure_kernel(cache, root, kernel)
         everything = sorted(p.name for p in (root / "lvxvm/kernels").glob("*"))
-        image = ensure_image(cache, root, kernels, everything)
+        image = ensure_image(cache, root, everything)
         return {k.line: boot_files(cache, root, k, image) for k in kernels}

@@ -252,7 +252,11 @@ def run_in_vm(
         return Outcome(int(rc_file.read_text()), True, "", uname, boot_s, wall, results)
     if not why:
         why = f"the VM stopped without reporting (qemu exit {child.returncode})"
-    detail = _tail(results / "qemu.log", 3) or _tail(results / "console.log", 5)
+    # QEMU's own complaints first (a bad option, a missing file), else the guest's last words;
+    # the hub's "not connected to host network" is by design and says nothing.
+    qemu_said = [line for line in _tail(results / "qemu.log", 5).splitlines()
+                 if line.strip() and "not connected to host network" not in line]
+    detail = qemu_said[-3:] or _tail(results / "console.log", 3).splitlines()
     if detail:
-        why += ": " + " | ".join(line.strip() for line in detail.splitlines() if line.strip())
+        why += ": " + " | ".join(line.strip() for line in detail if line.strip())
     return Outcome(125, False, why, uname, boot_s, wall, results)

@@ -47,6 +47,8 @@ INIT_STUB_TEXT = """#!/bin/sh
 # lvsxdp VM: PID 1 until the job's own init (tools/vm/guest_init.sh) takes over.
 mount -t proc proc /proc
 mkdir -p /lvxvm/job
+# 5.10 does not load the virtio transport of 9p by itself.
+modprobe 9pnet_virtio
 if mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 lvxvm_job /lvxvm/job; then
     exec /bin/bash /lvxvm/job/init.sh
 fi
@@ -77,7 +79,7 @@ def _run(command: list[str], what: str) -> None:
 def _base_key(mirror: Mirror) -> str:
     return json.dumps(
         {"packages": GUEST_PACKAGES, "mirror": [mirror.archive, mirror.security],
-         "stub": INIT_STUB_TEXT, "initrd": INITRD_MODULES, "excludes": DPKG_EXCLUDES},
+         "initrd": INITRD_MODULES, "excludes": DPKG_EXCLUDES},
         sort_keys=True,
     )
 
@@ -109,14 +111,22 @@ def ensure_base(cache: Path, mirror: Mirror) -> Path:
     ]
     _run(command, "mmdebstrap")
     _configure_guest(tmp)
+    write_init_stub(tmp)
     tmp.rename(root)
     stamp.write_text(key)
     return root
 
 
+def write_init_stub(root: Path) -> None:
+    """The stub, rewritten when it changed (it is part of the image's key, not the tree's:
+    a new stub costs an mkfs, not an mmdebstrap)."""
+    stub = root / INIT_STUB.relative_to("/")
+    if not stub.is_file() or stub.read_text() != INIT_STUB_TEXT:
+        stub.write_text(INIT_STUB_TEXT)
+        stub.chmod(0o755)
+
+
 def _configure_guest(root: Path) -> None:
-    (root / INIT_STUB.relative_to("/")).write_text(INIT_STUB_TEXT)
-    (root / INIT_STUB.relative_to("/")).chmod(0o755)
     (root / "etc/hostname").write_text("lvxvm\n")
     (root / "etc/fstab").write_text("# lvsxdp VM: the init mounts what it needs\n")
     conf = root / "etc/initramfs-tools"
@@ -187,10 +197,11 @@ def prune_kernels(root: Path, keep: set[str]) -> None:
             _remove_kernel(root, stamp.name)
 
 
-def ensure_image(cache: Path, root: Path, kernels: list[Kernel], all_installed: list[str]) -> Path:
+def ensure_image(cache: Path, root: Path, all_installed: list[str]) -> Path:
     """The ext4 image of the tree, remade only when the tree changed."""
+    write_init_stub(root)
     key = hashlib.sha256(
-        ((cache / "rootfs.key").read_text() + "|".join(sorted(
+        ((cache / "rootfs.key").read_text() + INIT_STUB_TEXT + "|".join(sorted(
             f"{r}={(root / 'lvxvm/kernels' / r).read_text()}" for r in all_installed
         ))).encode()
     ).hexdigest()[:16]
