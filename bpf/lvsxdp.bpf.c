@@ -43,7 +43,9 @@ static __always_inline int mac_is(const u8 *a, const u8 *b)
 	return *(u32 *)a == *(u32 *)b && *(u16 *)(a + 4) == *(u16 *)(b + 4);
 }
 
-int lvsxdp_main(struct xdp_md *ctx)
+/* The packet path. resumed: taken again after lvsxdp_sched walked this
+ * packet's scheduler (kernels without may_goto, bpf/sched.h). */
+static __always_inline int lvs_packet(struct xdp_md *ctx, int resumed)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
@@ -125,9 +127,10 @@ int lvsxdp_main(struct xdp_md *ctx)
 	fresh.vouched = fresh.expires + cfg->vouch_slack_ns;
 	fresh.svc = svc_idx;
 	if (svc->flags & LVS_SVC_F_PERSISTENT)
-		ref = persist_schedule(svc_idx, svc, &pkt.tuple, cfg, now, fresh.vouched);
+		ref = persist_schedule(ctx, resumed, svc_idx, svc, &pkt.tuple, cfg, now,
+				       fresh.vouched);
 	else
-		ref = schedule(svc_idx, svc, &pkt.tuple);
+		ref = lvs_schedule(ctx, resumed, svc_idx, svc, &pkt.tuple);
 	r = ref ? real_usable(ref) : 0;
 	if (!r)
 		return count_reason(LVS_R_NO_REAL, XDP_DROP);
@@ -141,3 +144,63 @@ int lvsxdp_main(struct xdp_md *ctx)
 		load_bind(r, fresh.state);
 	return forward(&pkt, r, cfg, svc_idx, 1);
 }
+
+int lvsxdp_main(struct xdp_md *ctx)
+{
+	return lvs_packet(ctx, 0);
+}
+
+#ifndef LVSXDP_MAY_GOTO
+/* The packet path again, once lvsxdp_sched has made its decision. */
+int lvsxdp_resume(struct xdp_md *ctx)
+{
+	return lvs_packet(ctx, 1);
+}
+
+/* One chunk of a scheduler's walk (bpf/sched.h), then on with the walk, or
+ * back to the packet path with the decision. One program per kind of walk:
+ * each is verified on its own, a third of the work. */
+static __always_inline int sched_chunk(struct xdp_md *ctx, u32 prog)
+{
+	u32 zero = 0, svc_idx;
+	struct lvs_sched_scratch *s = sched_scratch.lookup(&zero);
+	struct lvs_service *svc;
+	int over;
+
+	if (!s)
+		return count_reason(LVS_R_NO_REAL, XDP_DROP);
+	svc_idx = s->svc;
+	svc = svc_conf.lookup(&svc_idx);
+	if (!svc)
+		return count_reason(LVS_R_NO_REAL, XDP_DROP);
+	if (prog == LVS_PROG_SCHED_SEQ)
+		over = walk_seq(svc_idx, svc, &s->walk, s->walk.next);
+	else if (prog == LVS_PROG_SCHED_LEAST)
+		over = walk_least(svc, svc->sched, &s->walk, s->walk.next);
+	else if (svc->sched == LVS_SCHED_SH)	/* constants: one bucket rule a loop */
+		over = walk_fallback(svc, LVS_SCHED_SH, &s->walk, s->walk.next);
+	else
+		over = walk_fallback(svc, LVS_SCHED_MH, &s->walk, s->walk.next);
+	if (!over)
+		progs.call(ctx, prog);
+	/* the walk is over (or the kernel allows no more calls: the best so far) */
+	s->done = 1;
+	progs.call(ctx, LVS_PROG_RESUME);
+	return count_reason(LVS_R_NO_REAL, XDP_DROP);
+}
+
+int lvsxdp_sched_seq(struct xdp_md *ctx)
+{
+	return sched_chunk(ctx, LVS_PROG_SCHED_SEQ);
+}
+
+int lvsxdp_sched_least(struct xdp_md *ctx)
+{
+	return sched_chunk(ctx, LVS_PROG_SCHED_LEAST);
+}
+
+int lvsxdp_sched_fallback(struct xdp_md *ctx)
+{
+	return sched_chunk(ctx, LVS_PROG_SCHED_FALLBACK);
+}
+#endif

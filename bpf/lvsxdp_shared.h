@@ -258,6 +258,37 @@ struct lvs_est {
 				 * read an older value drops its result */
 };
 
+/* A scheduler's walk over its ring (bpf/sched.h), kept in one place so that
+ * kernels without may_goto can go on with it in another program. */
+struct lvs_sched_walk {
+	__u64 start;		/* rr, wrr: the sequence position taken */
+	__u64 best_oh;		/* lc wlc sed nq: the best overhead so far */
+	__u64 best_w;		/* ... and its weight */
+	__u32 best;		/* the decision (or the best so far): a ref, 0 for none */
+	__u32 next;		/* the step to go on from */
+	__u32 key;		/* sh, mh: the client's hash key */
+	__u32 h;		/* sh, mh: the client's bucket */
+};
+
+/* The per-CPU hand-over between the packet path and lvsxdp_sched_* (kernels
+ * without may_goto): the walk of one packet's new connection. */
+struct lvs_sched_scratch {
+	struct lvs_tuple tuple;	/* whose walk it is */
+	struct lvs_sched_walk walk;
+	__u32 svc;
+	__u32 done;		/* walk.best is the decision for tuple in svc */
+};
+
+/* Steps of a walk per run of lvsxdp_sched_*: 4096-slot rings take 16 tail
+ * calls at most (the kernel allows 33), and 256 steps verify quickly. */
+#define LVS_SCHED_CHUNK 256
+/* The programs in the progs array (tail calls). */
+#define LVS_PROG_RESUME 0
+#define LVS_PROG_SCHED_SEQ 1		/* rr, wrr */
+#define LVS_PROG_SCHED_LEAST 2		/* lc, wlc, sed, nq */
+#define LVS_PROG_SCHED_FALLBACK 3	/* sh, mh with -b *-fallback */
+#define LVS_PROGS 4
+
 /* Why a packet was not forwarded: every such packet is counted by reason. */
 #define LVS_R_NOT_IP 0		/* not IPv4/IPv6 (ARP, LLDP, ...): pass */
 #define LVS_R_TRUNCATED 1	/* a header runs past the frame: pass */

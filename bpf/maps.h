@@ -38,5 +38,10 @@ BPF_TABLE_PINNED("percpu_array", u32, u64, reasons, LVS_R_COUNT, PIN(reasons));
 /* Rate estimates (struct lvs_est): written by the agent, read by ipvsadm -L --rate. */
 BPF_TABLE_PINNED("array", u32, struct lvs_est, svc_est, LVS_MAX_SERVICES, PIN(svc_est));
 BPF_TABLE_PINNED("array", u32, struct lvs_est, real_est, LVS_MAX_REALS, PIN(real_est));
+/* Kernels without may_goto schedule in a program of their own
+ * (bpf/sched.h): the programs to tail-call, and each CPU's walk. */
+BPF_TABLE_PINNED("prog", u32, u32, progs, LVS_PROGS, PIN(progs));
+BPF_TABLE_PINNED("percpu_array", u32, struct lvs_sched_scratch, sched_scratch, 1,
+		 PIN(sched_scratch));
 
 #endif

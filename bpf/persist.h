@@ -83,7 +83,8 @@ static __always_inline void template_vouch(struct lvs_conn *c, struct lvs_tuple 
  * a newly scheduled one with a new template. Refreshes the template as
  * ip_vs_sched_persist does (each new connection re-arms its timeout), and
  * records that the new connection lives until conn_until. */
-static __always_inline u32 persist_schedule(u32 svc_idx, struct lvs_service *svc,
+static __always_inline u32 persist_schedule(struct xdp_md *ctx, int resumed,
+					     u32 svc_idx, struct lvs_service *svc,
 					     struct lvs_tuple *tuple, struct lvs_config *cfg,
 					     u64 now, u64 conn_until)
 {
@@ -100,7 +101,7 @@ static __always_inline u32 persist_schedule(u32 svc_idx, struct lvs_service *svc
 			t->ctl_until = conn_until;
 		return t->real;
 	}
-	ref = schedule(svc_idx, svc, tuple);
+	ref = lvs_schedule(ctx, resumed, svc_idx, svc, tuple);
 	if (!ref)
 		return 0;
 	fresh.expires = now + svc->timeout_ns;

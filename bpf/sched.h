@@ -14,23 +14,38 @@
  * A real in a slot still gets new work only if it takes it now: reachable,
  * weight > 0, not overloaded (real_takes_new).
  *
- * The loops walk as far as IPVS's do (a whole ring, a whole table) and end
- * on the ring's length, which the verifier does not know; each also checks
- * can_loop, the may_goto instruction (Linux 6.9), so that the verifier
- * checks its body until it converges instead of once per iteration. Why:
- * bcc cannot load bpf_loop() callbacks or BPF-to-BPF calls, and with loops
- * bounded by a constant every one of the ~100 distinct verifier states that
- * reach schedule() (inlined twice) walks every iteration, some 15K checked
- * instructions per iteration: a few loops of 128 are past the verifier's
- * limit of 1M (measured on Linux 6.18). The counters must stay free of
- * constant bounds: a counter compared with a constant is tracked exactly,
- * iteration by iteration, and the verifier gives up after 8192 jumps. The
- * price: the kernel sets may_goto's counter up at the start of every packet
- * (two stack stores, about 0.6 ns on the established path).
+ * The walks go as far as IPVS's do (a whole ring, a whole table: up to 4096
+ * steps) and end on the ring's length, which the verifier does not know.
+ * bcc cannot load bpf_loop() callbacks or BPF-to-BPF calls, so a walk is a
+ * plain loop, and each walk is written once (struct lvs_sched_walk holds its
+ * state) for the two ways a kernel can take it; `lvsxdp up` picks one
+ * (lvsxdp/loader.py, LVSXDP_MAY_GOTO):
+ *
+ * - may_goto (Linux 6.9 and later): the walk runs inline, its loop guarded
+ *   by can_loop so that the verifier checks its body until it converges
+ *   instead of once per iteration. Inline and bounded by a constant, each of
+ *   the ~100 distinct verifier states that reach the scheduler would walk
+ *   every iteration: a few loops of 128 are past the verifier's 1M limit.
+ *   The counters stay free of constant bounds for the same reason (a counter
+ *   compared with a constant is tracked exactly, iteration by iteration).
+ *   The price: may_goto's counter is set up for every packet (two stack
+ *   stores, about 0.6 ns on the established path).
+ * - tail calls (any kernel with bounded loops): the packet path saves the
+ *   walk in a per-CPU scratch entry and tail-calls a program of its own (one
+ *   per kind of walk: lvsxdp_sched_seq, _least, _fallback) whose few entry
+ *   states make a loop bounded by the constant LVS_SCHED_CHUNK cheap to
+ *   verify. It walks LVS_SCHED_CHUNK steps, tail-calls itself to go on
+ *   (4096 / 256 = 16 calls at most, the kernel allows 33), and ends by
+ *   tail-calling lvsxdp_resume: the packet path once more, which takes the
+ *   decision from the scratch entry where it would have scheduled. Nothing
+ *   before that point writes state, so running it twice is invisible. Only
+ *   new connections that a first step does not settle pay for it; known
+ *   connections take the same path as with may_goto.
  */
 #ifndef LVSXDP_SCHED_H
 #define LVSXDP_SCHED_H
 
+#ifdef LVSXDP_MAY_GOTO
 /* true until the kernel's budget of iterations runs out (may_goto, spelled
  * in bytes for compilers older than LLVM 19; bpf_experimental.h's can_loop) */
 #define can_loop							\
@@ -46,6 +61,14 @@
 	l_continue:;							\
 	ret;								\
 	})
+/* i from `from` on, until the walk ends or the kernel's budget does */
+#define WALK_LOOP(i, from) for (u32 i = (from); can_loop; i++)
+#else
+/* LVS_SCHED_CHUNK steps from `from` on: the constant-bounded counter j_ is
+ * what the verifier follows */
+#define WALK_LOOP(i, from)						\
+	for (u32 j_ = 0, i = (from); j_ < LVS_SCHED_CHUNK; j_++, i++)
+#endif
 
 /* Reals that may carry packets: still in the service and reachable. */
 static __always_inline struct lvs_real *real_usable(u32 ref)
@@ -206,32 +229,31 @@ static __always_inline u32 ring_at(struct lvs_service *svc, u32 i)
 	return ref ? *ref : 0;
 }
 
+/* -- the walks ----------------------------------------------------------------
+ * Each *_step() takes step i of its walk and returns 1 when the walk is over,
+ * its decision (a real's ref, or 0) in w->best. */
+
 /* rr, wrr: the next slot whose real takes new work. A skipped slot (an
  * overloaded real, one that just lost its MAC) is passed for good, as
  * IPVS's rr and wrr move their mark past it. */
-static __always_inline u32 sched_sequence(u32 svc_idx, struct lvs_service *svc)
+static __always_inline int seq_step(u32 svc_idx, struct lvs_service *svc,
+				    struct lvs_sched_walk *w, u32 i)
 {
-	u64 *pos = sched_pos.lookup(&svc_idx);
 	u32 n = svc->ring_len;
 	struct real_load l;
-	u64 start;
+	u64 *pos;
+	u32 ref;
 
-	if (!pos || n == 0 || n > LVS_RING_SLOTS)
+	if (i >= n || n > LVS_RING_SLOTS)
+		return 1;
+	ref = ring_at(svc, (u32)((w->start + i) % n));
+	if (!ref || !real_takes_new(ref, &l, 0))
 		return 0;
-	start = __sync_fetch_and_add(pos, 1);
-	for (u32 i = 0; can_loop; i++) {
-		u32 ref;
-
-		if (i >= n)
-			break;
-		ref = ring_at(svc, (u32)((start + i) % n));
-		if (ref && real_takes_new(ref, &l, 0)) {
-			if (i)
-				__sync_fetch_and_add(pos, i);
-			return ref;
-		}
-	}
-	return 0;
+	pos = sched_pos.lookup(&svc_idx);
+	if (i && pos)
+		__sync_fetch_and_add(pos, i);
+	w->best = ref;
+	return 1;
 }
 
 /* lc, wlc, sed, nq: the least loaded real, the first in list order among
@@ -239,47 +261,45 @@ static __always_inline u32 sched_sequence(u32 svc_idx, struct lvs_service *svc)
  *   lc, wlc   active * 256 + inactive (ip_vs_dest_conn_overhead), wlc per weight
  *   sed, nq   active + 1, per weight; nq first takes any real with no active
  * "a/wa < b/wb" is compared as a * wb < b * wa, in 64 bits as IPVS does. */
-static __always_inline u32 sched_least(struct lvs_service *svc)
+static __always_inline int least_step(struct lvs_service *svc, u8 kind, struct lvs_sched_walk *w,
+				      u32 i)
 {
-	u32 n = svc->ring_len, best = 0;
-	u64 best_oh = 0, best_w = 1;
-	u8 kind = svc->sched;
 	struct real_load l;
+	struct lvs_real *r;
+	u64 oh, wt;
+	u32 ref;
 
-	for (u32 i = 0; can_loop; i++) {
-		struct lvs_real *r;
-		u64 oh, w;
-		u32 ref;
-
-		if (i >= n)
-			break;
-		ref = ring_at(svc, i);
-		r = ref ? real_takes_new(ref, &l, 1) : 0;
-		if (!r)
-			continue;
-		if (kind == LVS_SCHED_SED || kind == LVS_SCHED_NQ) {
-			if (kind == LVS_SCHED_NQ && l.active == 0)
-				return ref;
-			oh = l.active + 1;
-		} else {
-			oh = (l.active << 8) + l.inactive;
+	if (i >= svc->ring_len)
+		return 1;
+	ref = ring_at(svc, i);
+	r = ref ? real_takes_new(ref, &l, 1) : 0;
+	if (!r)
+		return 0;
+	if (kind == LVS_SCHED_SED || kind == LVS_SCHED_NQ) {
+		if (kind == LVS_SCHED_NQ && l.active == 0) {
+			w->best = ref;
+			return 1;
 		}
-		w = kind == LVS_SCHED_LC ? 1 : r->weight;
-		if (!best || best_oh * w > oh * best_w) {
-			best = ref;
-			best_oh = oh;
-			best_w = w;
-		}
+		oh = l.active + 1;
+	} else {
+		oh = (l.active << 8) + l.inactive;
 	}
-	return best;
+	wt = kind == LVS_SCHED_LC ? 1 : r->weight;
+	if (!w->best || w->best_oh * wt > oh * w->best_w) {
+		w->best = ref;
+		w->best_oh = oh;
+		w->best_w = wt;
+	}
+	return 0;
 }
 
 /* -- hashing schedulers ----------------------------------------------------- */
 
 #define GOLDEN_RATIO_32 0x61C88647
 
-/* hash_32() of include/linux/hash.h (no arch override on x86) */
-static __always_inline u32 hash_32(u32 val, u32 bits)
+/* hash_32() of include/linux/hash.h (no arch override on x86; renamed: the
+ * kernel's headers bcc reads may declare theirs) */
+static __always_inline u32 lvs_hash_32(u32 val, u32 bits)
 {
 	return (val * GOLDEN_RATIO_32) >> (32 - bits);
 }
@@ -291,15 +311,6 @@ static __always_inline u32 addr_fold(const u32 *a, u8 family)
 	if (family == LVS_AF_INET)
 		return bpf_ntohl(a[0]);
 	return bpf_ntohl(a[0] ^ a[1] ^ a[2] ^ a[3]);
-}
-
-/* dh: the destination's bucket, no fallback. */
-static __always_inline u32 sched_dh(struct lvs_service *svc, struct lvs_tuple *t)
-{
-	u32 ref = ring_at(svc, hash_32(addr_fold(t->vaddr, t->family), 8));
-	struct real_load l;
-
-	return ref && real_takes_new(ref, &l, 0) ? ref : 0;
 }
 
 #define ROL64(x, n) (((x) << (n)) | ((x) >> (64 - (n))))
@@ -345,71 +356,188 @@ static __always_inline u32 fallback_bucket(u8 sched, u32 key, u32 h, u32 k)
 	return hsiphash_u32((h + k) % LVS_MH_TAB_SIZE + key, MH_HASH1) % LVS_MH_TAB_SIZE;
 }
 
-/* sh, mh: the real in the client's bucket h; with -b *-fallback, the first
- * in the buckets IPVS tries next that takes the client (as many as the
- * table has: ring_len). */
-static __always_inline u32 sched_hashed(struct lvs_service *svc, u8 sched, u32 key, u32 h)
+/* sh, mh with -b *-fallback: the first real that takes the client in the
+ * buckets IPVS tries after the client's own (as many as the table has). */
+static __always_inline int fallback_step(struct lvs_service *svc, u8 kind,
+					 struct lvs_sched_walk *w, u32 k)
 {
-	u32 ref = ring_at(svc, h);
 	struct real_load l;
+	u32 ref;
 
+	if (k >= svc->ring_len)
+		return 1;
+	ref = ring_at(svc, fallback_bucket(kind, w->key, w->h, k));
 	if (!ref)
+		return 1;
+	if (!real_takes_new(ref, &l, 0))
 		return 0;
-	if (real_takes_new(ref, &l, 0))
-		return ref;
-	if (!(svc->flags & LVS_SVC_F_SCHED_FALLBACK))
-		return 0;
-	for (u32 k = 0; can_loop; k++) {
-		if (k >= svc->ring_len)
-			break;
-		ref = ring_at(svc, fallback_bucket(sched, key, h, k));
-		if (!ref)
-			return 0;
-		if (real_takes_new(ref, &l, 0))
-			return ref;
-	}
-	return 0;
+	w->best = ref;
+	return 1;
 }
 
-/* sh: the client's address (with sh-port, plus its port), hash_32 to 8 bits. */
-static __always_inline u32 sched_sh(struct lvs_service *svc, struct lvs_tuple *t)
+/* Starts the walk of packet t in service svc, whose scheduler is kind (read
+ * once: each read of the map is a new unknown to the verifier): returns 1
+ * when the decision is made without a walk (in w->best). */
+static __always_inline int sched_begin(u32 svc_idx, struct lvs_service *svc, u8 kind,
+				       struct lvs_tuple *t, struct lvs_sched_walk *w)
 {
-	u32 port = (svc->flags & LVS_SVC_F_SCHED_PORT) ? bpf_ntohs(t->cport) : 0;
-	u32 key = port + addr_fold(t->caddr, t->family);
+	struct real_load l;
+	u32 port, ref;
+	u64 *pos;
 
-	return sched_hashed(svc, LVS_SCHED_SH, key, hash_32(key, 8));
-}
-
-/* mh: the client's address (with mh-port, plus its port), hsiphash into the
- * Maglev lookup table. */
-static __always_inline u32 sched_mh(struct lvs_service *svc, struct lvs_tuple *t)
-{
-	u32 port = (svc->flags & LVS_SVC_F_SCHED_PORT) ? bpf_ntohs(t->cport) : 0;
-	u32 key = port + addr_fold(t->caddr, t->family);
-
-	return sched_hashed(svc, LVS_SCHED_MH, key, hsiphash_u32(key, MH_HASH1) % LVS_MH_TAB_SIZE);
-}
-
-/* The real for new work of packet t in service svc, 0 for none. */
-static __always_inline u32 schedule(u32 svc_idx, struct lvs_service *svc, struct lvs_tuple *t)
-{
-	switch (svc->sched) {
+	w->best = 0;
+	w->best_oh = 0;
+	w->best_w = 1;
+	switch (kind) {
 	case LVS_SCHED_RR:
 	case LVS_SCHED_WRR:
-		return sched_sequence(svc_idx, svc);
+		pos = sched_pos.lookup(&svc_idx);
+		if (!pos || svc->ring_len == 0)
+			return 1;
+		w->start = __sync_fetch_and_add(pos, 1);
+		/* the first slot mostly takes it: settle that here (with tail
+		 * calls, the packet is spared them) */
+		w->next = 1;
+		return seq_step(svc_idx, svc, w, 0);
 	case LVS_SCHED_LC:
 	case LVS_SCHED_WLC:
 	case LVS_SCHED_SED:
 	case LVS_SCHED_NQ:
-		return sched_least(svc);
-	case LVS_SCHED_SH:
-		return sched_sh(svc, t);
+		return 0;
 	case LVS_SCHED_DH:
-		return sched_dh(svc, t);
+		/* the destination's bucket, no fallback */
+		ref = ring_at(svc, lvs_hash_32(addr_fold(t->vaddr, t->family), 8));
+		if (ref && real_takes_new(ref, &l, 0))
+			w->best = ref;
+		return 1;
+	case LVS_SCHED_SH:
 	case LVS_SCHED_MH:
-		return sched_mh(svc, t);
+		/* the client's address (with -b *-port, plus its port): sh
+		 * hash_32 to 8 bits, mh hsiphash into the Maglev table */
+		port = (svc->flags & LVS_SVC_F_SCHED_PORT) ? bpf_ntohs(t->cport) : 0;
+		w->key = port + addr_fold(t->caddr, t->family);
+		w->h = kind == LVS_SCHED_SH ? lvs_hash_32(w->key, 8) :
+		       hsiphash_u32(w->key, MH_HASH1) % LVS_MH_TAB_SIZE;
+		ref = ring_at(svc, w->h);
+		if (!ref)
+			return 1;
+		if (real_takes_new(ref, &l, 0)) {
+			w->best = ref;
+			return 1;
+		}
+		return !(svc->flags & LVS_SVC_F_SCHED_FALLBACK);
 	}
+	return 1;
+}
+
+/* Walks from step `from` on: return 1 when the walk is over, 0 when it
+ * stopped at the end of its chunk (w->next says where to go on). */
+static __always_inline int walk_seq(u32 svc_idx, struct lvs_service *svc,
+				    struct lvs_sched_walk *w, u32 from)
+{
+	WALK_LOOP(i, from) {
+		if (seq_step(svc_idx, svc, w, i))
+			return 1;
+	}
+	w->next = from + LVS_SCHED_CHUNK;
 	return 0;
 }
+
+static __always_inline int walk_least(struct lvs_service *svc, u8 kind,
+				      struct lvs_sched_walk *w, u32 from)
+{
+	WALK_LOOP(i, from) {
+		if (least_step(svc, kind, w, i))
+			return 1;
+	}
+	w->next = from + LVS_SCHED_CHUNK;
+	return 0;
+}
+
+static __always_inline int walk_fallback(struct lvs_service *svc, u8 kind,
+					 struct lvs_sched_walk *w, u32 from)
+{
+	WALK_LOOP(i, from) {
+		if (fallback_step(svc, kind, w, i))
+			return 1;
+	}
+	w->next = from + LVS_SCHED_CHUNK;
+	return 0;
+}
+
+/* Which walk a scheduler takes: LVS_PROG_SCHED_* (and its program). */
+static __always_inline u32 walk_of(u8 kind)
+{
+	switch (kind) {
+	case LVS_SCHED_RR:
+	case LVS_SCHED_WRR:
+		return LVS_PROG_SCHED_SEQ;
+	case LVS_SCHED_LC:
+	case LVS_SCHED_WLC:
+	case LVS_SCHED_SED:
+	case LVS_SCHED_NQ:
+		return LVS_PROG_SCHED_LEAST;
+	}
+	return LVS_PROG_SCHED_FALLBACK;
+}
+
+#ifdef LVSXDP_MAY_GOTO
+/* The real for new work of packet t in service svc, 0 for none. */
+static __always_inline u32 lvs_schedule(struct xdp_md *ctx, int resumed, u32 svc_idx,
+					struct lvs_service *svc, struct lvs_tuple *t)
+{
+	struct lvs_sched_walk w = {};
+	u8 kind = svc->sched;
+
+	if (sched_begin(svc_idx, svc, kind, t, &w))
+		return w.best;
+	switch (walk_of(kind)) {
+	case LVS_PROG_SCHED_SEQ:
+		walk_seq(svc_idx, svc, &w, w.next);
+		break;
+	case LVS_PROG_SCHED_LEAST:
+		walk_least(svc, kind, &w, w.next);
+		break;
+	default:
+		walk_fallback(svc, kind, &w, w.next);
+	}
+	return w.best;
+}
+#else
+/* (no __builtin_memcmp: LLVM leaves it a call to memcmp, which BPF lacks) */
+static __always_inline int tuple_eq(struct lvs_tuple *a, struct lvs_tuple *b)
+{
+	u64 *x = (u64 *)a, *y = (u64 *)b;
+
+	_Static_assert(sizeof(*a) == 40, "lvs_tuple is five words");
+	return ((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]) | (x[3] ^ y[3]) |
+		(x[4] ^ y[4])) == 0;
+}
+
+/* As above; a walk goes on in lvsxdp_sched_* and this packet's path is
+ * taken again from the start in lvsxdp_resume, which finds the decision
+ * here. */
+static __always_inline u32 lvs_schedule(struct xdp_md *ctx, int resumed, u32 svc_idx,
+					struct lvs_service *svc, struct lvs_tuple *t)
+{
+	u32 zero = 0;
+	struct lvs_sched_scratch *s = sched_scratch.lookup(&zero);
+	u8 kind = svc->sched;
+
+	if (!s)
+		return 0;
+	if (resumed && s->done && s->svc == svc_idx && tuple_eq(&s->tuple, t)) {
+		s->done = 0;
+		return s->walk.best;
+	}
+	__builtin_memset(s, 0, sizeof(*s));
+	if (sched_begin(svc_idx, svc, kind, t, &s->walk))
+		return s->walk.best;
+	__builtin_memcpy(&s->tuple, t, sizeof(*t));
+	s->svc = svc_idx;
+	progs.call(ctx, walk_of(kind));
+	return 0;	/* no programs to call: the packet is dropped as no_real */
+}
+#endif
 
 #endif

@@ -405,6 +405,22 @@ def map_info(fd: int) -> _MapInfo:
     return info
 
 
+def prog_info(fd: int) -> dict[str, int]:
+    """What the kernel made of a loaded program: its size after the verifier
+    (xlated instructions), JITed bytes, and the instructions the verifier
+    walked to accept it (Linux 5.16 and later; 0 before)."""
+    info = (ctypes.c_uint8 * 232)()  # struct bpf_prog_info up to attach_btf_id
+    attr = _InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=ctypes.addressof(info))
+    _bpf(BPF_OBJ_GET_INFO_BY_FD, attr)
+    raw = bytes(info)
+
+    def u32(off: int) -> int:
+        return int.from_bytes(raw[off:off + 4], "little")
+
+    return {"id": u32(4), "jited_bytes": u32(16), "xlated_insns": u32(20) // 8,
+            "verified_insns": u32(216)}
+
+
 def prog_test_run(prog_fd: int, frame: bytes, repeat: int = 1,
                   out_size: int = 4096) -> tuple[int, bytes, int]:
     """Runs an XDP program on one frame: (action, output frame, ns per run)."""

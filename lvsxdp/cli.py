@@ -109,7 +109,9 @@ def status(as_json: bool) -> None:
         click.echo(json.dumps(st, sort_keys=True))
         return
     alive = "running" if st["agent_alive"] else "NOT RUNNING"
-    click.echo(f"director  {st['netns']}: {st['iface']} ({st['mode']} XDP, prog {st['prog_id']})")
+    how = {"may_goto": ", schedulers by may_goto", "tailcall": ", schedulers by tail calls"}
+    click.echo(f"director  {st['netns']}: {st['iface']} ({st['mode']} XDP, prog {st['prog_id']}"
+               f"{how.get(st.get('loops'), '')})")
     click.echo(f"agent     pid {st['agent_pid']} {alive}")
     click.echo(f"config    {st['services']} services, {st['reals']} real servers")
     click.echo(f"tables    {st['connections']}/{st['conn_table_size']} connections, "

@@ -169,7 +169,11 @@ def up(iface: str, mode: str = "auto", conns: int | None = None,
                     dropped.append(name)
         fresh = not (p.pins / "config").exists()
 
-        b, fn = loader.compile_program(str(p.pins), conns, templates)
+        try:
+            loops = loader.loops_for_kernel()
+        except loader.LoadError as e:
+            raise RuntimeError_(str(e)) from None
+        b, fn = loader.compile_program(str(p.pins), conns, templates, loops=loops)
         with runtime.locked(p), runtime.Maps(p.pins) as maps:
             cfg = maps.read_config()
             if fresh or cfg.netns_cookie != runtime.netns_cookie():
@@ -198,7 +202,7 @@ def up(iface: str, mode: str = "auto", conns: int | None = None,
         info = info or {}
         info.update(iface=iface, ifindex=ifindex, mode=attached.get("mode"),
                     prog_id=attached.get("prog_id"), conns=conns, templates=templates,
-                    netns=p.key)
+                    netns=p.key, loops=loops)
         # A new agent with the code and the maps of this `up`: one left from
         # before would go on with an older lvsxdp and maps just replaced.
         _stop_agent(info)
@@ -206,8 +210,9 @@ def up(iface: str, mode: str = "auto", conns: int | None = None,
         runtime.write_runtime(p, info)
         verb = "reloaded" if not fresh else "up"
         note = f"; new layout, emptied: {', '.join(dropped)}" if dropped else ""
+        how = "may_goto" if loops == "may_goto" else "tail calls"
         return (f"lvsxdp {verb} on {iface} ({attached.get('mode')} XDP, prog {info['prog_id']}, "
-                f"agent pid {info['agent_pid']}{note})")
+                f"schedulers by {how}, agent pid {info['agent_pid']}{note})")
     finally:
         ipr.close()
 
@@ -284,6 +289,7 @@ def status() -> dict:
             "iface": info.get("iface"),
             "mode": info.get("mode"),
             "prog_id": info.get("prog_id"),
+            "loops": info.get("loops"),
             "agent_pid": info.get("agent_pid"),
             "agent_alive": agent_alive(info),
             "services": len(config.services),

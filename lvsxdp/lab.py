@@ -328,13 +328,22 @@ class Topology:
     `<prefix>r2`. With native=True the director's eth0 can run native XDP:
     the bridge port facing it gets an XDP_PASS program and the senders lose
     TX checksum offload (see ENVIRONMENT.md).
+
+    `nics` = (director's, switch's): two real NICs cabled to each other (in
+    the kernel matrix's VMs, two virtio-net NICs on one QEMU hub) that take
+    the place of the director's veth pair, so that its eth0 is a real NIC's
+    driver (native XDP on virtio-net). They are moved into the lab's
+    namespaces and back, with their names, on teardown.
     """
 
     def __init__(self, prefix: str = LAB_PREFIX, native: bool = False,
                  state_dir: str | Path | None = None,
-                 run_dir: str | Path | None = None) -> None:
+                 run_dir: str | Path | None = None,
+                 nics: tuple[str, str] | None = None) -> None:
         self.prefix = prefix
         self.native = native
+        self.nics = nics
+        self.borrowed: list[tuple[str, str, str]] = []  # (ns, name there, own name)
         self.switch = f"{prefix}sw"
         self.client = f"{prefix}cl"
         self.director = f"{prefix}dir"
@@ -401,7 +410,10 @@ class Topology:
            "forward_delay", "0", "stp_state", "0")
         ip("-n", self.switch, "link", "set", "dev", "br0", "up")
         for host in hosts:
-            self._cable(host)
+            if self.nics and host == self.director:
+                self._borrow_nics()
+            else:
+                self._cable(host)
 
         # One segment, IPv4 and IPv6 (nodad: no address waits a second for
         # duplicate detection). The bridge floods multicast: neighbour
@@ -430,7 +442,7 @@ class Topology:
                              f"net.ipv4.conf.{conf}.rp_filter=0"]
             run(ns, "sysctl", "-q", "-w", *settings)
 
-        if self.native:
+        if self.native and not self.nics:
             attach_xdp_pass(self.switch, self._port(self.director))
             self.xdp_pass.append((self.switch, self._port(self.director)))
             run(self.client, "ethtool", "-K", IFACE, "tx", "off")
@@ -452,6 +464,30 @@ class Topology:
            "peer", "name", IFACE, "netns", host)
         ip("-n", self.switch, "link", "set", "dev", port, "master", "br0", "up")
         ip("-n", host, "link", "set", "dev", IFACE, "up")
+
+    def _borrow_nics(self) -> None:
+        """The director's cable made of two real NICs (see the class)."""
+        own, switch_side = self.nics
+        for nic, ns, name in ((own, self.director, IFACE),
+                              (switch_side, self.switch, self._port(self.director))):
+            ip("link", "set", "dev", nic, "down")
+            ip("link", "set", "dev", nic, "netns", ns)
+            self.borrowed.append((ns, nic, nic))
+            ip("-n", ns, "link", "set", "dev", nic, "name", name)
+            self.borrowed[-1] = (ns, name, nic)
+        ip("-n", self.switch, "link", "set", "dev", self._port(self.director),
+           "master", "br0", "up")
+        ip("-n", self.director, "link", "set", "dev", IFACE, "up")
+
+    def _return_nics(self) -> None:
+        """Borrowed NICs back to the root namespace under their own names
+        (a deleted namespace would hand them back as eth0 or dev%d)."""
+        for ns, name, nic in reversed(self.borrowed):
+            ip("-n", ns, "link", "set", "dev", name, "down", check=False)
+            ip("-n", ns, "link", "set", "dev", name, "nomaster", check=False)
+            ip("-n", ns, "link", "set", "dev", name, "name", nic, check=False)
+            ip("-n", ns, "link", "set", "dev", nic, "netns", "1")
+        self.borrowed.clear()
 
     def _make_certificate(self) -> None:
         """The reals' HTTPS certificate (self-signed, for both VIPs): the
@@ -554,6 +590,8 @@ class Topology:
             if netns_exists(ns):
                 ip("-n", ns, "link", "set", "dev", ifname, "xdpdrv", "off", check=False)
         self.xdp_pass.clear()
+        if self.borrowed:
+            attempt("give the NICs back", self._return_nics)
         # Whatever still runs in our namespaces was started by commands we
         # ran (an lvsxdp agent that `down` did not stop): by pid, with a word.
         for ns in self.namespaces:

@@ -6,6 +6,7 @@ about 80 MB and a second of clang); everything else reads pinned maps.
 
 from __future__ import annotations
 
+import ctypes
 import glob
 import os
 import platform
@@ -14,13 +15,54 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from . import bpfsys, shared
+
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 MAIN_SOURCE = BPF_DIR / "lvsxdp.bpf.c"
 HEADERS_CACHE = Path("/var/cache/lvsxdp/kernel-headers")
 
 
+LOOPS = ("may_goto", "tailcall")
+
+
 class LoadError(RuntimeError):
     pass
+
+
+_may_goto: bool | None = None
+
+
+def kernel_has_may_goto() -> bool:
+    """Does this kernel's verifier take may_goto (Linux 6.9)? Asked of the
+    kernel itself with a three-instruction program, so that a distribution
+    kernel with the feature backported is used as it is."""
+    global _may_goto
+    if _may_goto is None:
+        insns = bytes.fromhex(
+            "b700000002000000"  # r0 = XDP_PASS
+            "e500010000000000"  # may_goto +1
+            "b700000002000000"  # r0 = XDP_PASS
+            "9500000000000000"  # exit
+        )
+        try:
+            os.close(bpfsys.prog_load(bpfsys.BPF_PROG_TYPE_XDP, insns, "lvsxdp_probe"))
+            _may_goto = True
+        except OSError:
+            _may_goto = False
+    return _may_goto
+
+
+def loops_for_kernel() -> str:
+    """How the schedulers' loops are built for this kernel (bpf/sched.h):
+    LVSXDP_LOOPS=tailcall forces the way older kernels take, on any kernel."""
+    forced = os.environ.get("LVSXDP_LOOPS")
+    if forced:
+        if forced not in LOOPS:
+            raise LoadError(f"LVSXDP_LOOPS must be one of {', '.join(LOOPS)}, not {forced!r}")
+        if forced == "may_goto" and not kernel_has_may_goto():
+            raise LoadError(f"this kernel ({platform.release()}) has no may_goto")
+        return forced
+    return "may_goto" if kernel_has_may_goto() else "tailcall"
 
 
 def kernel_source() -> str | None:
@@ -82,9 +124,13 @@ def program_text(source: Path = MAIN_SOURCE, _seen: set | None = None) -> str:
 
 
 def compile_program(pin_dir: str, conn_max: int, tpl_max: int,
-                    defines: dict[str, str] | None = None, source: Path = MAIN_SOURCE):
+                    defines: dict[str, str] | None = None, source: Path = MAIN_SOURCE,
+                    loops: str | None = None):
     """Compiles the program and loads its XDP function; maps are created (or
-    reused, when already pinned) under pin_dir. Returns (bcc.BPF, fn)."""
+    reused, when already pinned) under pin_dir. loops: "may_goto" or
+    "tailcall" (bpf/sched.h), by default what this kernel takes. Returns
+    (bcc.BPF, fn)."""
+    loops = loops or loops_for_kernel()
     ksrc = kernel_source()
     if ksrc:
         os.environ["BCC_KERNEL_SOURCE"] = ksrc
@@ -98,11 +144,21 @@ def compile_program(pin_dir: str, conn_max: int, tpl_max: int,
         f"-DLVSXDP_TPL_MAX={tpl_max}",
         "-Wno-unused-function",
     ]
+    if loops == "may_goto":
+        cflags.append("-DLVSXDP_MAY_GOTO=1")
     for name, value in (defines or {}).items():
         cflags.append(f"-D{name}={value}")
     try:
         b = BPF(text=program_text(source).encode(), cflags=cflags)
         fn = b.load_func(b"lvsxdp_main", BPF.XDP)
+        if loops == "tailcall" and source == MAIN_SOURCE:
+            # the programs lvsxdp_main tail-calls; the array is pinned, so
+            # they stay callable after this process is gone, and a reload
+            # swaps them in one write each
+            progs = b[b"progs"]
+            for idx, name in shared.PROG_NAMES.items():
+                fd = b.load_func(name.encode(), BPF.XDP).fd
+                progs[ctypes.c_uint32(idx)] = ctypes.c_uint32(fd)
     except Exception as e:  # bcc raises bare Exception on compile/verifier errors
         raise LoadError(f"cannot load {source.name}: {e}") from e
     return b, fn

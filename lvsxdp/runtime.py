@@ -292,7 +292,7 @@ def pinned(p: Paths, name: str) -> bpfsys.Map | None:
 # their layout changed, they are re-created empty. The others hold live state.
 REFILLED_MAPS = {"config", "vips", "services", "svc_conf", "reals", "sched_ring", "sched_pos",
                  "mark_cfg", "mark_dst", "mark_src", "mark_port", "mark_combo", "svc_stats",
-                 "real_stats", "reasons"}
+                 "real_stats", "reasons", "progs", "sched_scratch"}
 
 
 def stale_layouts(p: Paths) -> list[str]:

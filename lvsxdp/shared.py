@@ -44,6 +44,19 @@ REAL_F_MAC_VALID = 1 << 1
 
 FWD_ROUTE = 0
 
+# Kernels without may_goto walk a scheduler in a program of its own
+# (bpf/sched.h): LVS_SCHED_CHUNK steps a call; the programs it tail-calls.
+SCHED_CHUNK = 256
+PROG_RESUME = 0
+PROG_SCHED_SEQ = 1
+PROG_SCHED_LEAST = 2
+PROG_SCHED_FALLBACK = 3
+PROGS = 4
+# The program in each slot of the progs array.
+PROG_NAMES = {PROG_RESUME: "lvsxdp_resume", PROG_SCHED_SEQ: "lvsxdp_sched_seq",
+              PROG_SCHED_LEAST: "lvsxdp_sched_least",
+              PROG_SCHED_FALLBACK: "lvsxdp_sched_fallback"}
+
 CFG_F_EXPIRE_NODEST_CONN = 1 << 0
 CFG_F_EXPIRE_QUIESCENT_TEMPLATE = 1 << 1
 
@@ -172,6 +185,17 @@ class Est(ctypes.Structure):
     ]
 
 
+class SchedWalk(ctypes.Structure):
+    _fields_ = [
+        ("start", u64), ("best_oh", u64), ("best_w", u64), ("best", u32), ("next", u32),
+        ("key", u32), ("h", u32),
+    ]
+
+
+class SchedScratch(ctypes.Structure):
+    _fields_ = [("tuple", Tuple), ("walk", SchedWalk), ("svc", u32), ("done", u32)]
+
+
 # Every pinned map: name -> (key type, value type).
 MAPS = {
     "config": (u32, Config),
@@ -196,6 +220,8 @@ MAPS = {
     "reasons": (u32, u64),
     "svc_est": (u32, Est),
     "real_est": (u32, Est),
+    "progs": (u32, u32),
+    "sched_scratch": (u32, SchedScratch),
 }
 
 

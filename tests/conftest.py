@@ -1,7 +1,7 @@
 import os
 
 import pytest
-from harness import Director
+from harness import Director, kernel_loops
 
 
 def pytest_sessionstart(session):
@@ -12,15 +12,16 @@ def pytest_sessionstart(session):
                                 "namespaces: run them as root (make test)")
 
 
-@pytest.fixture(scope="module")
-def director():
-    d = Director()
+# The packet tests run on each way this kernel builds the schedulers' loops.
+@pytest.fixture(scope="module", params=kernel_loops())
+def director(request):
+    d = Director(loops=request.param)
     yield d
     d.close()
 
 
-@pytest.fixture
-def fresh_director():
-    d = Director()
+@pytest.fixture(params=kernel_loops())
+def fresh_director(request):
+    d = Director(loops=request.param)
     yield d
     d.close()

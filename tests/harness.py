@@ -26,6 +26,15 @@ REAL_MACS = {  # the lab's addresses (LVS-SEMANTICS examples)
 _serial = itertools.count()
 
 
+def kernel_loops() -> list[str]:
+    """Every way this kernel can build the schedulers' loops (bpf/sched.h):
+    both where it has may_goto, so that the packet tests show they decide
+    alike; LVSXDP_LOOPS narrows it to one."""
+    if os.environ.get("LVSXDP_LOOPS"):
+        return [loader.loops_for_kernel()]
+    return list(loader.LOOPS) if loader.kernel_has_may_goto() else ["tailcall"]
+
+
 def mac_bytes(mac: str) -> bytes:
     return bytes(int(x, 16) for x in mac.split(":"))
 
@@ -34,12 +43,14 @@ class Director:
     """One loaded program with its own maps."""
 
     def __init__(self, conn_max: int = 4096, tpl_max: int = 4096,
-                 defines: dict | None = None, source: Path = loader.MAIN_SOURCE) -> None:
+                 defines: dict | None = None, source: Path = loader.MAIN_SOURCE,
+                 loops: str | None = None) -> None:
         self.pin_dir = Path(f"/sys/fs/bpf/lvsxdp-test/{os.getpid()}-{next(_serial)}")
+        self.loops = loops or loader.loops_for_kernel()
         runtime.ensure_bpffs()
         try:
             self.bpf, self.fn = loader.compile_program(str(self.pin_dir), conn_max, tpl_max,
-                                                       defines, source)
+                                                       defines, source, self.loops)
         except BaseException:
             shutil.rmtree(self.pin_dir, ignore_errors=True)
             raise

@@ -16,6 +16,18 @@ from lvsxdp.lab import run
 LVSXDP = str(Path(__file__).resolve().parent.parent / ".venv" / "bin" / "lvsxdp")
 
 
+def native_nics() -> tuple[str, str] | None:
+    """Two real NICs cabled to each other for the director's native-mode
+    labs (LVSXDP_TEST_NICS="director-side switch-side": the kernel matrix's
+    VMs set it to two virtio-net NICs on one QEMU hub); None: veth."""
+    names = os.environ.get("LVSXDP_TEST_NICS", "").split()
+    if not names:
+        return None
+    if len(names) != 2:
+        raise ValueError(f"LVSXDP_TEST_NICS names two NICs, not {names}")
+    return names[0], names[1]
+
+
 def cli(env: dict, ns: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     out = subprocess.run([LVSXDP, "-n", ns, *args], env=env, capture_output=True, text=True)
     if check:

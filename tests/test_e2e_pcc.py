@@ -8,6 +8,7 @@ whatever happens."""
 from __future__ import annotations
 
 import pytest
+from nsdirector import native_nics
 
 from lvsxdp import lab
 from lvsxdp.lab import CLIENT_ADDRS, IFACE, REALS, SEED_PCC, VIP, Topology
@@ -23,7 +24,8 @@ def mode(request) -> str:
 @pytest.fixture
 def topo(mode, tmp_path):
     with Topology(lab.unique_prefix(), native=(mode == "native"),
-                  state_dir=tmp_path / "state", run_dir=tmp_path / "run") as t:
+                  state_dir=tmp_path / "state", run_dir=tmp_path / "run",
+                  nics=native_nics() if mode == "native" else None) as t:
         yield t
 
 

@@ -22,6 +22,7 @@ import sys
 import time
 
 import pytest
+from nsdirector import native_nics
 
 from lvsxdp import lab
 from lvsxdp.lab import (
@@ -55,7 +56,7 @@ def mode(request) -> str:
 
 def _lab(tmp_path, native: bool):
     return Topology(lab.unique_prefix(), native=native, state_dir=tmp_path / "state",
-                    run_dir=tmp_path / "run")
+                    run_dir=tmp_path / "run", nics=native_nics() if native else None)
 
 
 @pytest.fixture

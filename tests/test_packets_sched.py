@@ -1020,3 +1020,49 @@ def test_save_writes_b_x_and_y_and_restore_reads_them_back():
 def test_a_service_without_s_is_wlc_and_saves_as_wlc():
     config = configure([f"-A -t {VIP}:80", f"-a -t {VIP}:80 -r {R[0]} -g"])
     assert ipvsadm.format_save(config).splitlines()[0] == f"-A -t {VIP}:80 -s wlc"
+
+
+# -- walks longer than one chunk -------------------------------------------------
+# Kernels without may_goto walk LVS_SCHED_CHUNK (256) steps per run of
+# lvsxdp_sched (bpf/sched.h); these walks take several, and must decide as
+# the inline walk does, and as IPVS does.
+
+MANY = [str(ipaddress.IPv4Address(int(ipaddress.IPv4Address("198.18.8.1")) + i))
+        for i in range(600)]
+
+
+def add_many(pair: Pair, reals: list[str], reachable: set[str] | None = None) -> None:
+    """The reals in one configuration change (one plan, not 600)."""
+    for addr in reals:
+        pair.ipvs.add(addr, 1, 0, 0)
+        ip = ipaddress.ip_address(addr)
+        if reachable is None or addr in reachable:
+            n = int(ip) & 0xFFFF
+            pair.d.macs[ip] = mac_bytes(f"02:00:00:01:{n >> 8:02x}:{n & 0xFF:02x}")
+        else:
+            pair.d.macs.pop(ip, None)
+            pair.ipvs.find(addr).reachable = False
+    pair.d.ipvsadm(*(f"-a {pair.svc} -r {addr} -g -w 1" for addr in reals))
+
+
+@pytest.mark.parametrize("sched", ["lc", "wlc", "nq"])
+def test_least_loaded_of_600_reals_is_found_across_chunks(d, sched):
+    pair = Pair(d, sched)
+    add_many(pair, MANY)
+    rnd = random.Random(7)
+    # every real but the last few gets a connection: the scan's best is
+    # found in its last chunk, then ties are broken in list order
+    for _ in range(len(MANY) + 20):
+        pair.new(rnd.choice(clients(40, 3)))
+    for key in list(pair.conns)[:200]:
+        pair.ack(key)
+    for _ in range(30):
+        pair.new(rnd.choice(clients(40, 4)))
+    pair.check_counts()
+
+
+def test_mh_fallback_walks_hundreds_of_buckets_to_a_reachable_real(d):
+    pair = Pair(d, "mh", "mh-fallback")
+    add_many(pair, MANY[:400], reachable={MANY[123], MANY[377]})
+    got = {pair.new(c, 40000 + i) for i, c in enumerate(clients(40, 9))}
+    assert got == {MANY[123], MANY[377]}
