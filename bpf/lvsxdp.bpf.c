@@ -43,8 +43,8 @@ static __always_inline int mac_is(const u8 *a, const u8 *b)
 	return *(u32 *)a == *(u32 *)b && *(u16 *)(a + 4) == *(u16 *)(b + 4);
 }
 
-/* The packet path. resumed: taken again after lvsxdp_sched walked this
- * packet's scheduler (kernels without may_goto, bpf/sched.h). */
+/* The packet path. resumed: taken again after lvsxdp_sched_* walked this
+ * packet's scheduler (bpf/sched.h). */
 static __always_inline int lvs_packet(struct xdp_md *ctx, int resumed)
 {
 	void *data = (void *)(long)ctx->data;
@@ -150,8 +150,7 @@ int lvsxdp_main(struct xdp_md *ctx)
 	return lvs_packet(ctx, 0);
 }
 
-#ifndef LVSXDP_MAY_GOTO
-/* The packet path again, once lvsxdp_sched has made its decision. */
+/* The packet path again, once lvsxdp_sched_* has made its decision. */
 int lvsxdp_resume(struct xdp_md *ctx)
 {
 	return lvs_packet(ctx, 1);
@@ -203,4 +202,3 @@ int lvsxdp_sched_fallback(struct xdp_md *ctx)
 {
 	return sched_chunk(ctx, LVS_PROG_SCHED_FALLBACK);
 }
-#endif

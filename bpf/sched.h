@@ -17,31 +17,29 @@
  * The walks go as far as IPVS's do (a whole ring, a whole table: up to 4096
  * steps) and end on the ring's length, which the verifier does not know.
  * bcc cannot load bpf_loop() callbacks or BPF-to-BPF calls, so a walk is a
- * plain loop, and each walk is written once (struct lvs_sched_walk holds its
- * state) for the two ways a kernel can take it; `lvsxdp up` picks one
- * (lvsxdp/loader.py, LVSXDP_MAY_GOTO):
+ * plain loop, in a program of its own: the packet path saves the walk
+ * (struct lvs_sched_walk) in a per-CPU scratch entry and tail-calls
+ * lvsxdp_sched_seq, _least or _fallback, which ends by tail-calling
+ * lvsxdp_resume: the packet path once more, which takes the decision from
+ * the scratch entry where it would have scheduled. Nothing before that point
+ * writes state, so running it twice is invisible. Only new connections that
+ * the first step (sched_begin) does not settle pay for it: rr's and wrr's
+ * next slot, sh, dh and mh's bucket are settled there.
  *
- * - may_goto (Linux 6.9 and later): the walk runs inline, its loop guarded
- *   by can_loop so that the verifier checks its body until it converges
- *   instead of once per iteration. Inline and bounded by a constant, each of
- *   the ~100 distinct verifier states that reach the scheduler would walk
- *   every iteration: a few loops of 128 are past the verifier's 1M limit.
- *   The counters stay free of constant bounds for the same reason (a counter
- *   compared with a constant is tracked exactly, iteration by iteration).
- *   The price: may_goto's counter is set up for every packet (two stack
- *   stores, about 0.6 ns on the established path).
- * - tail calls (any kernel with bounded loops): the packet path saves the
- *   walk in a per-CPU scratch entry and tail-calls a program of its own (one
- *   per kind of walk: lvsxdp_sched_seq, _least, _fallback) whose few entry
- *   states make a loop bounded by the constant LVS_SCHED_CHUNK cheap to
- *   verify. It walks LVS_SCHED_CHUNK steps, tail-calls itself to go on
- *   (4096 / 256 = 16 calls at most, the kernel allows 33), and ends by
- *   tail-calling lvsxdp_resume: the packet path once more, which takes the
- *   decision from the scratch entry where it would have scheduled. Nothing
- *   before that point writes state, so running it twice is invisible. Only
- *   new connections that a first step does not settle pay for it; known
- *   connections take the same path as with may_goto.
- */
+ * Why out of line: inline, each of the ~100 distinct verifier states that
+ * reach the scheduler walks the loop; with may_goto that took the 6.12
+ * verifier past its limit of 1M instructions, and with loops bounded by a
+ * constant a few loops of 128 are past it on any kernel. Entered with one
+ * state, a walk costs the verifier a few 10k instructions.
+ *
+ * The loops themselves, two ways; `lvsxdp up` picks one (lvsxdp/loader.py):
+ * - may_goto (Linux 6.9 and later): guarded by can_loop, so that the
+ *   verifier checks the body until it converges; one run walks it all. The
+ *   counters stay free of constant bounds (a counter compared with a
+ *   constant is tracked exactly, iteration by iteration).
+ * - bounded (any kernel with bounded loops): LVS_SCHED_CHUNK steps per run,
+ *   the program tail-calling itself to go on (4096 / 256 = 16 calls at
+ *   most; the kernel allows 33). */
 #ifndef LVSXDP_SCHED_H
 #define LVSXDP_SCHED_H
 
@@ -481,29 +479,6 @@ static __always_inline u32 walk_of(u8 kind)
 	return LVS_PROG_SCHED_FALLBACK;
 }
 
-#ifdef LVSXDP_MAY_GOTO
-/* The real for new work of packet t in service svc, 0 for none. */
-static __always_inline u32 lvs_schedule(struct xdp_md *ctx, int resumed, u32 svc_idx,
-					struct lvs_service *svc, struct lvs_tuple *t)
-{
-	struct lvs_sched_walk w = {};
-	u8 kind = svc->sched;
-
-	if (sched_begin(svc_idx, svc, kind, t, &w))
-		return w.best;
-	switch (walk_of(kind)) {
-	case LVS_PROG_SCHED_SEQ:
-		walk_seq(svc_idx, svc, &w, w.next);
-		break;
-	case LVS_PROG_SCHED_LEAST:
-		walk_least(svc, kind, &w, w.next);
-		break;
-	default:
-		walk_fallback(svc, kind, &w, w.next);
-	}
-	return w.best;
-}
-#else
 /* (no __builtin_memcmp: LLVM leaves it a call to memcmp, which BPF lacks) */
 static __always_inline int tuple_eq(struct lvs_tuple *a, struct lvs_tuple *b)
 {
@@ -514,9 +489,9 @@ static __always_inline int tuple_eq(struct lvs_tuple *a, struct lvs_tuple *b)
 		(x[4] ^ y[4])) == 0;
 }
 
-/* As above; a walk goes on in lvsxdp_sched_* and this packet's path is
- * taken again from the start in lvsxdp_resume, which finds the decision
- * here. */
+/* The real for new work of packet t in service svc, 0 for none. A walk goes
+ * on in lvsxdp_sched_*, and this packet's path is taken again from the start
+ * in lvsxdp_resume, which finds the decision here. */
 static __always_inline u32 lvs_schedule(struct xdp_md *ctx, int resumed, u32 svc_idx,
 					struct lvs_service *svc, struct lvs_tuple *t)
 {
@@ -538,6 +513,5 @@ static __always_inline u32 lvs_schedule(struct xdp_md *ctx, int resumed, u32 svc
 	progs.call(ctx, walk_of(kind));
 	return 0;	/* no programs to call: the packet is dropped as no_real */
 }
-#endif
 
 #endif

@@ -109,7 +109,7 @@ def status(as_json: bool) -> None:
         click.echo(json.dumps(st, sort_keys=True))
         return
     alive = "running" if st["agent_alive"] else "NOT RUNNING"
-    how = {"may_goto": ", schedulers by may_goto", "tailcall": ", schedulers by tail calls"}
+    how = {"may_goto": ", walks by may_goto", "bounded": ", walks in bounded chunks"}
     click.echo(f"director  {st['netns']}: {st['iface']} ({st['mode']} XDP, prog {st['prog_id']}"
                f"{how.get(st.get('loops'), '')})")
     click.echo(f"agent     pid {st['agent_pid']} {alive}")

@@ -210,9 +210,9 @@ def up(iface: str, mode: str = "auto", conns: int | None = None,
         runtime.write_runtime(p, info)
         verb = "reloaded" if not fresh else "up"
         note = f"; new layout, emptied: {', '.join(dropped)}" if dropped else ""
-        how = "may_goto" if loops == "may_goto" else "tail calls"
+        how = "may_goto" if loops == "may_goto" else "bounded chunks"
         return (f"lvsxdp {verb} on {iface} ({attached.get('mode')} XDP, prog {info['prog_id']}, "
-                f"schedulers by {how}, agent pid {info['agent_pid']}{note})")
+                f"scheduler walks by {how}, agent pid {info['agent_pid']}{note})")
     finally:
         ipr.close()
 

@@ -22,7 +22,7 @@ MAIN_SOURCE = BPF_DIR / "lvsxdp.bpf.c"
 HEADERS_CACHE = Path("/var/cache/lvsxdp/kernel-headers")
 
 
-LOOPS = ("may_goto", "tailcall")
+LOOPS = ("may_goto", "bounded")
 
 
 class LoadError(RuntimeError):
@@ -54,7 +54,7 @@ def kernel_has_may_goto() -> bool:
 
 def loops_for_kernel() -> str:
     """How the schedulers' loops are built for this kernel (bpf/sched.h):
-    LVSXDP_LOOPS=tailcall forces the way older kernels take, on any kernel."""
+    LVSXDP_LOOPS=bounded forces the way older kernels take, on any kernel."""
     forced = os.environ.get("LVSXDP_LOOPS")
     if forced:
         if forced not in LOOPS:
@@ -62,7 +62,7 @@ def loops_for_kernel() -> str:
         if forced == "may_goto" and not kernel_has_may_goto():
             raise LoadError(f"this kernel ({platform.release()}) has no may_goto")
         return forced
-    return "may_goto" if kernel_has_may_goto() else "tailcall"
+    return "may_goto" if kernel_has_may_goto() else "bounded"
 
 
 def kernel_source() -> str | None:
@@ -128,7 +128,7 @@ def compile_program(pin_dir: str, conn_max: int, tpl_max: int,
                     loops: str | None = None):
     """Compiles the program and loads its XDP function; maps are created (or
     reused, when already pinned) under pin_dir. loops: "may_goto" or
-    "tailcall" (bpf/sched.h), by default what this kernel takes. Returns
+    "bounded" (bpf/sched.h), by default what this kernel takes. Returns
     (bcc.BPF, fn)."""
     loops = loops or loops_for_kernel()
     ksrc = kernel_source()
@@ -151,7 +151,7 @@ def compile_program(pin_dir: str, conn_max: int, tpl_max: int,
     try:
         b = BPF(text=program_text(source).encode(), cflags=cflags)
         fn = b.load_func(b"lvsxdp_main", BPF.XDP)
-        if loops == "tailcall" and source == MAIN_SOURCE:
+        if source == MAIN_SOURCE:
             # the programs lvsxdp_main tail-calls; the array is pinned, so
             # they stay callable after this process is gone, and a reload
             # swaps them in one write each

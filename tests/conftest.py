@@ -1,7 +1,7 @@
 import os
 
 import pytest
-from harness import Director, kernel_loops
+from harness import Director
 
 
 def pytest_sessionstart(session):
@@ -12,16 +12,15 @@ def pytest_sessionstart(session):
                                 "namespaces: run them as root (make test)")
 
 
-# The packet tests run on each way this kernel builds the schedulers' loops.
-@pytest.fixture(scope="module", params=kernel_loops())
-def director(request):
-    d = Director(loops=request.param)
+@pytest.fixture(scope="module")
+def director():
+    d = Director()
     yield d
     d.close()
 
 
-@pytest.fixture(params=kernel_loops())
-def fresh_director(request):
-    d = Director(loops=request.param)
+@pytest.fixture
+def fresh_director():
+    d = Director()
     yield d
     d.close()

@@ -32,7 +32,7 @@ def kernel_loops() -> list[str]:
     alike; LVSXDP_LOOPS narrows it to one."""
     if os.environ.get("LVSXDP_LOOPS"):
         return [loader.loops_for_kernel()]
-    return list(loader.LOOPS) if loader.kernel_has_may_goto() else ["tailcall"]
+    return list(loader.LOOPS) if loader.kernel_has_may_goto() else ["bounded"]
 
 
 def mac_bytes(mac: str) -> bytes:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import packets as P
 import pytest
 from checks import expect_left_alone, mac_of, reset, rewrite, template_key, tuple_key
-from harness import mac_bytes
+from harness import Director, kernel_loops, mac_bytes
 
 from lvsxdp import agent, ipvsadm, load, shared
 from lvsxdp.model import Config, ConfigError
@@ -371,6 +371,14 @@ def test_siphash_gives_the_papers_test_vector():
 # -- driving the program and the oracle together ------------------------------
 
 R = [f"198.18.2.{100 + i}" for i in range(12)]
+
+
+# Each way this kernel can build the walks (bpf/sched.h): they must decide alike.
+@pytest.fixture(scope="module", params=kernel_loops())
+def director(request):
+    d = Director(loops=request.param)
+    yield d
+    d.close()
 
 
 @pytest.fixture

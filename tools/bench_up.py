@@ -31,8 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from lvsxdp import bpfsys, loader, runtime, shared  # noqa: E402
 
 PIN_PARENT = Path("/sys/fs/bpf/lvsxdp-bench-up")
-PROGRAMS = {"may_goto": ["lvsxdp_main"],
-            "tailcall": ["lvsxdp_main", *shared.PROG_NAMES.values()]}
+PROGRAMS = ["lvsxdp_main", *shared.PROG_NAMES.values()]
 
 
 def measure(loops: str, run: int) -> dict:
@@ -48,7 +47,7 @@ def measure(loops: str, run: int) -> dict:
         t = time.perf_counter()
         b = BPF(text=loader.program_text().encode(), cflags=flags)
         out = {"compile_s": time.perf_counter() - t, "programs": {}}
-        for name in PROGRAMS[loops]:
+        for name in PROGRAMS:
             t = time.perf_counter()
             fn = b.load_func(name.encode(), BPF.XDP)
             info = bpfsys.prog_info(fn.fd)
@@ -76,7 +75,7 @@ def main() -> int:
     import bcc  # noqa: F401, PLC0415
 
     import_s = time.perf_counter() - t
-    builds = list(loader.LOOPS) if loader.kernel_has_may_goto() else ["tailcall"]
+    builds = list(loader.LOOPS) if loader.kernel_has_may_goto() else ["bounded"]
     result = {"kernel": platform.release(), "headers": source or
               f"/lib/modules/{platform.release()}/build", "import_bcc_s": import_s,
               "default": loader.loops_for_kernel(), "builds": {}}
@@ -84,7 +83,7 @@ def main() -> int:
         for loops in builds:
             runs = [measure(loops, i) for i in range(args.runs)]
             med = {"compile_s": statistics.median(r["compile_s"] for r in runs), "programs": {}}
-            for name in PROGRAMS[loops]:
+            for name in PROGRAMS:
                 progs = [r["programs"][name] for r in runs]
                 med["programs"][name] = {k: statistics.median(p[k] for p in progs)
                                          for k in progs[0]}
