@@ -5,7 +5,7 @@ from __future__ import annotations
 import fcntl
 from pathlib import Path
 
-from .kernels import Kernel, matches, needs_bullseye, resolve
+from .kernels import matches, needs_bullseye, resolve_all
 from .mirror import PrivateApt, find_mirror
 from .rootfs import BootFiles, boot_files, ensure_base, ensure_image, ensure_kernel, prune_kernels
 
@@ -21,7 +21,7 @@ def prepare(lines: list[str], cache: Path = CACHE) -> dict[str, BootFiles]:
         mirror = find_mirror()
         apt = PrivateApt(cache / "apt", mirror, needs_bullseye(lines))
         apt.update()
-        kernels: list[Kernel] = [resolve(apt, line) for line in lines]
+        kernels = resolve_all(apt, lines)
         root = ensure_base(cache, mirror)
         installed = {p.name for p in (root / "lvxvm/kernels").glob("*")}
         # Older releases of a line (before a security update) leave the image.

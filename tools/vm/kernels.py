@@ -6,8 +6,9 @@ that carry it, so a security update moves the matrix without an edit here."""
 
 from __future__ import annotations
 
+import json
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .errors import VmError
@@ -68,6 +69,28 @@ def matches(prefix: str, release: str) -> bool:
 
 def _components(version: str) -> list[str]:
     return [c for c in re.split(r"[.\-+~]", version) if c]
+
+
+def resolve_all(apt: PrivateApt, lines: list[str]) -> list[Kernel]:
+    """The kernels of `lines`, remembered until the package lists change: each apt-cache
+    call re-reads every list (1-2 s each), which made a cached run.py wait 20 s."""
+    memo = apt.root / "resolved.json"
+    known = json.loads(memo.read_text()) if memo.is_file() else {}
+    if known.get("lists") != apt.lists_id():
+        known = {"lists": apt.lists_id(), "kernels": {}}
+    kernels = []
+    for line in lines:
+        entry = known["kernels"].get(line)
+        kernel = None
+        if entry and all(Path(deb).is_file() for deb in entry["debs"]):
+            kernel = Kernel(entry["line"], entry["release"], entry["version"],
+                            tuple(Path(deb) for deb in entry["debs"]))
+        if kernel is None:
+            kernel = resolve(apt, line)
+            known["kernels"][line] = {**asdict(kernel), "debs": [str(d) for d in kernel.debs]}
+        kernels.append(kernel)
+    memo.write_text(json.dumps(known, indent=1))
+    return kernels
 
 
 def resolve(apt: PrivateApt, line: str) -> Kernel:

@@ -172,6 +172,11 @@ class PrivateApt:
         self._run("apt-get", "-q", "update")
         stamp.touch()
 
+    def lists_id(self) -> str:
+        """Changes whenever the lists do: what was resolved from them stays valid until then."""
+        stamp = self.root / "lists" / ".lvxvm-updated"
+        return f"{stamp.stat().st_mtime_ns}:{(self.root / 'sources.list').read_text()}"
+
     def versions(self, package: str) -> list[tuple[str, str]]:
         """(version, suite) of every version of `package` the private lists know."""
         found = []
