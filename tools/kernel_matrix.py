@@ -29,7 +29,12 @@ if __package__ in (None, ""):
 from tools.vm.build import CACHE, prepare  # noqa: E402
 from tools.vm.errors import VmError  # noqa: E402
 from tools.vm.kernels import DEFAULT_LINES, check_lines  # noqa: E402
-from tools.vm.qemu import choose_accel, install_signal_handlers, run_in_vm  # noqa: E402
+from tools.vm.qemu import (  # noqa: E402
+    choose_accel,
+    install_signal_handlers,
+    run_in_vm,
+    run_tracked,
+)
 from tools.vm.rootfs import BootFiles, log  # noqa: E402
 from tools.vm.run import new_results_dir  # noqa: E402
 
@@ -75,11 +80,10 @@ def run_on_host(pytest_args: list[str], timeout_s: float) -> Row:
     started = time.monotonic()
     log(f"host ({kernel}): running pytest, output in {results}")
     with (results / "stdout").open("wb") as out:
-        try:
-            rc = subprocess.run(pytest_command(results, pytest_args), cwd=CHECKOUT, stdout=out,
-                                stderr=subprocess.STDOUT, timeout=timeout_s).returncode
-        except subprocess.TimeoutExpired:
-            return Row(kernel, 0, 1, f"timed out after {timeout_s:.0f} s")
+        rc = run_tracked(pytest_command(results, pytest_args), timeout_s, cwd=CHECKOUT,
+                         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    if rc is None:
+        return Row(kernel, 0, 1, f"timed out after {timeout_s:.0f} s")
     log(f"host ({kernel}): done in {time.monotonic() - started:.0f} s")
     return count(kernel, results / "junit.xml", rc)
 

@@ -67,6 +67,18 @@ def _forget(child: subprocess.Popen) -> None:
         _children.pop(child.pid, None)
 
 
+def run_tracked(command: list[str], timeout_s: float, **kwargs: object) -> int | None:
+    """subprocess.run for long commands (the host's pytest): killed with our VMs on
+    Ctrl-C, and on timeout; None when it timed out."""
+    child = _start(command, **kwargs)
+    try:
+        return child.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return None
+    finally:
+        _forget(child)
+
+
 def qemu_binary() -> str:
     path = shutil.which("qemu-system-x86_64")
     if not path:
