@@ -17,7 +17,7 @@ power_off() {
 }
 trap power_off EXIT
 
-mount -t sysfs sysfs /sys
+mountpoint -q /sys || mount -t sysfs sysfs /sys
 mountpoint -q /dev || mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
