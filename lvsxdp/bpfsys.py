@@ -340,6 +340,25 @@ class Map:
                 ))
         return out
 
+    def used(self, batch: int = 4096) -> list:
+        """The (key, value) pairs whose value is not all zero bytes: an array's
+        slots in use. Read like items(), but only those entries become Python
+        objects (an array of 4,096 reals with 3 in use costs 3, not 4,096)."""
+        if self.percpu:
+            return [(k, v) for k, v in self.items() if any(bytes(x) != bytes(len(bytes(x)))
+                                                           for x in v)]
+        import numpy as np  # noqa: PLC0415 - only the control plane's readers need it
+
+        ksz = ctypes.sizeof(self.key_type)
+        vsz = ctypes.sizeof(self.value_type)
+        out = []
+        for kraw, vraw, count in self.batches(batch):
+            rows = np.frombuffer(vraw, dtype=np.uint8, count=count * vsz).reshape(count, vsz)
+            for i in np.flatnonzero(rows.any(axis=1)).tolist():
+                out.append((self.key_type.from_buffer_copy(kraw, i * ksz),
+                            self.value_type.from_buffer_copy(vraw, i * vsz)))
+        return out
+
     @property
     def value_bytes(self) -> int:
         """Bytes of one entry's value as batch calls move it (per-CPU: one

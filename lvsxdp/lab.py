@@ -200,7 +200,7 @@ pasv_address={vip}
 connect_from_port_20=NO
 xferlog_enable=NO
 use_localtime=NO
-secure_chroot_dir=/var/run/vsftpd/empty
+secure_chroot_dir={empty}
 """
 
 # A two-instruction XDP program, `return XDP_PASS;`, for the bridge port that
@@ -528,8 +528,13 @@ class Topology:
         root.mkdir(mode=0o755)
         (root / FTP_FILE).write_text(f"{name}\n")
         (root / FTP_FILE).chmod(0o644)
+        # vsftpd's own empty directory for its unprivileged side, not the
+        # package's /run/vsftpd/empty: only systemd-tmpfiles makes that one
+        # (a machine booted without systemd, the matrix's VMs, has none).
+        empty = self.workdir / "vsftpd-empty"
+        empty.mkdir(mode=0o755, exist_ok=True)
         conf = self.workdir / f"{name}-vsftpd.conf"
-        conf.write_text(_VSFTPD_CONF.format(root=root, vip=VIP,
+        conf.write_text(_VSFTPD_CONF.format(root=root, vip=VIP, empty=empty,
                                             pasv_lines="\n".join(SEED_VSFTPD)))
         p = self._spawn(name, ns, "vsftpd", "vsftpd", str(conf))
         p.stdout.close()
@@ -644,9 +649,11 @@ class Topology:
     # -- using the lab ------------------------------------------------
 
     def lvsxdp(self, *args: str, check: bool = True,
-               timeout: float = 60) -> subprocess.CompletedProcess:
+               timeout: float = 300) -> subprocess.CompletedProcess:
         """Runs `lvsxdp -n <director> ARGS` with the lab's state directory.
-        (Not through `ip netns exec`, which hides /sys/fs/bpf.)"""
+        (Not through `ip netns exec`, which hides /sys/fs/bpf.) The timeout
+        only catches a hang: `up` compiles, about 1.5 s here but 30-60 s in
+        the matrix's emulated VMs."""
         env = dict(os.environ)
         if self.state_dir:
             env["LVSXDP_STATE_DIR"] = str(self.state_dir)
@@ -719,7 +726,7 @@ class Topology:
             with contextlib.suppress(OSError):
                 m = bpfsys.Map.pinned(str(pins / "reals"), *shared.MAPS["reals"])
                 with m:
-                    known = {shared.words_addr(r.family, r.addr) for _, r in m.items()
+                    known = {shared.words_addr(r.family, r.addr) for _, r in m.used()
                              if r.flags & shared.REAL_F_MAC_VALID}
             if want <= known:
                 return time.monotonic() - start

@@ -344,7 +344,7 @@ def known_macs(maps: Maps) -> dict:
     """The MACs the data plane knows now, by real address (kept fresh by the
     agent), so a configuration change does not forget them."""
     out = {}
-    for _, r in maps.reals.items():
+    for _, r in maps.reals.used():
         if r.flags & shared.REAL_F_MAC_VALID:
             out[shared.words_addr(r.family, r.addr)] = bytes(r.mac)
     return out
@@ -365,7 +365,7 @@ def apply_plan(maps: Maps, plan: Plan) -> None:
         cfg.mac[:] = list(old_cfg.mac)
     maps.config.update(u32(0), cfg)
 
-    old_reals = {i: r for i, r in ((k.value, v) for k, v in maps.reals.items())
+    old_reals = {i: r for i, r in ((k.value, v) for k, v in maps.reals.used())
                  if r.flags}
     for idx, real in plan.reals.items():
         old = old_reals.get(idx)
@@ -373,7 +373,7 @@ def apply_plan(maps: Maps, plan: Plan) -> None:
             maps.real_stats.update(u32(idx), shared.Stats())
         maps.reals.update(u32(idx), real)
 
-    old_svcs = {k.value: v for k, v in maps.svc_conf.items() if v.flags}
+    old_svcs = {k.value: v for k, v in maps.svc_conf.used() if v.flags}
     for idx, svc in plan.svc_conf.items():
         old = old_svcs.get(idx)
         refs = plan.rings[idx]

@@ -57,6 +57,7 @@ def one_real_per_client(seen: dict) -> dict[str, str]:
     return reals
 
 
+@pytest.mark.kernels  # one of the seed's scenarios, on each kernel
 def test_pcc_sends_every_port_of_a_client_to_one_real(topo, mode):
     director_up(topo, mode)
     listing = topo.ipvsadm("-L -n")

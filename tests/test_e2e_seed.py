@@ -204,6 +204,7 @@ def test_only_the_director_answers_neighbour_solicitations_for_the_ipv6_vip(tmp_
 # -- PPC ------------------------------------------------------------------
 
 
+@pytest.mark.kernels  # one of the seed's scenarios, on each kernel
 def test_ppc_gives_each_port_of_a_client_its_own_affinity(topo):
     """The seed: 80 goes to .100 only, 22 to .100 and .200."""
     configure(topo, *SEED_PPC[1:])
@@ -251,6 +252,7 @@ def check_http_and_https_share_a_real(topo: Topology) -> None:
         topo.tcp_banner(CLIENT_ADDRS[0], 22, timeout=1)
 
 
+@pytest.mark.kernels  # one of the seed's scenarios, on each kernel
 def test_fwmark_sends_http_and_https_of_a_client_to_one_real(topo):
     """The seed's mark line, verbatim, as `lvsxdp iptables ...`."""
     configure(topo, *SEED_FWMARK)
@@ -309,6 +311,7 @@ def check_ftp(topo: Topology, template: tuple[str, str]) -> dict[str, str]:
     return got
 
 
+@pytest.mark.kernels  # one of the seed's scenarios, on each kernel
 def test_ftp_passive_with_the_seeds_marks_keeps_control_and_data_on_one_real(topo):
     configure(topo, *SEED_FTP)
     assert "FWM  10 rr persistent 360" in topo.ipvsadm("-L -n")

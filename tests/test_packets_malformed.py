@@ -26,6 +26,9 @@ from scapy.layers.inet6 import (
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 from scapy.packet import Raw
 
+# Runs on each kernel of the matrix too (make test-kernels).
+pytestmark = pytest.mark.kernels
+
 VIP, VIP6 = P.VIP, P.VIP6
 DEAD_VIP = "198.18.2.2"   # a service without any real
 CLIENT, CLIENT6 = "198.18.1.50", "2001:db8:1::50"

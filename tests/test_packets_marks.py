@@ -13,6 +13,9 @@ from test_iptables import random_rule
 
 from lvsxdp import iptables, runtime, shared
 
+# Runs on each kernel of the matrix too (make test-kernels).
+pytestmark = pytest.mark.kernels
+
 SHOP = ("-t mangle -A PREROUTING -d 198.18.2.1 -i eth0 -p tcp -m multiport "
         "--dport 80,443 -j MARK --set-mark 10")
 FTP = ("-t mangle -A PREROUTING -i eth0 -d 198.18.2.1 -p tcp --dport 21 -j MARK --set-mark 10",

@@ -30,6 +30,9 @@ from lvsxdp import shared
 from lvsxdp.model import ConfigError
 from lvsxdp.runtime import monotonic_ns
 
+# Runs on each kernel of the matrix too (make test-kernels).
+pytestmark = pytest.mark.kernels
+
 VIP = P.VIP
 R100, R200 = "198.18.2.100", "198.18.2.200"
 ALICE, BOB, CAROL = "198.18.1.50", "198.18.1.51", "198.18.3.50"

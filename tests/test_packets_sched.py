@@ -32,6 +32,9 @@ from lvsxdp import agent, ipvsadm, load, shared
 from lvsxdp.model import Config, ConfigError
 from lvsxdp.runtime import monotonic_ns
 
+# Runs on each kernel of the matrix too (make test-kernels).
+pytestmark = pytest.mark.kernels
+
 VIP = P.VIP
 NS = shared.NS
 M32 = 0xFFFFFFFF
@@ -383,13 +386,7 @@ def director(request):
 
 @pytest.fixture
 def d(director):
-    reset(director)
-    # a fresh Config hands out the same refs again: forget their counts
-    for name, empty in (("real_load", shared.Load()), ("real_load_fix", shared.LoadFix())):
-        m = getattr(director.maps, name)
-        for k, v in m.items():
-            if v.ref:
-                m.update(k, empty)
+    reset(director)  # real_load and real_load_fix too: a fresh Config reuses the refs
     for addr in R:
         director.macs[ipaddress.ip_address(addr)] = mac_bytes(
             f"02:00:00:00:{int(addr.split('.')[-1]):02x}:00")

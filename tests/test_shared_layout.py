@@ -16,6 +16,9 @@ import pytest
 
 from lvsxdp import loader, shared
 
+# Runs on each kernel of the matrix too (make test-kernels).
+pytestmark = pytest.mark.kernels
+
 HEADER = loader.BPF_DIR / "lvsxdp_shared.h"
 
 

@@ -19,6 +19,9 @@ from checks import expect_forwarded, expect_left_alone, reset, template_key, tup
 from lvsxdp import shared
 from lvsxdp.runtime import monotonic_ns
 
+# Runs on each kernel of the matrix too (make test-kernels).
+pytestmark = pytest.mark.kernels
+
 VIP = P.VIP
 REAL = "198.18.2.100"
 CLIENT = "198.18.1.50"
