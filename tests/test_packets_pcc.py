@@ -369,6 +369,30 @@ def test_ipv6_pcc_sends_every_port_of_a_client_to_one_real(d):
         [bytes(template_key(alice, vip)), bytes(template_key(bob, vip))])
 
 
+def test_ftp_rule_sends_passive_data_to_the_real_of_the_clients_control(d):
+    """A persistent -t VIP:21 service also takes the VIP's TCP to port 20 and
+    to unprivileged ports that no service of their own takes (passive data),
+    with one template per client keyed as PCC's, <tcp, client, VIP, 0>."""
+    d.ipvsadm(f"-A -t {VIP}:21 -s rr -p 360", f"-a -t {VIP}:21 -r {R100} -g",
+              f"-a -t {VIP}:21 -r {R200} -g")
+    expect_forwarded(d, P.tcp(ALICE, 40000, 21), R200)
+    for i, dport in enumerate((2050, 20, 1024, 65535)):
+        expect_forwarded(d, P.tcp(ALICE, 40001 + i, dport), R200)
+    expect_forwarded(d, P.tcp(BOB, 40000, 2100), R100)   # data first: scheduled, same rule
+    expect_forwarded(d, P.tcp(BOB, 40001, 21), R100)
+    assert sorted(bytes(k) for k, _ in d.templates()) == sorted(
+        [bytes(template_key(ALICE, VIP)), bytes(template_key(BOB, VIP))])
+    assert len(d.conns()) == 7
+    # privileged ports other than 20 are not FTP data, UDP never is
+    expect_left_alone(d, P.tcp(ALICE, 40010, 22), "XDP_PASS", "no_service")
+    expect_left_alone(d, P.tcp(ALICE, 40011, 1023), "XDP_PASS", "no_service")
+    expect_left_alone(d, P.udp(ALICE, 40012, 2050), "XDP_PASS", "no_service")
+    # a service of the port's own comes first
+    d.ipvsadm(f"-A -t {VIP}:8080 -s rr", f"-a -t {VIP}:8080 -r {R100} -g")
+    expect_forwarded(d, P.tcp(ALICE, 40013, 8080), R100)
+    assert len(d.templates()) == 2
+
+
 def test_vlan_tag_is_kept_in_the_forwarded_frame(pcc):
     expect_forwarded(pcc, P.tcp(ALICE, 40000, 80, "S", vlan=7), R200)
     expect_forwarded(pcc, P.tcp(ALICE, 40000, 80, "A", vlan=7), R200)
