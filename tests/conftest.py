@@ -1,7 +1,19 @@
 import os
+import signal
 
 import pytest
 from harness import Director
+
+
+def _interrupted(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config):
+    # A runner that ends the suite with SIGTERM (tools/kernel_matrix.py on
+    # Ctrl-C or timeout) gets what Ctrl-C gets: every fixture torn down, so
+    # labs, namespaces and pinned maps are removed.
+    signal.signal(signal.SIGTERM, _interrupted)
 
 
 def pytest_sessionstart(session):

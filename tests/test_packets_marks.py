@@ -9,6 +9,7 @@ import shlex
 
 import packets as P
 import pytest
+from checks import reset
 from test_iptables import random_rule
 
 from lvsxdp import iptables, runtime, shared
@@ -38,12 +39,20 @@ def clear(d):
             m.delete(k)
 
 
+@pytest.fixture
+def d(director):
+    """The module's program with no services, connections, templates or mark
+    rules (classification off, both generations empty)."""
+    reset(director)
+    load_rules(director)
+    return director
+
+
 def real_mac(d, addr):
     return d.macs[ipaddress.ip_address(addr)]
 
 
-def test_seed_shop_http_and_https_stick_to_one_real(fresh_director):
-    d = fresh_director
+def test_seed_shop_http_and_https_stick_to_one_real(d):
     d.ipvsadm(*FWM10)
     load_rules(d, SHOP)
     seen = {}
@@ -68,8 +77,7 @@ def test_seed_shop_http_and_https_stick_to_one_real(fresh_director):
     assert keys == {(0, c, "0.0.0.10", 0) for c in seen}
 
 
-def test_unmarked_port_is_not_the_mark_service(fresh_director):
-    d = fresh_director
+def test_unmarked_port_is_not_the_mark_service(d):
     d.ipvsadm(*FWM10)
     load_rules(d, SHOP)
     before = d.reasons()["no_service"]
@@ -78,8 +86,7 @@ def test_unmarked_port_is_not_the_mark_service(fresh_director):
     assert d.reasons()["no_service"] == before + 1
 
 
-def test_seed_ftp_marks_keep_control_and_passive_data_together(fresh_director):
-    d = fresh_director
+def test_seed_ftp_marks_keep_control_and_passive_data_together(d):
     d.ipvsadm(*FWM10)
     load_rules(d, *FTP)
     for client in ("198.18.2.50", "198.18.2.51"):
@@ -90,8 +97,7 @@ def test_seed_ftp_marks_keep_control_and_passive_data_together(fresh_director):
     assert d.run(frame)[0] == "XDP_PASS"
 
 
-def test_mark_service_comes_before_the_vip_service(fresh_director):
-    d = fresh_director
+def test_mark_service_comes_before_the_vip_service(d):
     d.ipvsadm(*FWM10, "-A -t 198.18.2.1:80 -s rr", "-a -t 198.18.2.1:80 -r 198.18.2.100 -g")
     d.ipvsadm("-D -f 10", "-A -f 10 -s rr -p", "-a -f 10 -r 198.18.2.200 -g")
     load_rules(d, SHOP)
@@ -103,24 +109,21 @@ def test_mark_service_comes_before_the_vip_service(fresh_director):
     assert d.run(frame) == ("XDP_TX", P.forwarded_to(frame, real_mac(d, "198.18.2.100")))
 
 
-def test_rules_for_another_interface_do_not_apply(fresh_director):
-    d = fresh_director
+def test_rules_for_another_interface_do_not_apply(d):
     d.ipvsadm(*FWM10)
     load_rules(d, SHOP, iface="eth1")
     frame = P.tcp("198.18.2.50", 40000, 80)
     assert d.run(frame)[0] == "XDP_PASS"
 
 
-def test_ipv6_packets_get_no_mark(fresh_director):
-    d = fresh_director
+def test_ipv6_packets_get_no_mark(d):
     d.ipvsadm("-A -f 10 -s rr -p", "-a -f 10 -r 198.18.2.100 -g")
     load_rules(d, "-t mangle -A PREROUTING -p tcp -j MARK --set-mark 10")
     frame = P.tcp("2001:db8:2::50", 40000, 80, dst=P.VIP6)
     assert d.run(frame)[0] == "XDP_PASS"
 
 
-def test_changing_rules_switches_generation_and_clears_the_old(fresh_director):
-    d = fresh_director
+def test_changing_rules_switches_generation_and_clears_the_old(d):
     d.ipvsadm(*FWM10)
     load_rules(d, SHOP)
     gen = d.maps.mark_cfg.lookup(ctypes.c_uint32(0)).gen

@@ -29,13 +29,25 @@ _children: dict[int, subprocess.Popen] = {}
 _children_lock = threading.Lock()
 
 
+def _end(children: list[subprocess.Popen], grace_s: float = 30) -> None:
+    """SIGTERM, then SIGKILL for whatever still runs after grace_s: the host's
+    pytest tears its labs down on SIGTERM (namespaces, pins, servers)."""
+    running = [c for c in children if c.poll() is None]
+    for child in running:
+        child.terminate()
+    deadline = time.monotonic() + grace_s
+    for child in running:
+        try:
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
 def _kill_children() -> None:
     with _children_lock:
         children = list(_children.values())
-    for child in children:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+    _end(children)
 
 
 def _on_signal(signum: int, _frame: object) -> None:
@@ -60,9 +72,7 @@ def _start(command: list[str], **kwargs: object) -> subprocess.Popen:
 
 
 def _forget(child: subprocess.Popen) -> None:
-    if child.poll() is None:
-        child.kill()
-        child.wait()
+    _end([child])
     with _children_lock:
         _children.pop(child.pid, None)
 
