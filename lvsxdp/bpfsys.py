@@ -343,10 +343,10 @@ class Map:
     def used(self, batch: int = 4096) -> list:
         """The (key, value) pairs whose value is not all zero bytes: an array's
         slots in use. Read like items(), but only those entries become Python
-        objects (an array of 4,096 reals with 3 in use costs 3, not 4,096)."""
+        objects (an array of 4,096 reals with 3 in use costs 3, not 4,096).
+        Not for per-CPU maps, whose batches hold a value per CPU."""
         if self.percpu:
-            return [(k, v) for k, v in self.items() if any(bytes(x) != bytes(len(bytes(x)))
-                                                           for x in v)]
+            raise BpfError(errno.EINVAL, f"map {self.name}: used() reads plain maps only")
         import numpy as np  # noqa: PLC0415 - only the control plane's readers need it
 
         ksz = ctypes.sizeof(self.key_type)
