@@ -62,12 +62,22 @@ static __always_inline int conn_reusable(struct lvs_conn *c, struct packet *pkt)
 	       (c->state == LVS_S_TIME_WAIT || c->state == LVS_S_CLOSE);
 }
 
-/* The connection table of the packet's family; k4 is the IPv4 key, kept by
- * the caller for the later store or delete. */
-static __always_inline struct lvs_conn *conn_lookup(struct packet *pkt, struct lvs_conn4_key *k4)
+/* Where a connection was found (maps.h): the held tier or the embryonic. */
+#define LVS_TIER_HELD 0
+#define LVS_TIER_NEW 1
+
+/* The packet's connection: held first (every packet of an established
+ * connection), then embryonic. k4 is the IPv4 key, kept by the caller for a
+ * later store or delete. The empty asm after each lookup keeps clang from
+ * merging lookups into one call whose map depends on a branch: the verifier
+ * inlines a hash lookup only where the map is known, and the inlined one is
+ * much cheaper. */
+static __always_inline struct lvs_conn *conn_lookup(struct packet *pkt, struct lvs_conn4_key *k4,
+						    int *tier)
 {
 	struct lvs_conn *c;
 
+	*tier = LVS_TIER_HELD;
 	if (pkt->tuple.family == LVS_AF_INET) {
 		k4->caddr = pkt->tuple.caddr[0];
 		k4->vaddr = pkt->tuple.vaddr[0];
@@ -75,29 +85,72 @@ static __always_inline struct lvs_conn *conn_lookup(struct packet *pkt, struct l
 		k4->vport = pkt->tuple.vport;
 		k4->proto = pkt->tuple.proto;
 		c = conns4.lookup(k4);
-		/* Keeps clang from merging the two lookups into one call whose map
-		 * depends on a branch: the verifier inlines a hash lookup only where
-		 * the map is known, and the inlined one is much cheaper. */
+		asm volatile("" : "+r"(c));
+		if (c)
+			return c;
+		*tier = LVS_TIER_NEW;
+		c = syn4.lookup(k4);
 		asm volatile("" : "+r"(c));
 		return c;
 	}
-	return conns6.lookup(&pkt->tuple);
+	c = conns6.lookup(&pkt->tuple);
+	asm volatile("" : "+r"(c));
+	if (c)
+		return c;
+	*tier = LVS_TIER_NEW;
+	c = syn6.lookup(&pkt->tuple);
+	asm volatile("" : "+r"(c));
+	return c;
 }
 
-static __always_inline int conn_store(struct packet *pkt, struct lvs_conn4_key *k4,
-				      struct lvs_conn *c)
+/* A new connection starts embryonic. */
+static __always_inline int conn_store_new(struct packet *pkt, struct lvs_conn4_key *k4,
+					  struct lvs_conn *c)
 {
 	if (pkt->tuple.family == LVS_AF_INET)
-		return conns4.update(k4, c);
-	return conns6.update(&pkt->tuple, c);
+		return syn4.update(k4, c);
+	return syn6.update(&pkt->tuple, c);
 }
 
-static __always_inline void conn_forget(struct packet *pkt, struct lvs_conn4_key *k4)
+static __always_inline void conn_forget(struct packet *pkt, struct lvs_conn4_key *k4, int tier)
 {
+	if (tier == LVS_TIER_HELD) {
+		if (pkt->tuple.family == LVS_AF_INET)
+			conns4.delete(k4);
+		else
+			conns6.delete(&pkt->tuple);
+		return;
+	}
 	if (pkt->tuple.family == LVS_AF_INET)
-		conns4.delete(k4);
+		syn4.delete(k4);
 	else
-		conns6.delete(&pkt->tuple);
+		syn6.delete(&pkt->tuple);
+}
+
+/* An embryonic connection that has proved itself: TCP once the client's ACK
+ * made it ESTABLISHED, UDP at its second packet. */
+static __always_inline int conn_settles(struct packet *pkt, u8 state)
+{
+	return pkt->tuple.proto != IPPROTO_TCP || state == LVS_S_ESTABLISHED;
+}
+
+/* Moves a settled connection (c: a copy, the embryonic entry is deleted) to
+ * the held tier. Never evicts: with the held
+ * table full it stays embryonic (and tries again at its next packet).
+ * Returns 0 when it moved. */
+static __always_inline int conn_settle(struct packet *pkt, struct lvs_conn4_key *k4,
+				       struct lvs_conn *c)
+{
+	int err;
+
+	if (pkt->tuple.family == LVS_AF_INET)
+		err = conns4.insert(k4, c);
+	else
+		err = conns6.insert(&pkt->tuple, c);
+	if (err)
+		return err;
+	conn_forget(pkt, k4, LVS_TIER_NEW);
+	return 0;
 }
 
 #endif

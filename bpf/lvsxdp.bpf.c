@@ -56,7 +56,7 @@ static __always_inline int lvs_packet(struct xdp_md *ctx, int resumed)
 	struct lvs_conn4_key k4 = {};
 	struct lvs_real *r;
 	u32 zero = 0, svc_idx, ref;
-	int reason;
+	int reason, tier;
 	u64 now;
 
 #ifdef LVSXDP_BENCH
@@ -73,7 +73,7 @@ static __always_inline int lvs_packet(struct xdp_md *ctx, int resumed)
 	now = bpf_ktime_get_coarse_ns();
 
 	/* A packet of a known connection. */
-	c = conn_lookup(&pkt, &k4);
+	c = conn_lookup(&pkt, &k4, &tier);
 	if (c && now < c->expires && !conn_reusable(c, &pkt)) {
 		u64 until;
 		u8 state = c->state;
@@ -83,7 +83,7 @@ static __always_inline int lvs_packet(struct xdp_md *ctx, int resumed)
 			/* expire_nodest_conn: forget the connection so the
 			 * client's next SYN is scheduled afresh. */
 			if (cfg->flags & LVS_CFG_F_EXPIRE_NODEST_CONN)
-				conn_forget(&pkt, &k4);
+				conn_forget(&pkt, &k4, tier);
 			return count_reason(LVS_R_REAL_GONE, XDP_DROP);
 		}
 		if (pkt.tuple.proto == IPPROTO_TCP)
@@ -98,15 +98,28 @@ static __always_inline int lvs_packet(struct xdp_md *ctx, int resumed)
 			c->state = state;
 		}
 		c->expires = until;
+		svc_idx = c->svc;
 		if (until > c->vouched) {
-			svc_idx = c->svc;
 			svc = svc_conf.lookup(&svc_idx);
 			if (svc && (svc->flags & LVS_SVC_F_PERSISTENT))
 				template_vouch(c, &pkt.tuple, svc, cfg);
 			else
 				c->vouched = until + cfg->vouch_slack_ns;
 		}
-		return forward(&pkt, r, cfg, c->svc, 0);
+		/* An embryonic connection that proved itself is held from now on,
+		 * and so is its template (last: c is gone once it moved). */
+		if (tier == LVS_TIER_NEW && conn_settles(&pkt, state)) {
+			struct lvs_conn held = *c;
+
+			if (conn_settle(&pkt, &k4, &held)) {
+				count_reason(LVS_R_HELD_FULL, 0);
+			} else {
+				svc = svc_conf.lookup(&svc_idx);
+				if (svc && (svc->flags & LVS_SVC_F_PERSISTENT))
+					template_settle(&held, &pkt.tuple, svc, now);
+			}
+		}
+		return forward(&pkt, r, cfg, svc_idx, 0);
 	}
 
 	/* A new connection: find its service as ip_vs_service_find does. */
@@ -135,10 +148,13 @@ static __always_inline int lvs_packet(struct xdp_md *ctx, int resumed)
 	if (!r)
 		return count_reason(LVS_R_NO_REAL, XDP_DROP);
 	fresh.real = ref;
-	/* A connection reused in TIME_WAIT or CLOSE leaves its real's count. */
+	/* A connection reused in TIME_WAIT or CLOSE leaves its real's count;
+	 * a held one (reused, or expired) makes way for the new, embryonic. */
 	if (c && now < c->expires)
 		load_unbind(c->real, c->state);
-	if (conn_store(&pkt, &k4, &fresh))
+	if (c && tier == LVS_TIER_HELD)
+		conn_forget(&pkt, &k4, LVS_TIER_HELD);
+	if (conn_store_new(&pkt, &k4, &fresh))
 		count_reason(LVS_R_MAP_FULL, 0);
 	else
 		load_bind(r, fresh.state);

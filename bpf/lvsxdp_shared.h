@@ -179,6 +179,8 @@ struct lvs_conn {
  * connection the template schedules. ctl_until bounds from above when the
  * connections it controls expire: while one may still be alive at expiry the
  * template is extended in steps (cfg.extend_ns) rather than dropped. */
+#define LVS_TPL_F_ASSURED (1 << 0)	/* a TCP connection of it was established */
+
 struct lvs_template {
 	__u64 expires;
 	__u64 ctl_until;
@@ -302,6 +304,8 @@ struct lvs_sched_scratch {
 #define LVS_R_NO_REAL 9		/* service has no real that can take work: drop */
 #define LVS_R_REAL_GONE 10	/* connection's real was removed or lost its MAC: drop */
 #define LVS_R_MAP_FULL 11	/* a connection or template could not be stored: forwarded anyway */
-#define LVS_R_COUNT 12
+#define LVS_R_HELD_FULL 12	/* an established connection or its template stayed embryonic:
+				 * the held table is full (maps.h): forwarded */
+#define LVS_R_COUNT 13
 
 #endif

@@ -20,11 +20,34 @@ BPF_TABLE_PINNED("array", u32, u64, sched_pos, LVS_MAX_SERVICES, PIN(sched_pos))
 BPF_TABLE_PINNED("array", u32, struct lvs_load, real_load, LVS_MAX_REALS, PIN(real_load));
 BPF_TABLE_PINNED("array", u32, struct lvs_load_fix, real_load_fix, LVS_MAX_REALS,
 		 PIN(real_load_fix));
-BPF_TABLE_PINNED("lru_hash", struct lvs_conn4_key, struct lvs_conn, conns4, LVSXDP_CONN_MAX,
+/* Connections and templates live in two tiers, so that a flood of new flows
+ * can only ever displace other new flows (README, "Floods"):
+ * - embryonic (syn4, syn6, tpl_new): LRU tables. Every new connection starts
+ *   here, and the template it creates too. A SYN flood, retransmitted or not,
+ *   churns these and nothing else.
+ * - held (conns4, conns6, templates): plain hash tables, which never evict.
+ *   A connection moves here when the client's ACK establishes it (UDP: at its
+ *   second packet), and its template with it (IPVS's ASSURED). When a held
+ *   table is full the newcomer stays embryonic: a live entry is never dropped
+ *   for a new one, as IPVS never drops one. The agent removes expired held
+ *   entries; an entry found expired is replaced in place. */
+#define LVS_MIN_TIER 4096
+#define LVS_TIER_SIZE(held) ((held) / 4 > LVS_MIN_TIER ? (held) / 4 : \
+			     ((held) < LVS_MIN_TIER ? (held) : LVS_MIN_TIER))
+#define LVSXDP_SYN_MAX LVS_TIER_SIZE(LVSXDP_CONN_MAX)
+#define LVSXDP_TPL_NEW_MAX LVS_TIER_SIZE(LVSXDP_TPL_MAX)
+BPF_TABLE_PINNED("hash", struct lvs_conn4_key, struct lvs_conn, conns4, LVSXDP_CONN_MAX,
 		 PIN(conns4));
-BPF_TABLE_PINNED("lru_hash", struct lvs_tuple, struct lvs_conn, conns6, LVSXDP_CONN_MAX,
+BPF_TABLE_PINNED("hash", struct lvs_tuple, struct lvs_conn, conns6, LVSXDP_CONN_MAX,
 		 PIN(conns6));
-BPF_TABLE_PINNED("lru_hash", struct lvs_tuple, struct lvs_template, templates, LVSXDP_TPL_MAX, PIN(templates));
+BPF_TABLE_PINNED("hash", struct lvs_tuple, struct lvs_template, templates, LVSXDP_TPL_MAX,
+		 PIN(templates));
+BPF_TABLE_PINNED("lru_hash", struct lvs_conn4_key, struct lvs_conn, syn4, LVSXDP_SYN_MAX,
+		 PIN(syn4));
+BPF_TABLE_PINNED("lru_hash", struct lvs_tuple, struct lvs_conn, syn6, LVSXDP_SYN_MAX,
+		 PIN(syn6));
+BPF_TABLE_PINNED("lru_hash", struct lvs_tuple, struct lvs_template, tpl_new, LVSXDP_TPL_NEW_MAX,
+		 PIN(tpl_new));
 BPF_TABLE_PINNED("array", u32, struct lvs_mark_cfg, mark_cfg, 1, PIN(mark_cfg));
 BPF_TABLE_PINNED("lpm_trie", struct lvs_mark_addr_key, u32, mark_dst, LVS_MARK_PREFIXES,
 		 PIN(mark_dst), BPF_F_NO_PREALLOC);

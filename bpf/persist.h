@@ -49,6 +49,21 @@ static __always_inline int template_alive(struct lvs_template *t, u64 now, u64 s
 	return now < t->expires + steps * step;
 }
 
+/* A client's template: held (assured) first, then embryonic (maps.h). */
+static __always_inline struct lvs_template *template_lookup(struct lvs_tuple *k, int *tier)
+{
+	struct lvs_template *t = templates.lookup(k);
+
+	asm volatile("" : "+r"(t));
+	*tier = LVS_TIER_HELD;
+	if (t)
+		return t;
+	*tier = LVS_TIER_NEW;
+	t = tpl_new.lookup(k);
+	asm volatile("" : "+r"(t));
+	return t;
+}
+
 /* A template sends its client to its real unless that real was removed or
  * lost its MAC, or - with expire_quiescent_template - has weight 0. */
 static __always_inline int template_usable(struct lvs_template *t, struct lvs_config *cfg)
@@ -71,9 +86,10 @@ static __always_inline void template_vouch(struct lvs_conn *c, struct lvs_tuple 
 	struct lvs_tuple k;
 	struct lvs_template *t;
 	u64 until = c->expires + cfg->vouch_slack_ns;
+	int tier;
 
 	template_key(&k, tuple, svc);
-	t = templates.lookup(&k);
+	t = template_lookup(&k, &tier);
 	if (t && t->real == c->real && t->ctl_until < until)
 		t->ctl_until = until;
 	c->vouched = until;
@@ -92,9 +108,10 @@ static __always_inline u32 persist_schedule(struct xdp_md *ctx, int resumed,
 	struct lvs_template *t;
 	struct lvs_template fresh = {};
 	u32 ref;
+	int tier, err;
 
 	template_key(&k, tuple, svc);
-	t = templates.lookup(&k);
+	t = template_lookup(&k, &tier);
 	if (t && template_alive(t, now, cfg->extend_ns) && template_usable(t, cfg)) {
 		t->expires = now + svc->timeout_ns;
 		if (t->ctl_until < conn_until)
@@ -109,9 +126,55 @@ static __always_inline u32 persist_schedule(struct xdp_md *ctx, int resumed,
 	fresh.created = now;
 	fresh.real = ref;
 	fresh.svc = svc_idx;
-	if (templates.update(&k, &fresh))
+	/* A new template is embryonic, as its connection is; one that replaces
+	 * a dead or invalid held template takes its place there (else the old
+	 * would shadow it). */
+	if (t && tier == LVS_TIER_HELD)
+		err = templates.update(&k, &fresh);
+	else
+		err = tpl_new.update(&k, &fresh);
+	if (err)
 		count_reason(LVS_R_MAP_FULL, 0);
 	return ref;
+}
+
+/* The connection c of a persistent service settled (conn_settle): its
+ * template moves to the held tier, ASSURED once a TCP connection of it was
+ * established (IPVS lists a template NONE until then, and a UDP one always:
+ * its replies, which would assure it, never pass a DR director). A template
+ * the embryonic tier lost meanwhile is made again for c's real. */
+static __always_inline void template_settle(struct lvs_conn *c, struct lvs_tuple *tuple,
+					    struct lvs_service *svc, u64 now)
+{
+	struct lvs_tuple k;
+	struct lvs_template *t, copy = {};
+	u16 assured = tuple->proto == IPPROTO_TCP ? LVS_TPL_F_ASSURED : 0;
+
+	template_key(&k, tuple, svc);
+	t = templates.lookup(&k);
+	if (t) {
+		if (t->real == c->real)
+			t->flags |= assured;
+		return;
+	}
+	t = tpl_new.lookup(&k);
+	if (t) {
+		if (t->real != c->real)
+			return;
+		copy = *t;
+	} else {
+		copy.expires = now + svc->timeout_ns;
+		copy.ctl_until = c->vouched;
+		copy.created = now;
+		copy.real = c->real;
+		copy.svc = c->svc;
+	}
+	copy.flags |= assured;
+	if (templates.insert(&k, &copy)) {
+		count_reason(LVS_R_HELD_FULL, 0);
+		return;
+	}
+	tpl_new.delete(&k);
 }
 
 #endif

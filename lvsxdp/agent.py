@@ -194,7 +194,7 @@ def sweep(maps: runtime.Maps, config, now: int) -> dict:
     step = maps.read_config().extend_ns
     # Templates are read before connections: a connection that vouches after
     # this read changes its template, which the re-read before a write sees.
-    tkeys, tpl = tables.read_map(maps.templates, tables.TUPLE, tables.TEMPLATE)
+    tkeys, tpl = tables.read_templates(maps)
     ckeys, conns = tables.read_connections(maps)
 
     expired = conns["expires"] <= np.uint64(now)

@@ -432,6 +432,7 @@ class Entry:
     source: str
     virtual: str
     destination: str
+    template: bool = False
 
 
 @dataclass

@@ -183,12 +183,14 @@ def write_runtime(p: Paths, info: dict) -> None:
 
 
 class ConnTable:
-    """The connection table as one map keyed by shared.Tuple: the data plane
-    keeps IPv4 connections (conns4, shorter key) and IPv6 ones (conns6)
-    apart; user space need not."""
+    """The connection tables as one map keyed by shared.Tuple. The data plane
+    keeps IPv4 connections (shorter key) and IPv6 ones apart, and each in two
+    tiers (bpf/maps.h): held (conns4, conns6) and embryonic (syn4, syn6).
+    User space need not: a key is in one of them."""
 
-    def __init__(self, v4: bpfsys.Map, v6: bpfsys.Map) -> None:
-        self.v4, self.v6 = v4, v6
+    def __init__(self, v4: bpfsys.Map, v6: bpfsys.Map, new4: bpfsys.Map,
+                 new6: bpfsys.Map) -> None:
+        self.v4, self.v6, self.new4, self.new6 = v4, v6, new4, new6
         self.max_entries = v4.max_entries
         self.name = "conns"
 
@@ -204,28 +206,76 @@ class ConnTable:
         t.vaddr[0] = k.vaddr
         return t
 
-    def lookup(self, key: shared.Tuple):
+    def _tiers(self, key: shared.Tuple):
         if key.family == shared.AF_INET:
-            return self.v4.lookup(self._key4(key))
-        return self.v6.lookup(key)
+            return self._key4(key), (self.v4, self.new4)
+        return key, (self.v6, self.new6)
+
+    def lookup(self, key: shared.Tuple):
+        k, tiers = self._tiers(key)
+        for m in tiers:
+            v = m.lookup(k)
+            if v is not None:
+                return v
+        return None
 
     def update(self, key: shared.Tuple, value, flags: int = bpfsys.BPF_ANY) -> None:
-        if key.family == shared.AF_INET:
-            return self.v4.update(self._key4(key), value, flags)
-        return self.v6.update(key, value, flags)
+        """Where the key is; a new key goes where the data plane would put
+        it: embryonic while in SYN_RECV, else held."""
+        k, (held, new) = self._tiers(key)
+        if held.lookup(k) is None and (new.lookup(k) is not None
+                                       or value.state == shared.S["SYN_RECV"]):
+            return new.update(k, value, flags)
+        return held.update(k, value, flags)
 
     def delete(self, key: shared.Tuple) -> bool:
-        if key.family == shared.AF_INET:
-            return self.v4.delete(self._key4(key))
-        return self.v6.delete(key)
+        k, tiers = self._tiers(key)
+        return any([m.delete(k) for m in tiers])
 
     def items(self) -> list:
-        return [(self._tuple(k), v) for k, v in self.v4.items()] + self.v6.items()
+        return ([(self._tuple(k), v) for m in (self.v4, self.new4) for k, v in m.items()]
+                + self.v6.items() + self.new6.items())
 
     def keys(self):
-        for k in self.v4.keys():
-            yield self._tuple(k)
+        for m in (self.v4, self.new4):
+            for k in m.keys():
+                yield self._tuple(k)
         yield from self.v6.keys()
+        yield from self.new6.keys()
+
+    def close(self) -> None:
+        pass
+
+
+class TemplateTable:
+    """The templates as one map: held (`templates`) and embryonic (`tpl_new`,
+    not yet settled by a connection: bpf/maps.h)."""
+
+    def __init__(self, held: bpfsys.Map, new: bpfsys.Map) -> None:
+        self.held, self.new = held, new
+        self.max_entries = held.max_entries
+        self.name = "templates"
+
+    def lookup(self, key: shared.Tuple):
+        v = self.held.lookup(key)
+        return v if v is not None else self.new.lookup(key)
+
+    def update(self, key: shared.Tuple, value, flags: int = bpfsys.BPF_ANY) -> None:
+        """Where the key is; a new key goes held if ASSURED, else embryonic."""
+        if self.held.lookup(key) is None and (self.new.lookup(key) is not None
+                                              or not value.flags & shared.TPL_F_ASSURED):
+            return self.new.update(key, value, flags)
+        return self.held.update(key, value, flags)
+
+    def delete(self, key: shared.Tuple) -> bool:
+        return any([self.held.delete(key), self.new.delete(key)])
+
+    def items(self) -> list:
+        return self.held.items() + self.new.items()
+
+    def keys(self):
+        yield from self.held.keys()
+        yield from self.new.keys()
 
     def close(self) -> None:
         pass
@@ -240,7 +290,11 @@ class Maps:
         try:
             for name, (k, v) in shared.MAPS.items():
                 self._maps[name] = bpfsys.Map.pinned(str(pin_dir / name), k, v)
-            self._maps["conns"] = ConnTable(self._maps["conns4"], self._maps["conns6"])
+            self._maps["conns"] = ConnTable(self._maps["conns4"], self._maps["conns6"],
+                                            self._maps["syn4"], self._maps["syn6"])
+            self._maps["templates_held"] = self._maps["templates"]
+            self._maps["templates"] = TemplateTable(self._maps["templates"],
+                                                    self._maps["tpl_new"])
         except OSError as e:
             self.close()
             if e.errno == errno.EINVAL and "do not match" in str(e):
@@ -260,6 +314,10 @@ class Maps:
             return self._maps[name]
         except KeyError:
             raise AttributeError(name) from None
+
+    def pinned_map(self, name: str) -> bpfsys.Map:
+        """The map pinned under this name (shared.MAPS), not its union."""
+        return self._maps["templates_held" if name == "templates" else name]
 
     def close(self) -> None:
         for m in self._maps.values():
@@ -308,7 +366,8 @@ def stale_layouts(p: Paths) -> list[str]:
         finally:
             os.close(fd)
         value = ctypes.sizeof(v)
-        if info.key_size != ctypes.sizeof(k) or info.value_size != value:
+        if (info.key_size != ctypes.sizeof(k) or info.value_size != value
+                or info.type != shared.MAP_KINDS.get(name, info.type)):
             out.append(name)
     return out
 

@@ -76,7 +76,7 @@ DEFAULT_TIMEOUTS = {
 
 REASONS = [
     "not_ip", "truncated", "bad_ip", "fragment", "ipv6_ext", "not_tcp_udp",
-    "not_for_us", "no_service", "not_syn", "no_real", "real_gone", "map_full",
+    "not_for_us", "no_service", "not_syn", "no_real", "real_gone", "map_full", "held_full",
 ]
 R = {name: i for i, name in enumerate(REASONS)}
 
@@ -138,6 +138,19 @@ class Conn(ctypes.Structure):
         ("expires", u64), ("vouched", u64), ("real", u32), ("svc", u16), ("state", u8),
         ("flags", u8),
     ]
+
+
+TPL_F_ASSURED = 1 << 0
+
+# The tables whose kind changed once (bpf/maps.h: LRU -> held hash): a pinned
+# one of the other kind is from an older lvsxdp.
+BPF_MAP_TYPE_HASH = 1
+BPF_MAP_TYPE_LRU_HASH = 9
+MAP_KINDS = {
+    "conns4": BPF_MAP_TYPE_HASH, "conns6": BPF_MAP_TYPE_HASH, "templates": BPF_MAP_TYPE_HASH,
+    "syn4": BPF_MAP_TYPE_LRU_HASH, "syn6": BPF_MAP_TYPE_LRU_HASH,
+    "tpl_new": BPF_MAP_TYPE_LRU_HASH,
+}
 
 
 class Template(ctypes.Structure):
@@ -210,6 +223,9 @@ MAPS = {
     "conns4": (Conn4Key, Conn),
     "conns6": (Tuple, Conn),
     "templates": (Tuple, Template),
+    "syn4": (Conn4Key, Conn),
+    "syn6": (Tuple, Conn),
+    "tpl_new": (Tuple, Template),
     "mark_cfg": (u32, MarkCfg),
     "mark_dst": (MarkAddrKey, u32),
     "mark_src": (MarkAddrKey, u32),

@@ -228,9 +228,9 @@ def read(maps: Maps, config: Config, now: int | None = None) -> Snapshot:
             expire=template_expire_in(t, step, now),
             # ip_vs_state_name names a template's own states, whatever its
             # protocol: NONE, or ASSURED once a TCP connection it controls
-            # was ESTABLISHED (a UDP one only on a reply, never seen in DR).
-            # The data plane does not record that yet: always NONE.
-            state="NONE",
+            # was ESTABLISHED (a UDP one only on a reply, never seen in DR)
+            state="ASSURED" if t.flags & shared.TPL_F_ASSURED else "NONE",
+            template=True,
             source=_addr(k.family, k.caddr, 0),
             # a firewall-mark template holds the mark, in network order, as
             # its address: 0.0.0.10 (IPv4), [0:a::] (IPv6)

@@ -30,10 +30,14 @@ def read_map(m: bpfsys.Map, key_dtype: np.dtype, value_dtype: np.dtype,
 
 
 def read_connections(maps) -> tuple[np.ndarray, np.ndarray]:
-    """Both connection tables as one: keys (TUPLE; IPv4 keys widened) and
-    values (CONN)."""
-    k4, c4 = read_map(maps.conns.v4, CONN4_KEY, CONN)
-    k6, c6 = read_map(maps.conns.v6, TUPLE, CONN)
+    """Every connection table (IPv4, IPv6; held and embryonic) as one: keys
+    (TUPLE; IPv4 keys widened) and values (CONN)."""
+    k4, c4 = (np.concatenate(a) for a in zip(
+        read_map(maps.conns.v4, CONN4_KEY, CONN), read_map(maps.conns.new4, CONN4_KEY, CONN),
+        strict=True))
+    k6, c6 = (np.concatenate(a) for a in zip(
+        read_map(maps.conns.v6, TUPLE, CONN), read_map(maps.conns.new6, TUPLE, CONN),
+        strict=True))
     ckeys = np.zeros(len(k4) + len(k6), TUPLE)
     ckeys["family"][:len(k4)] = shared.AF_INET
     for name in ("proto", "cport", "vport"):
@@ -42,6 +46,14 @@ def read_connections(maps) -> tuple[np.ndarray, np.ndarray]:
     ckeys["vaddr"][:len(k4), 0] = k4["vaddr"]
     ckeys[len(k4):] = k6
     return ckeys, np.concatenate([c4, c6])
+
+
+def read_templates(maps) -> tuple[np.ndarray, np.ndarray]:
+    """Both template tables (held and embryonic) as one: keys (TUPLE) and
+    values (TEMPLATE)."""
+    k, t = zip(read_map(maps.templates.held, TUPLE, TEMPLATE),
+               read_map(maps.templates.new, TUPLE, TEMPLATE), strict=True)
+    return np.concatenate(k), np.concatenate(t)
 
 
 def dead_at(tpl: np.ndarray, step: int) -> np.ndarray:

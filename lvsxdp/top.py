@@ -48,6 +48,7 @@ from .tables import (
     dead_at,
     read_connections,
     read_map,
+    read_templates,
     template_keys,
 )
 
@@ -126,7 +127,7 @@ def read_tables(maps: runtime.Maps, config: Config, reals: np.ndarray | None = N
         keys, values = read_map(maps.reals, np.dtype("<u4"), REAL)
         reals = np.zeros(shared.MAX_REALS, REAL)
         reals[keys] = values
-    tkeys, tpl = read_map(maps.templates, TUPLE, TEMPLATE)
+    tkeys, tpl = read_templates(maps)
     ckeys, conns = read_connections(maps)
     now = runtime.monotonic_ns()
 

@@ -34,7 +34,7 @@ def layout(t) -> list[tuple[str, int, int]]:
 def compiled_types(director, name: str):
     table = director.bpf[name.encode()]
     key, leaf = table.Key, table.Leaf
-    if getattr(director.maps, name).percpu:
+    if director.maps.pinned_map(name).percpu:
         leaf = leaf._type_  # bcc gives a per-CPU map's value as one slot per CPU
     return key, leaf
 

@@ -305,7 +305,7 @@ def test_a_million_templates_are_counted_and_only_the_top_rows_listed():
         tpl["expires"][::4] = now - S  # a quarter is dead: timed out, no connection
         tpl["created"], tpl["svc"] = now, 0
         tpl["real"] = np.where(np.arange(n) % 2 == 0, refs[0], refs[1])
-        d.maps.templates.write_raw(keys, tpl, n)
+        d.maps.templates_held.write_raw(keys, tpl, n)
         ck = np.zeros(m, tables.CONN4_KEY)
         idx = (np.arange(m) * 7) % clients  # about 3 connections per client
         ck["caddr"] = addrs[idx]

@@ -62,7 +62,7 @@ def fill(d: Director, n: int, m: int) -> None:
     tpl["expires"] = now + (np.arange(n) % 360 + 30).astype(np.uint64) * shared.NS
     tpl["created"] = now
     tpl["real"] = np.where(np.arange(n) % 2 == 0, refs[0], refs[1])
-    d.maps.templates.write_raw(keys, tpl, n)
+    d.maps.templates_held.write_raw(keys, tpl, n)
     idx = (np.arange(m) * 7) % max(1, m // 3)
     ck = np.zeros(m, tables.CONN4_KEY)
     ck["caddr"], ck["vaddr"] = addrs[idx], keys["vaddr"][0, 0]
