@@ -325,7 +325,11 @@ def main() -> int:
     results = []
     with tempfile.TemporaryDirectory(prefix="lvsxdp-flood-") as tmp:
         for pattern in patterns:
-            results.append(run_pattern(args, pattern, Path(tmp)))
+            try:
+                results.append(run_pattern(args, pattern, Path(tmp)))
+            except (lab.LabError, RuntimeError, OSError) as e:
+                print(f"flood: {pattern}: {e}", file=sys.stderr)
+                return 1
     print(f"{'pattern':8} {'flows':>7} {'frames/s':>9} {'conns kept':>11} "
           f"{'templates kept':>15} {'same real':>10} {'new served':>11}")
     for r in results:
