@@ -125,10 +125,10 @@ struct lvs_real {
 };
 
 /* Connections of a real as IPVS counts them for its schedulers and
- * thresholds: active (TCP in ESTABLISHED) and inactive (every other TCP
- * state, and UDP). Templates do not count.
+ * thresholds: active (TCP in ESTABLISHED, SYN_SENT, SYN_RECV) and inactive
+ * (every other TCP state, and UDP). Templates do not count.
  * The data plane keeps real_load with atomic adds when it creates a
- * connection or moves one across ESTABLISHED; it cannot see a connection
+ * connection or moves one into or out of an active state; it cannot see a connection
  * expire, so the agent counts the connection table every sweep and writes
  * the difference into real_load_fix. A real's load is the sum of both, each
  * only while its ref is the real's (a reused slot starts from nothing). */

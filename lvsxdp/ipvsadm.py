@@ -411,7 +411,7 @@ class RealCounts:
     """Counters of one real server, or of one service (then active,
     inactive and persistent stay 0): what `ipvsadm -L` shows of it."""
 
-    active: int = 0  # ActiveConn: connections in ESTABLISHED
+    active: int = 0  # ActiveConn: connections in ESTABLISHED, SYN_SENT, SYN_RECV
     inactive: int = 0  # InActConn: every other connection (UDP's too, as in IPVS)
     persistent: int = 0  # PersistConn: live templates pointing at it
     conns: int = 0  # --stats: connections scheduled, packets and bytes forwarded

@@ -66,6 +66,9 @@ STATES = [
     "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "SYNACK", "UDP",
 ]
 S = {name: i for i, name in enumerate(STATES)}
+# What IPVS counts in ActiveConn (tcp_state_active): every other state, and
+# UDP, is InActConn.
+ACTIVE_STATES = (S["ESTABLISHED"], S["SYN_SENT"], S["SYN_RECV"])
 
 # Default timeouts, seconds (ip_vs_proto_tcp.c tcp_timeouts, udp 300).
 DEFAULT_TIMEOUTS = {

@@ -191,7 +191,7 @@ def read(maps: Maps, config: Config, now: int | None = None) -> Snapshot:
             real = None
         counts = snap.reals.get(idx)
         if real is not None:
-            if c.state == shared.S["ESTABLISHED"]:
+            if c.state in shared.ACTIVE_STATES:
                 counts.active += 1
             else:
                 counts.inactive += 1

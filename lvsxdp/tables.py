@@ -19,6 +19,11 @@ REAL = np.dtype(shared.Real)
 ESTABLISHED = shared.S["ESTABLISHED"]
 
 
+def is_active(state: np.ndarray) -> np.ndarray:
+    """ActiveConn's states (shared.ACTIVE_STATES), elementwise."""
+    return np.isin(state, shared.ACTIVE_STATES)
+
+
 def read_map(m: bpfsys.Map, key_dtype: np.dtype, value_dtype: np.dtype,
           ) -> tuple[np.ndarray, np.ndarray]:
     """Every entry of a map, as two numpy arrays (one batched read)."""
