@@ -164,6 +164,9 @@ struct lvs_load_fix {
 #define LVS_S_SLOTS 16	/* timeout table size: a state masked with 15 indexes it */
 
 /* One connection (5-tuple) and the real it goes to. */
+/* lvs_conn.flags */
+#define LVS_CONN_F_OPEN (1 << 0)	/* counted in its template's n_open */
+
 struct lvs_conn {
 	__u64 expires;		/* ns, CLOCK_MONOTONIC_COARSE */
 	__u64 vouched;		/* what this connection last pushed into its
@@ -188,6 +191,14 @@ struct lvs_template {
 	__u32 real;
 	__u16 svc;
 	__u16 flags;
+	/* So that the data plane lowers ctl_until itself when connections
+	 * close (the agent's sweep makes it exact): how many TCP connections
+	 * of it have not yet closed (LVS_CONN_F_OPEN), and the latest a closed
+	 * one may live. When the last open one closes, ctl_until drops to
+	 * closing_until. */
+	__u64 closing_until;
+	__u32 n_open;
+	__u32 pad;
 };
 
 /* Director-wide settings (one entry). */

@@ -90,19 +90,58 @@ static __always_inline void template_vouch(struct lvs_conn *c, struct lvs_tuple 
 
 	template_key(&k, tuple, svc);
 	t = template_lookup(&k, &tier);
-	if (t && t->real == c->real && t->ctl_until < until)
-		t->ctl_until = until;
+	if (t && t->real == c->real) {
+		if (t->ctl_until < until)
+			t->ctl_until = until;
+		if (!(c->flags & LVS_CONN_F_OPEN) && t->closing_until < until)
+			t->closing_until = until;
+	}
 	c->vouched = until;
+}
+
+/* The open connection c closed (its life got shorter: FIN, RST) or is
+ * gone: it no longer counts in its template's n_open; when it was the last
+ * open one, the template's ctl_until drops to what the closed ones need, as
+ * IPVS's template drops when its timer finds no connection. Never below the
+ * step its timer runs now (min(ctl_until, now)): a re-armed template lives
+ * to the end of its step. */
+static __always_inline void template_close(struct lvs_conn *c, struct lvs_tuple *tuple,
+					   struct lvs_service *svc, struct lvs_config *cfg,
+					   u64 now)
+{
+	struct lvs_tuple k;
+	struct lvs_template *t;
+	u64 need;
+	int tier;
+
+	c->flags &= ~LVS_CONN_F_OPEN;
+	template_key(&k, tuple, svc);
+	t = template_lookup(&k, &tier);
+	if (!t || t->real != c->real)
+		return;
+	if (c->expires > now && t->closing_until < c->vouched)
+		t->closing_until = c->vouched;
+	if (!t->n_open)
+		return;
+	__sync_fetch_and_add(&t->n_open, -1);
+	if (t->n_open)
+		return;
+	need = t->ctl_until < now ? t->ctl_until : now;
+	if (need < t->closing_until)
+		need = t->closing_until;
+	if (need < t->ctl_until)
+		t->ctl_until = need;
 }
 
 /* The real for a new connection of a persistent service: the template's, or
  * a newly scheduled one with a new template. Refreshes the template as
  * ip_vs_sched_persist does (each new connection re-arms its timeout), and
- * records that the new connection lives until conn_until. */
+ * records that the new connection lives until conn_until (and, open: that it
+ * counts in n_open). */
 static __always_inline u32 persist_schedule(struct xdp_md *ctx, int resumed,
 					     u32 svc_idx, struct lvs_service *svc,
 					     struct lvs_tuple *tuple, struct lvs_config *cfg,
-					     u64 now, u64 conn_until)
+					     u64 now, u64 conn_until, u32 open)
 {
 	struct lvs_tuple k;
 	struct lvs_template *t;
@@ -116,6 +155,8 @@ static __always_inline u32 persist_schedule(struct xdp_md *ctx, int resumed,
 		t->expires = now + svc->timeout_ns;
 		if (t->ctl_until < conn_until)
 			t->ctl_until = conn_until;
+		if (open)
+			__sync_fetch_and_add(&t->n_open, 1);
 		return t->real;
 	}
 	ref = lvs_schedule(ctx, resumed, svc_idx, svc, tuple);
@@ -126,6 +167,7 @@ static __always_inline u32 persist_schedule(struct xdp_md *ctx, int resumed,
 	fresh.created = now;
 	fresh.real = ref;
 	fresh.svc = svc_idx;
+	fresh.n_open = open;
 	/* A new template is embryonic, as its connection is; one that replaces
 	 * a dead or invalid held template takes its place there (else the old
 	 * would shadow it). */
@@ -168,6 +210,7 @@ static __always_inline void template_settle(struct lvs_conn *c, struct lvs_tuple
 		copy.created = now;
 		copy.real = c->real;
 		copy.svc = c->svc;
+		copy.n_open = (c->flags & LVS_CONN_F_OPEN) ? 1 : 0;
 	}
 	copy.flags |= assured;
 	if (templates.insert(&k, &copy)) {

@@ -144,6 +144,7 @@ class Conn(ctypes.Structure):
 
 
 TPL_F_ASSURED = 1 << 0
+CONN_F_OPEN = 1 << 0
 
 # The tables whose kind changed once (bpf/maps.h: LRU -> held hash): a pinned
 # one of the other kind is from an older lvsxdp.
@@ -159,7 +160,7 @@ MAP_KINDS = {
 class Template(ctypes.Structure):
     _fields_ = [
         ("expires", u64), ("ctl_until", u64), ("created", u64), ("real", u32), ("svc", u16),
-        ("flags", u16),
+        ("flags", u16), ("closing_until", u64), ("n_open", u32), ("pad", u32),
     ]
 
 

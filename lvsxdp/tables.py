@@ -171,3 +171,14 @@ def latest_per_template(tkeys: np.ndarray, ckeys: np.ndarray, values: np.ndarray
     np.maximum.at(most, inverse, values.astype(np.uint64))
     out[pos >= 0] = most[pos[pos >= 0]]
     return out
+
+
+def count_per_template(tkeys: np.ndarray, ckeys: np.ndarray) -> np.ndarray:
+    """How many of the connections each template has."""
+    out = np.zeros(len(tkeys), np.uint32)
+    if not len(ckeys) or not len(tkeys):
+        return out
+    inverse, pos, groups = _join(tkeys, ckeys)
+    counts = np.bincount(inverse, minlength=groups).astype(np.uint32)
+    out[pos >= 0] = counts[pos[pos >= 0]]
+    return out
