@@ -133,7 +133,8 @@ def up(iface: str, mode: str = "auto", conns: int | None = None,
     verb = "reloaded" if how["running"] else "up"
     note = ""
     if how["resumed"]:
-        note = f"; resumed {how['conns']} connections, {how['templates']} templates"
+        held, tpls = _live_counts(runtime.paths())
+        note = f"; resumed {held} connections, {tpls} templates"
     if how["dropped"]:
         note += f"; new layout, emptied: {', '.join(how['dropped'])}"
     return (f"lvsxdp {verb} on {iface} ({info['mode']} XDP, prog {info['prog_id']}, "
@@ -156,10 +157,10 @@ def restart(iface: str, mode: str = "auto") -> str:
     if before.get("mode") != info["mode"]:
         swap = f"re-attached from {before.get('mode')} XDP: a mode change cannot swap in place"
     note = f"; new layout, emptied: {', '.join(how['dropped'])}" if how["dropped"] else ""
+    held, tpls = _live_counts(p)
     return (f"lvsxdp restarted on {iface} ({info['mode']} XDP, prog {before.get('prog_id')} -> "
             f"{info['prog_id']} {swap}, agent pid {before.get('agent_pid')} -> "
-            f"{info['agent_pid']}, kept {how['conns']} connections, {how['templates']} "
-            f"templates{note})")
+            f"{info['agent_pid']}, kept {held} connections, {tpls} templates{note})")
 
 
 def _bring_up(iface: str, mode: str, conns: int | None,
@@ -251,20 +252,19 @@ def _bring_up(iface: str, mode: str, conns: int | None,
         _stop_agent(info)
         info["agent_pid"] = _start_agent(p)
         runtime.write_runtime(p, info)
-        with runtime.Maps(p.pins) as maps:
-            held, tpls = _live_counts(maps)
         return info, {"running": running, "resumed": not running and not fresh,
-                      "conns": held, "templates": tpls, "dropped": dropped,
+                      "dropped": dropped,
                       "loops": "may_goto" if loops == "may_goto" else "bounded chunks"}
     finally:
         ipr.close()
 
 
-def _live_counts(maps: runtime.Maps) -> tuple[int, int]:
-    """Connections and templates in the tables that have not expired."""
-    from . import snapshot  # noqa: PLC0415
+def _live_counts(p: Paths) -> tuple[int, int]:
+    """Connections and templates in the pinned tables that have not expired."""
+    from . import tables  # noqa: PLC0415 - numpy only where needed
 
-    return snapshot.live_counts(maps)
+    with runtime.Maps(p.pins) as maps:
+        return tables.live_counts(maps, runtime.monotonic_ns())
 
 
 def _stop_agent(info: dict | None) -> None:
@@ -332,8 +332,7 @@ def down(iface: str, flush: bool = False) -> str:
     if flush or not owned:
         _remove_pins(p)
         return f"lvsxdp down on {iface} (tables flushed)"
-    with runtime.Maps(p.pins) as maps:
-        held, tpls = _live_counts(maps)
+    held, tpls = _live_counts(p)
     return (f"lvsxdp down on {iface} (tables kept: {held} connections, {tpls} templates; "
             f"`lvsxdp up {iface}` resumes them, `down --flush` drops them)")
 

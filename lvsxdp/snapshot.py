@@ -166,16 +166,6 @@ def _counts(stats_map, est_map, index: int, owner: int) -> RealCounts:
 
 # -- the snapshot ------------------------------------------------------------
 
-def live_counts(maps: Maps, now: int | None = None) -> tuple[int, int]:
-    """How many connections and templates have not expired (what `-L -c`
-    would list), without building its entries."""
-    now = monotonic_ns() if now is None else now
-    step = maps.read_config().extend_ns
-    conns = sum(1 for _, c in maps.conns.items() if now < c.expires)
-    templates = sum(1 for _, t in maps.templates.items() if now < template_dead_at(t, step))
-    return conns, templates
-
-
 def read(maps: Maps, config: Config, now: int | None = None) -> Snapshot:
     """Everything `ipvsadm -L` shows, as of now (the data plane's clock)."""
     now = monotonic_ns() if now is None else now
