@@ -78,7 +78,7 @@ def up(iface: str, mode: str, conns: int | None, templates: int | None) -> None:
               show_default=True, help="XDP attach mode; auto keeps the running one (a "
                                       "change of mode re-attaches: not hitless).")
 def restart(iface: str, mode: str) -> None:
-    """Restart the running director on IFACE without losing a packet.
+    """Restart the running director on IFACE without dropping a connection.
 
     Compiles the new program while the old one forwards, swaps it in
     atomically, and starts a new agent: every connection and template is
