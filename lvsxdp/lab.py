@@ -666,14 +666,15 @@ class Topology:
             self.lvsxdp_up.append(args[1])  # before: a half-done `up` is also undone
         res = run(None, lvsxdp_bin(), "-n", self.director, *args, check=check,
                   timeout=timeout, env=env)
-        if args[:1] == ("down",) and len(args) > 1 and res.returncode == 0:
+        # a plain `down` keeps the tables pinned: only `--flush` leaves nothing
+        if args[:1] == ("down",) and "--flush" in args and res.returncode == 0:
             with contextlib.suppress(ValueError):
                 self.lvsxdp_up.remove(args[1])
         return res
 
     def _lvsxdp_down(self, iface: str) -> None:
         if netns_exists(self.director):
-            self.lvsxdp("down", iface, timeout=30)
+            self.lvsxdp("down", iface, "--flush", timeout=30)
         with contextlib.suppress(ValueError):
             self.lvsxdp_up.remove(iface)
 

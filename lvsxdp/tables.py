@@ -71,6 +71,16 @@ def dead_at(tpl: np.ndarray, step: int) -> np.ndarray:
     return exp + steps * np.uint64(step)
 
 
+def live_counts(maps, now: int) -> tuple[int, int]:
+    """How many connections and templates have not expired at now (what
+    `ipvsadm -L -n -c` lists): one batched read of each table."""
+    _, conns = read_connections(maps)
+    _, tpl = read_templates(maps)
+    step = maps.read_config().extend_ns
+    return (int(np.count_nonzero(conns["expires"] > np.uint64(now))),
+            int(np.count_nonzero(dead_at(tpl, step) > np.uint64(now))))
+
+
 @dataclass
 class ServiceParams:
     """Per service slot, what persist.h's template_key needs."""

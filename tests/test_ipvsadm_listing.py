@@ -840,7 +840,7 @@ def director_ns(tmp_path):
         cli(env, ns, "up", "eth0", "--mode", "generic", "--conns", "4096", "--templates", "4096")
         yield ns, env
     finally:
-        subprocess.run([LVSXDP, "-n", ns, "down", "eth0"], env=env, capture_output=True)
+        subprocess.run([LVSXDP, "-n", ns, "down", "eth0", "--flush"], env=env, capture_output=True)
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
