@@ -106,6 +106,10 @@ struct lvs_service {
  * generation, so a slot reused by another real never inherits old clients. */
 #define LVS_REAL_F_AVAILABLE (1 << 0)	/* member of its service */
 #define LVS_REAL_F_MAC_VALID (1 << 1)	/* the neighbour table knows its MAC */
+#define LVS_REAL_F_TRASH (1 << 2)	/* removed (-d), kept while connections or
+					 * templates may still name it: IPVS's
+					 * trash. Not available: its packets are
+					 * dropped; `-a` of it again revives it. */
 #define LVS_REF_IDX(ref) ((ref) & 0xffff)
 
 #define LVS_FWD_ROUTE 0		/* -g, direct routing */
@@ -183,6 +187,10 @@ struct lvs_conn {
  * connections it controls expire: while one may still be alive at expiry the
  * template is extended in steps (cfg.extend_ns) rather than dropped. */
 #define LVS_TPL_F_ASSURED (1 << 0)	/* a TCP connection of it was established */
+#define LVS_TPL_F_INVALID (1 << 1)	/* re-keyed to port 65535 as its real was
+					 * removed (ip_vs_check_template): listed,
+					 * never used, until its timer ends */
+#define LVS_TPL_PORT_INVALID 0xffff
 
 struct lvs_template {
 	__u64 expires;

@@ -70,11 +70,40 @@ static __always_inline int template_usable(struct lvs_template *t, struct lvs_co
 {
 	struct lvs_real *r = real_usable(t->real);
 
-	if (!r)
+	if (!r || (t->flags & LVS_TPL_F_INVALID))
 		return 0;
 	if ((cfg->flags & LVS_CFG_F_EXPIRE_QUIESCENT_TEMPLATE) && r->weight == 0)
 		return 0;
 	return 1;
+}
+
+/* ip_vs_check_template: a template whose real was removed (in the trash),
+ * or is quiescent under expire_quiescent_template, is invalidated by moving
+ * it to port 65535, where `-L -c` lists it until its timer ends; the client
+ * gets a new one. A real that is gone for good (slot reused) or lost its MAC
+ * just gets replaced. */
+static __always_inline void template_invalidate(struct lvs_tuple *k, struct lvs_template *t,
+						int tier, struct lvs_config *cfg)
+{
+	u32 idx = LVS_REF_IDX(t->real);
+	struct lvs_real *r = reals.lookup(&idx);
+	struct lvs_template copy;
+	struct lvs_tuple moved;
+
+	if (!r || r->ref != t->real || (t->flags & LVS_TPL_F_INVALID))
+		return;
+	if (!(r->flags & LVS_REAL_F_TRASH) &&
+	    !((cfg->flags & LVS_CFG_F_EXPIRE_QUIESCENT_TEMPLATE) && r->weight == 0 &&
+	      (r->flags & LVS_REAL_F_AVAILABLE)))
+		return;
+	copy = *t;
+	copy.flags |= LVS_TPL_F_INVALID;
+	moved = *k;
+	moved.vport = LVS_TPL_PORT_INVALID;
+	if (tier == LVS_TIER_HELD)
+		templates.update(&moved, &copy);
+	else
+		tpl_new.update(&moved, &copy);
 }
 
 /* The connection c may live until `expires`: make sure its template knows.
@@ -159,6 +188,8 @@ static __always_inline u32 persist_schedule(struct xdp_md *ctx, int resumed,
 			__sync_fetch_and_add(&t->n_open, 1);
 		return t->real;
 	}
+	if (t && template_alive(t, now, cfg->extend_ns))
+		template_invalidate(&k, t, tier, cfg);
 	ref = lvs_schedule(ctx, resumed, svc_idx, svc, tuple);
 	if (!ref)
 		return 0;

@@ -227,6 +227,12 @@ def _bring_up(iface: str, mode: str, conns: int | None,
             cfg.mac[:] = list(mac)
             maps.config.update(ctypes.c_uint32(0), cfg)
             config = runtime.load_config(p)
+            if config.trash:
+                # the trash lives as long as the tables that name its reals
+                from . import tables  # noqa: PLC0415
+                config.purge_trash(None if fresh else
+                                   tables.named_refs(maps, runtime.monotonic_ns()))
+                runtime.save_config(p, config)
             macs = runtime.known_macs(maps)
             macs.update(neighbour_macs(ipr, ifindex, _real_addrs(config)))
             runtime.apply_plan(maps, plan.build(config, macs, ifindex, mac))
@@ -429,6 +435,9 @@ def ipvsadm_command(argv: list[str], stdin_text: str | None = None) -> str:
         maps = runtime.running_maps(p)
         if maps is not None:
             with maps:
+                if new.trash:
+                    from . import tables  # noqa: PLC0415 - numpy: only with a trash
+                    new.purge_trash(tables.named_refs(maps, runtime.monotonic_ns()))
                 macs = runtime.known_macs(maps)
                 macs.update(_arp_macs(_real_addrs(new)))
                 runtime.apply_plan(maps, plan.build(new, macs))

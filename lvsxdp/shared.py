@@ -41,6 +41,7 @@ MH_TAB_SIZE = 4093
 
 REAL_F_AVAILABLE = 1 << 0
 REAL_F_MAC_VALID = 1 << 1
+REAL_F_TRASH = 1 << 2
 
 FWD_ROUTE = 0
 
@@ -144,6 +145,8 @@ class Conn(ctypes.Structure):
 
 
 TPL_F_ASSURED = 1 << 0
+TPL_F_INVALID = 1 << 1
+TPL_PORT_INVALID = 0xFFFF
 CONN_F_OPEN = 1 << 0
 
 # The tables whose kind changed once (bpf/maps.h: LRU -> held hash): a pinned

@@ -61,6 +61,17 @@ def read_templates(maps) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(k), np.concatenate(t)
 
 
+def named_refs(maps, now: int) -> set[int]:
+    """The real refs that live connections and templates name (what keeps
+    a removed real in the trash)."""
+    _, conns = read_connections(maps)
+    _, tpl = read_templates(maps)
+    step = maps.read_config().extend_ns
+    live_c = conns["real"][conns["expires"] > np.uint64(now)]
+    live_t = tpl["real"][dead_at(tpl, step) > np.uint64(now)]
+    return set(np.unique(np.concatenate([live_c, live_t])).tolist())
+
+
 def dead_at(tpl: np.ndarray, step: int) -> np.ndarray:
     """snapshot.template_dead_at for every template at once."""
     exp = tpl["expires"]

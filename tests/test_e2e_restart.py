@@ -232,3 +232,25 @@ def test_down_then_up_resumes_held_connections_and_templates_down_flush_forgets(
                 ask(s)
     finally:
         client.close()
+
+
+def test_a_real_removed_and_added_back_resumes_its_held_connections(topo):
+    """IPVS's trash: `-d` keeps the real's connections (listed with its
+    address, their packets dropped); `-a` of the same real revives it and
+    they resume, on the same TCP connections."""
+    client = Client(topo.client)
+    try:
+        held = hold(client)
+        real_of = real_of_clients(held)
+        gone = "r1"
+        addr = REALS[gone]
+        topo.ipvsadm(f"-d -t {VIP}:0 -r {addr}")
+        listed = lab.parse_connections(topo.ipvsadm("-L -n -c"))
+        theirs = [e for e in listed if e["destination"] == f"{addr}:80"]
+        assert len(theirs) == sum(1 for r in real_of.values() if r == gone) * HELD_PER_CLIENT
+        topo.ipvsadm(f"-a -t {VIP}:0 -r {addr} -g")
+        topo.wait_for_reals((addr,))
+        for (caddr, _), (s, real) in held.items():
+            assert ask(s) == real == real_of[caddr]
+    finally:
+        client.close()

@@ -904,6 +904,7 @@ def test_recount_is_exact_and_a_reused_real_slot_starts_from_nothing(d):
     for key in [k for k, (dst, _) in pair.conns.items() if dst.addr == R[0]]:
         del pair.conns[key]
     pair.remove(R[0])
+    d.config.purge_trash(set())  # nothing names it any more: out of the trash
     pair.add(R[5], 1)
     r5 = next(r for r in d.config.services[0].reals if str(r.addr) == R[5])
     assert r5.index == r0.index and r5.ref != r0.ref
