@@ -438,11 +438,29 @@ def ipvsadm_command(argv: list[str], stdin_text: str | None = None) -> str:
                 if new.trash:
                     from . import tables  # noqa: PLC0415 - numpy: only with a trash
                     new.purge_trash(tables.named_refs(maps, runtime.monotonic_ns()))
-                macs = runtime.known_macs(maps)
-                macs.update(_arp_macs(_real_addrs(new)))
+                macs = _macs_for(maps, new)
                 runtime.apply_plan(maps, plan.build(new, macs))
         runtime.save_config(p, new)
     return ""
+
+
+def _macs_for(maps: runtime.Maps, config: Config) -> dict:
+    """The MAC of every real of config that the maps or the kernel know: a
+    real added works at once, agent or not. The maps, then /proc/net/arp;
+    the neighbour table over netlink (IPv6, or an entry ARP does not list)
+    only for what is still missing."""
+    want = _real_addrs(config)
+    macs = runtime.known_macs(maps)
+    macs.update(_arp_macs(want))
+    missing = {a for a in want if not macs.get(a)}
+    ifindex = maps.read_config().ifindex
+    if missing and ifindex:
+        ipr = _ipr()
+        try:
+            macs.update(neighbour_macs(ipr, ifindex, missing))
+        finally:
+            ipr.close()
+    return macs
 
 
 def iptables_command(argv: list[str]) -> str:

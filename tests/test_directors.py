@@ -1,12 +1,19 @@
 """Two directors on one host, in two network namespaces: each has its own
 maps, configuration and agent, and neither sees or disturbs the other."""
 
+import json
 import os
+import signal
 import subprocess
+import time
+from pathlib import Path
 
 import pytest
 from nsdirector import LVSXDP, namespaces
 from nsdirector import cli as lvsxdp
+
+from lvsxdp import runtime, shared
+from lvsxdp.lab import run
 
 
 @pytest.fixture
@@ -56,3 +63,35 @@ def test_ip_netns_exec_is_refused_with_a_pointer_to_dash_n(two_namespaces):
     assert out.returncode == 1
     assert out.stderr.strip().endswith("use `lvsxdp -n NETNS ...` instead")
     assert "\n" not in out.stderr.strip()
+
+
+def test_a_real_added_while_the_agent_is_down_gets_its_mac_from_the_kernel(tmp_path):
+    """The agent keeps MACs fresh, but `ipvsadm -a` alone makes a real
+    usable when the kernel's neighbour table knows it (IPv4 and IPv6)."""
+    with namespaces(tmp_path, "lxm", 1) as ((ns,), env):
+        lvsxdp(env, ns, "up", "eth0", "--mode", "generic", "--conns", "4096",
+               "--templates", "4096")
+        info = json.loads((Path(env["LVSXDP_RUN_DIR"]) / f"{ns}.json").read_text())
+        os.kill(info["agent_pid"], signal.SIGTERM)  # started by our `up`
+        for _ in range(100):
+            if not os.path.exists(f"/proc/{info['agent_pid']}"):
+                break
+            time.sleep(0.05)
+        assert '"agent_alive": false' in lvsxdp(env, ns, "status", "--json").stdout
+        known = {"198.18.2.100": "02:00:00:00:01:00", "2001:db8:2::100": "02:00:00:00:01:06"}
+        for addr, mac in known.items():
+            run(ns, "ip", "neigh", "replace", addr, "lladdr", mac, "dev", "eth0",
+                "nud", "permanent")
+        for vip, reals in (("198.18.2.1", ("198.18.2.100", "198.18.2.200")),
+                           ("[2001:db8:2::1]", ("2001:db8:2::100", "2001:db8:2::200"))):
+            lvsxdp(env, ns, "ipvsadm", "-A", "-t", f"{vip}:0", "-s", "rr", "-p", "360")
+            for r in reals:
+                lvsxdp(env, ns, "ipvsadm", "-a", "-t", f"{vip}:0", "-r", r, "-g")
+        with runtime.Maps(runtime.PIN_ROOT / ns) as maps:
+            seen = {}
+            for _, r in maps.reals.used():
+                if r.flags & shared.REAL_F_AVAILABLE:
+                    addr = str(shared.words_addr(r.family, r.addr))
+                    valid = bool(r.flags & shared.REAL_F_MAC_VALID)
+                    seen[addr] = ":".join(f"{b:02x}" for b in r.mac) if valid else None
+        assert seen == {**known, "198.18.2.200": None, "2001:db8:2::200": None}
