@@ -1065,7 +1065,8 @@ def check_ftp(seen: Seen, listing: str) -> list[str]:
         real = _one_real(seen, c, seen[c])
         if real is None:
             continue
-        mine = [e for e in entries if addr_of(e["source"]) == c and e["state"] not in ("NONE", "ASSURED")]
+        mine = [e for e in entries
+                if addr_of(e["source"]) == c and e["state"] not in ("NONE", "ASSURED")]
         control = [e for e in mine if port_of(e["virtual"]) == 21]
         data = [e for e in mine if PASV_PORTS[0] <= port_of(e["virtual"]) <= PASV_PORTS[1]]
         tries = sum(len(v) for v in seen[c].values())

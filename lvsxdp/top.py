@@ -41,8 +41,6 @@ from .snapshot import template_expire_in
 from .tables import (
     ESTABLISHED,
     REAL,
-    TEMPLATE,
-    TUPLE,
     ServiceParams,
     count_control,
     dead_at,
