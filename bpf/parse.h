@@ -71,7 +71,6 @@ static __always_inline int parse_l4(void *l4, __u32 l4_len, void *data_end, stru
 	}
 	if (pkt->tuple.proto == IPPROTO_UDP) {
 		struct udphdr *udp = l4;
-
 		__u32 ulen;
 
 		if ((void *)(udp + 1) > data_end || l4_len < sizeof(*udp))
