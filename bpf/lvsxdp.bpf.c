@@ -124,16 +124,22 @@ static __always_inline int lvs_packet(struct xdp_md *ctx, int resumed)
 		if (pkt.tuple.proto == IPPROTO_TCP)
 			state = tcp_next_state(state, pkt.tcp_flags);
 		until = now + state_timeout(cfg, state);
+		svc_idx = c->svc;
 		if (state != c->state) {
-			/* Leaving ESTABLISHED shortens the connection's life:
-			 * its template learns the lower bound from the agent. */
-			if (until < c->expires)
+			/* A state with a shorter life (FIN, RST): the
+			 * connection closed, its template may end sooner. */
+			if (until < c->expires) {
 				c->vouched = until;
+				c->expires = until;
+				svc = svc_conf.lookup(&svc_idx);
+				if ((c->flags & LVS_CONN_F_OPEN) && svc &&
+				    (svc->flags & LVS_SVC_F_PERSISTENT))
+					template_close(c, &pkt.tuple, svc, cfg, now);
+			}
 			load_move(c->real, c->state, state);
 			c->state = state;
 		}
 		c->expires = until;
-		svc_idx = c->svc;
 		if (until > c->vouched) {
 			svc = svc_conf.lookup(&svc_idx);
 			if (svc && (svc->flags & LVS_SVC_F_PERSISTENT))
@@ -176,10 +182,16 @@ static __always_inline int lvs_packet(struct xdp_md *ctx, int resumed)
 	fresh.expires = now + state_timeout(cfg, fresh.state);
 	fresh.vouched = fresh.expires + cfg->vouch_slack_ns;
 	fresh.svc = svc_idx;
-	if (svc->flags & LVS_SVC_F_PERSISTENT)
+	if (svc->flags & LVS_SVC_F_PERSISTENT) {
+		/* an open connection this one replaces (expired unseen) no
+		 * longer keeps its template */
+		if (c && (c->flags & LVS_CONN_F_OPEN) && c->svc == svc_idx)
+			template_close(c, &pkt.tuple, svc, cfg, now);
+		if (pkt.tuple.proto == IPPROTO_TCP)
+			fresh.flags = LVS_CONN_F_OPEN;
 		ref = persist_schedule(ctx, resumed, svc_idx, svc, &pkt.tuple, cfg, now,
-				       fresh.vouched);
-	else
+				       fresh.vouched, fresh.flags & LVS_CONN_F_OPEN);
+	} else
 		ref = lvs_schedule(ctx, resumed, svc_idx, svc, &pkt.tuple);
 	r = ref ? real_usable(ref) : 0;
 	if (!r)

@@ -106,6 +106,10 @@ struct lvs_service {
  * generation, so a slot reused by another real never inherits old clients. */
 #define LVS_REAL_F_AVAILABLE (1 << 0)	/* member of its service */
 #define LVS_REAL_F_MAC_VALID (1 << 1)	/* the neighbour table knows its MAC */
+#define LVS_REAL_F_TRASH (1 << 2)	/* removed (-d), kept while connections or
+					 * templates may still name it: IPVS's
+					 * trash. Not available: its packets are
+					 * dropped; `-a` of it again revives it. */
 #define LVS_REF_IDX(ref) ((ref) & 0xffff)
 
 #define LVS_FWD_ROUTE 0		/* -g, direct routing */
@@ -125,10 +129,10 @@ struct lvs_real {
 };
 
 /* Connections of a real as IPVS counts them for its schedulers and
- * thresholds: active (TCP in ESTABLISHED) and inactive (every other TCP
- * state, and UDP). Templates do not count.
+ * thresholds: active (TCP in ESTABLISHED, SYN_SENT, SYN_RECV) and inactive
+ * (every other TCP state, and UDP). Templates do not count.
  * The data plane keeps real_load with atomic adds when it creates a
- * connection or moves one across ESTABLISHED; it cannot see a connection
+ * connection or moves one into or out of an active state; it cannot see a connection
  * expire, so the agent counts the connection table every sweep and writes
  * the difference into real_load_fix. A real's load is the sum of both, each
  * only while its ref is the real's (a reused slot starts from nothing). */
@@ -164,6 +168,9 @@ struct lvs_load_fix {
 #define LVS_S_SLOTS 16	/* timeout table size: a state masked with 15 indexes it */
 
 /* One connection (5-tuple) and the real it goes to. */
+/* lvs_conn.flags */
+#define LVS_CONN_F_OPEN (1 << 0)	/* counted in its template's n_open */
+
 struct lvs_conn {
 	__u64 expires;		/* ns, CLOCK_MONOTONIC_COARSE */
 	__u64 vouched;		/* what this connection last pushed into its
@@ -180,6 +187,10 @@ struct lvs_conn {
  * connections it controls expire: while one may still be alive at expiry the
  * template is extended in steps (cfg.extend_ns) rather than dropped. */
 #define LVS_TPL_F_ASSURED (1 << 0)	/* a TCP connection of it was established */
+#define LVS_TPL_F_INVALID (1 << 1)	/* re-keyed to port 65535 as its real was
+					 * removed (ip_vs_check_template): listed,
+					 * never used, until its timer ends */
+#define LVS_TPL_PORT_INVALID 0xffff
 
 struct lvs_template {
 	__u64 expires;
@@ -188,6 +199,14 @@ struct lvs_template {
 	__u32 real;
 	__u16 svc;
 	__u16 flags;
+	/* So that the data plane lowers ctl_until itself when connections
+	 * close (the agent's sweep makes it exact): how many TCP connections
+	 * of it have not yet closed (LVS_CONN_F_OPEN), and the latest a closed
+	 * one may live. When the last open one closes, ctl_until drops to
+	 * closing_until. */
+	__u64 closing_until;
+	__u32 n_open;
+	__u32 pad;
 };
 
 /* Director-wide settings (one entry). */

@@ -70,11 +70,40 @@ static __always_inline int template_usable(struct lvs_template *t, struct lvs_co
 {
 	struct lvs_real *r = real_usable(t->real);
 
-	if (!r)
+	if (!r || (t->flags & LVS_TPL_F_INVALID))
 		return 0;
 	if ((cfg->flags & LVS_CFG_F_EXPIRE_QUIESCENT_TEMPLATE) && r->weight == 0)
 		return 0;
 	return 1;
+}
+
+/* ip_vs_check_template: a template whose real was removed (in the trash),
+ * or is quiescent under expire_quiescent_template, is invalidated by moving
+ * it to port 65535, where `-L -c` lists it until its timer ends; the client
+ * gets a new one. A real that is gone for good (slot reused) or lost its MAC
+ * just gets replaced. */
+static __always_inline void template_invalidate(struct lvs_tuple *k, struct lvs_template *t,
+						int tier, struct lvs_config *cfg)
+{
+	u32 idx = LVS_REF_IDX(t->real);
+	struct lvs_real *r = reals.lookup(&idx);
+	struct lvs_template copy;
+	struct lvs_tuple moved;
+
+	if (!r || r->ref != t->real || (t->flags & LVS_TPL_F_INVALID))
+		return;
+	if (!(r->flags & LVS_REAL_F_TRASH) &&
+	    !((cfg->flags & LVS_CFG_F_EXPIRE_QUIESCENT_TEMPLATE) && r->weight == 0 &&
+	      (r->flags & LVS_REAL_F_AVAILABLE)))
+		return;
+	copy = *t;
+	copy.flags |= LVS_TPL_F_INVALID;
+	moved = *k;
+	moved.vport = LVS_TPL_PORT_INVALID;
+	if (tier == LVS_TIER_HELD)
+		templates.update(&moved, &copy);
+	else
+		tpl_new.update(&moved, &copy);
 }
 
 /* The connection c may live until `expires`: make sure its template knows.
@@ -90,19 +119,58 @@ static __always_inline void template_vouch(struct lvs_conn *c, struct lvs_tuple 
 
 	template_key(&k, tuple, svc);
 	t = template_lookup(&k, &tier);
-	if (t && t->real == c->real && t->ctl_until < until)
-		t->ctl_until = until;
+	if (t && t->real == c->real) {
+		if (t->ctl_until < until)
+			t->ctl_until = until;
+		if (!(c->flags & LVS_CONN_F_OPEN) && t->closing_until < until)
+			t->closing_until = until;
+	}
 	c->vouched = until;
+}
+
+/* The open connection c closed (its life got shorter: FIN, RST) or is
+ * gone: it no longer counts in its template's n_open; when it was the last
+ * open one, the template's ctl_until drops to what the closed ones need, as
+ * IPVS's template drops when its timer finds no connection. Never below the
+ * step its timer runs now (min(ctl_until, now)): a re-armed template lives
+ * to the end of its step. */
+static __always_inline void template_close(struct lvs_conn *c, struct lvs_tuple *tuple,
+					   struct lvs_service *svc, struct lvs_config *cfg,
+					   u64 now)
+{
+	struct lvs_tuple k;
+	struct lvs_template *t;
+	u64 need;
+	int tier;
+
+	c->flags &= ~LVS_CONN_F_OPEN;
+	template_key(&k, tuple, svc);
+	t = template_lookup(&k, &tier);
+	if (!t || t->real != c->real)
+		return;
+	if (c->expires > now && t->closing_until < c->vouched)
+		t->closing_until = c->vouched;
+	if (!t->n_open)
+		return;
+	__sync_fetch_and_add(&t->n_open, -1);
+	if (t->n_open)
+		return;
+	need = t->ctl_until < now ? t->ctl_until : now;
+	if (need < t->closing_until)
+		need = t->closing_until;
+	if (need < t->ctl_until)
+		t->ctl_until = need;
 }
 
 /* The real for a new connection of a persistent service: the template's, or
  * a newly scheduled one with a new template. Refreshes the template as
  * ip_vs_sched_persist does (each new connection re-arms its timeout), and
- * records that the new connection lives until conn_until. */
+ * records that the new connection lives until conn_until (and, open: that it
+ * counts in n_open). */
 static __always_inline u32 persist_schedule(struct xdp_md *ctx, int resumed,
 					     u32 svc_idx, struct lvs_service *svc,
 					     struct lvs_tuple *tuple, struct lvs_config *cfg,
-					     u64 now, u64 conn_until)
+					     u64 now, u64 conn_until, u32 open)
 {
 	struct lvs_tuple k;
 	struct lvs_template *t;
@@ -116,8 +184,12 @@ static __always_inline u32 persist_schedule(struct xdp_md *ctx, int resumed,
 		t->expires = now + svc->timeout_ns;
 		if (t->ctl_until < conn_until)
 			t->ctl_until = conn_until;
+		if (open)
+			__sync_fetch_and_add(&t->n_open, 1);
 		return t->real;
 	}
+	if (t && template_alive(t, now, cfg->extend_ns))
+		template_invalidate(&k, t, tier, cfg);
 	ref = lvs_schedule(ctx, resumed, svc_idx, svc, tuple);
 	if (!ref)
 		return 0;
@@ -126,6 +198,7 @@ static __always_inline u32 persist_schedule(struct xdp_md *ctx, int resumed,
 	fresh.created = now;
 	fresh.real = ref;
 	fresh.svc = svc_idx;
+	fresh.n_open = open;
 	/* A new template is embryonic, as its connection is; one that replaces
 	 * a dead or invalid held template takes its place there (else the old
 	 * would shadow it). */
@@ -168,6 +241,7 @@ static __always_inline void template_settle(struct lvs_conn *c, struct lvs_tuple
 		copy.created = now;
 		copy.real = c->real;
 		copy.svc = c->svc;
+		copy.n_open = (c->flags & LVS_CONN_F_OPEN) ? 1 : 0;
 	}
 	copy.flags |= assured;
 	if (templates.insert(&k, &copy)) {

@@ -83,11 +83,12 @@ static __always_inline struct lvs_real *real_usable(u32 ref)
 /* -- connection counts ------------------------------------------------------ */
 
 /* IPVS binds a new connection as inactive (a real's conn_flags carry
- * IP_VS_CONN_F_INACTIVE) and counts a TCP one active while it is
- * ESTABLISHED (set_tcp_state); UDP connections stay inactive. */
+ * IP_VS_CONN_F_INACTIVE) and counts a TCP one active while its state is
+ * ESTABLISHED, SYN_SENT or SYN_RECV (set_tcp_state, tcp_state_active): a
+ * client's SYN already makes it active. UDP connections stay inactive. */
 static __always_inline int conn_is_active(u8 state)
 {
-	return state == LVS_S_ESTABLISHED;
+	return state >= LVS_S_ESTABLISHED && state <= LVS_S_SYN_RECV;
 }
 
 struct real_load {
@@ -197,7 +198,7 @@ static __always_inline void load_unbind(u32 ref, u8 state)
 }
 
 /* A connection of ref changed state; IPVS moves it between the active and
- * inactive counts when it enters or leaves ESTABLISHED. */
+ * inactive counts when it enters or leaves an active state. */
 static __always_inline void load_move(u32 ref, u8 from, u8 to)
 {
 	u32 idx = LVS_REF_IDX(ref);

@@ -8,9 +8,9 @@ lookup), but the agent:
     lost gets no new work until it is back;
   - removes expired connections and dead templates, so tables and listings
     hold only live entries;
-  - lowers each template's ctl_until to what its connections now need: the
-    data plane only ever raises it, so a connection that closed would hold
-    its template for its old ESTABLISHED timeout;
+  - lowers each template's ctl_until to what its connections now need,
+    exactly: the data plane lowers it itself when its last open connection
+    closes, but cannot see a connection expire unseen;
   - estimates every service's and real's rates every 2 s, as IPVS's
     ip_vs_est.c does, for `ipvsadm -L --rate`.
 """
@@ -208,8 +208,16 @@ def sweep(maps: runtime.Maps, config, now: int) -> dict:
     params = tables.ServiceParams.of(config)
     svc = np.minimum(conns["svc"], shared.MAX_SERVICES - 1)
     held = params.persistent[svc]
-    need = tables.latest_per_template(
-        tkeys, tables.template_keys(ckeys[held], svc[held], params), conns["vouched"][held])
+    owners = tables.template_keys(ckeys[held], svc[held], params)
+    need = tables.latest_per_template(tkeys, owners, conns["vouched"][held])
+    # A template whose timer already runs a step lives to the step's end
+    # (IPVS checks its connections when the timer fires): never below
+    # min(ctl_until, now), which persist.h's template_alive turns into that.
+    need = np.maximum(need, np.minimum(tpl["ctl_until"], np.uint64(now)))
+    is_open = (conns["flags"][held] & shared.CONN_F_OPEN) != 0
+    n_open = tables.count_per_template(tkeys, owners[is_open])
+    closing = tables.latest_per_template(tkeys, owners[~is_open],
+                                         conns["vouched"][held][~is_open])
 
     dead = np.uint64(now) >= tables.dead_at(tpl, step)
     for i in np.flatnonzero(dead | (need < tpl["ctl_until"])):
@@ -223,6 +231,7 @@ def sweep(maps: runtime.Maps, config, now: int) -> dict:
         elif (fresh.expires, fresh.ctl_until) == (int(tpl["expires"][i]),
                                                  int(tpl["ctl_until"][i])):
             fresh.ctl_until = int(need[i])
+            fresh.n_open, fresh.closing_until = int(n_open[i]), int(closing[i])
             maps.templates.update(k, fresh)
             done["templates_lowered"] += 1
     # each real's connection counts, exact again (lc, wlc, sed, nq, -x/-y)

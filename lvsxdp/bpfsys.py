@@ -22,6 +22,7 @@ BPF_PROG_LOAD = 5
 BPF_OBJ_PIN = 6
 BPF_OBJ_GET = 7
 BPF_PROG_TEST_RUN = 10
+BPF_PROG_GET_FD_BY_ID = 13
 BPF_OBJ_GET_INFO_BY_FD = 15
 BPF_MAP_LOOKUP_BATCH = 24
 BPF_MAP_UPDATE_BATCH = 26
@@ -164,6 +165,16 @@ def prog_load(prog_type: int, insns: bytes, name: str) -> int:
                          insns=ctypes.addressof(code), license=ctypes.addressof(license_),
                          prog_name=name.encode()[:15])
     return _bpf(BPF_PROG_LOAD, attr)
+
+
+class _GetFdAttr(ctypes.Structure):
+    _fields_ = [("id", ctypes.c_uint32), ("next_id", ctypes.c_uint32),
+                ("open_flags", ctypes.c_uint32)]
+
+
+def prog_get_fd_by_id(prog_id: int) -> int:
+    """A new fd of a loaded program (such as the one attached to a NIC)."""
+    return _bpf(BPF_PROG_GET_FD_BY_ID, _GetFdAttr(id=prog_id))
 
 
 def obj_pin(fd: int, path: str) -> None:

@@ -55,8 +55,8 @@ def up(iface: str, mode: str, conns: int | None, templates: int | None) -> None:
 
     Compiles and loads the XDP program, pins its maps, restores the saved
     configuration, attaches, and starts the agent that keeps real servers'
-    MACs fresh. Run again to reload the program: templates and connections
-    are kept.
+    MACs fresh. Run again to reload the program (or `lvsxdp restart`):
+    templates and connections are kept, as are those a plain `down` kept.
 
     \b
     lvsxdp up eth0
@@ -74,18 +74,48 @@ def up(iface: str, mode: str, conns: int | None, templates: int | None) -> None:
 
 @main.command()
 @click.argument("iface")
-def down(iface: str) -> None:
-    """Detach from IFACE, stop the agent, drop templates and connections.
+@click.option("--mode", type=click.Choice(["native", "generic", "auto"]), default="auto",
+              show_default=True, help="XDP attach mode; auto keeps the running one (a "
+                                      "change of mode re-attaches: not hitless).")
+def restart(iface: str, mode: str) -> None:
+    """Restart the running director on IFACE without dropping a connection.
 
-    The configuration stays saved for the next `lvsxdp up`.
+    Compiles the new program while the old one forwards, swaps it in
+    atomically, and starts a new agent: every connection and template is
+    kept. Fails, changing nothing, when no director runs on IFACE.
+
+    \b
+    lvsxdp restart eth0
+    lvsxdp -n lab-director restart eth0
+    """
+    from . import director  # noqa: PLC0415
+    from .loader import LoadError  # noqa: PLC0415
+
+    try:
+        click.echo(director.restart(iface, mode))
+    except (RuntimeError_, LoadError, ConfigError) as e:
+        _die(str(e))
+
+
+@main.command()
+@click.argument("iface")
+@click.option("--flush", is_flag=True,
+              help="Also drop the connection and template tables (every pinned map).")
+def down(iface: str, flush: bool) -> None:
+    """Detach from IFACE and stop the agent; keep the tables.
+
+    The connection and template tables stay pinned: the next `lvsxdp up`
+    resumes every connection and template that has not expired meanwhile.
+    `--flush` drops them. The configuration stays saved either way.
 
     \b
     lvsxdp down eth0
+    lvsxdp down eth0 --flush
     """
     from . import director  # noqa: PLC0415
 
     try:
-        click.echo(director.down(iface))
+        click.echo(director.down(iface, flush))
     except RuntimeError_ as e:
         _die(str(e))
 

@@ -127,6 +127,47 @@ def apply_marks(maps: runtime.Maps, config: Config, kernel_rules: list) -> None:
 
 def up(iface: str, mode: str = "auto", conns: int | None = None,
        templates: int | None = None) -> str:
+    """Starts the director on iface, or reloads the running one in place;
+    resumes the tables a plain `down` kept."""
+    info, how = _bring_up(iface, mode, conns, templates)
+    verb = "reloaded" if how["running"] else "up"
+    note = ""
+    if how["resumed"]:
+        held, tpls = _live_counts(runtime.paths())
+        note = f"; resumed {held} connections, {tpls} templates"
+    if how["dropped"]:
+        note += f"; new layout, emptied: {', '.join(how['dropped'])}"
+    return (f"lvsxdp {verb} on {iface} ({info['mode']} XDP, prog {info['prog_id']}, "
+            f"scheduler walks by {how['loops']}, agent pid {info['agent_pid']}{note})")
+
+
+def restart(iface: str, mode: str = "auto") -> str:
+    """The operator's restart: the running director's reload, which compiles
+    while the old program forwards and swaps the new one in atomically, so
+    every connection and template is kept. Refused when none runs here."""
+    p = runtime.paths()
+    before = runtime.read_runtime(p)
+    if before is None or not runtime.owns_pins(p):
+        raise RuntimeError_(f"no director is running in network namespace {p.key} "
+                            f"(`lvsxdp up {iface}` starts one)")
+    if before.get("iface") != iface:
+        raise RuntimeError_(f"the director here is up on {before.get('iface')}, not {iface}")
+    info, how = _bring_up(iface, mode, None, None)
+    swap = "swapped in place"
+    if before.get("mode") != info["mode"]:
+        swap = f"re-attached from {before.get('mode')} XDP: a mode change cannot swap in place"
+    note = f"; new layout, emptied: {', '.join(how['dropped'])}" if how["dropped"] else ""
+    held, tpls = _live_counts(p)
+    return (f"lvsxdp restarted on {iface} ({info['mode']} XDP, prog {before.get('prog_id')} -> "
+            f"{info['prog_id']} {swap}, agent pid {before.get('agent_pid')} -> "
+            f"{info['agent_pid']}, kept {held} connections, {tpls} templates{note})")
+
+
+def _bring_up(iface: str, mode: str, conns: int | None,
+              templates: int | None) -> tuple[dict, dict]:
+    """up's work: compile while whatever is attached forwards, refill the
+    pinned maps, swap the program in, start a new agent. Returns the runtime
+    record and how it went."""
     from . import loader  # noqa: PLC0415 - bcc: only `up` compiles
 
     if mode not in XDP_FLAGS:
@@ -146,6 +187,7 @@ def up(iface: str, mode: str = "auto", conns: int | None = None,
             if info and info.get("iface") not in (None, iface):
                 raise RuntimeError_(f"a director is already up on {info['iface']} in this "
                                     "network namespace (lvsxdp down it first)")
+            whose = "the running director has" if info else "the tables `lvsxdp down` kept have"
             sizes = {}
             for name, want in (("conns", conns), ("templates", templates)):
                 m = runtime.pinned(p, "conns4" if name == "conns" else name)
@@ -153,8 +195,9 @@ def up(iface: str, mode: str = "auto", conns: int | None = None,
                 if m:
                     m.close()
                 if want is not None and want != have:
-                    raise RuntimeError_(f"the running director has --{name} {have}; "
-                                        "`lvsxdp down` it first to resize")
+                    raise RuntimeError_(f"{whose} --{name} {have}; `lvsxdp down {iface} "
+                                        "--flush` first to resize (that drops every "
+                                        "connection and template)")
                 sizes[name] = have
             conns, templates = sizes["conns"], sizes["templates"]
         conns = conns or DEFAULT_CONNS
@@ -184,6 +227,12 @@ def up(iface: str, mode: str = "auto", conns: int | None = None,
             cfg.mac[:] = list(mac)
             maps.config.update(ctypes.c_uint32(0), cfg)
             config = runtime.load_config(p)
+            if config.trash:
+                # the trash lives as long as the tables that name its reals
+                from . import tables  # noqa: PLC0415
+                config.purge_trash(None if fresh else
+                                   tables.named_refs(maps, runtime.monotonic_ns()))
+                runtime.save_config(p, config)
             macs = runtime.known_macs(maps)
             macs.update(neighbour_macs(ipr, ifindex, _real_addrs(config)))
             runtime.apply_plan(maps, plan.build(config, macs, ifindex, mac))
@@ -199,6 +248,7 @@ def up(iface: str, mode: str = "auto", conns: int | None = None,
         _, _, attached = link_info(ipr, iface)
         b.cleanup()
 
+        running = info is not None
         info = info or {}
         info.update(iface=iface, ifindex=ifindex, mode=attached.get("mode"),
                     prog_id=attached.get("prog_id"), conns=conns, templates=templates,
@@ -208,13 +258,19 @@ def up(iface: str, mode: str = "auto", conns: int | None = None,
         _stop_agent(info)
         info["agent_pid"] = _start_agent(p)
         runtime.write_runtime(p, info)
-        verb = "reloaded" if not fresh else "up"
-        note = f"; new layout, emptied: {', '.join(dropped)}" if dropped else ""
-        how = "may_goto" if loops == "may_goto" else "bounded chunks"
-        return (f"lvsxdp {verb} on {iface} ({attached.get('mode')} XDP, prog {info['prog_id']}, "
-                f"scheduler walks by {how}, agent pid {info['agent_pid']}{note})")
+        return info, {"running": running, "resumed": not running and not fresh,
+                      "dropped": dropped,
+                      "loops": "may_goto" if loops == "may_goto" else "bounded chunks"}
     finally:
         ipr.close()
+
+
+def _live_counts(p: Paths) -> tuple[int, int]:
+    """Connections and templates in the pinned tables that have not expired."""
+    from . import tables  # noqa: PLC0415 - numpy only where needed
+
+    with runtime.Maps(p.pins) as maps:
+        return tables.live_counts(maps, runtime.monotonic_ns())
 
 
 def _stop_agent(info: dict | None) -> None:
@@ -247,34 +303,53 @@ def _start_agent(p: Paths) -> int:
     raise RuntimeError_(f"the agent did not start within 10 s (see {p.log})")
 
 
-def down(iface: str) -> str:
+def down(iface: str, flush: bool = False) -> str:
+    """Detaches the program and stops the agent. The connection and template
+    tables stay pinned (IPVS keeps its tables across a control-plane restart)
+    for the next `up` to resume, unless flush: then every pin goes."""
     p = runtime.paths()
     info = runtime.read_runtime(p)
-    if not info and not p.pins.exists():
+    owned = p.pins.exists() and runtime.owns_pins(p)
+    if not info:
+        if flush and p.pins.exists():
+            _remove_pins(p)
+            return f"lvsxdp down on {iface} (was not running; kept tables flushed)"
+        if p.pins.exists() and not owned:
+            _remove_pins(p)  # left by a namespace that is gone
+        if owned:
+            raise RuntimeError_(f"no director is running in network namespace {p.key}; "
+                                f"its tables are kept (`lvsxdp down {iface} --flush` drops them)")
         raise RuntimeError_(f"no director is running in network namespace {p.key}")
-    if info and info.get("iface") and info["iface"] != iface:
+    if info.get("iface") and info["iface"] != iface:
         raise RuntimeError_(f"the director here is up on {info['iface']}, not {iface}")
     ipr = _ipr()
     try:
         ifindex, _, attached = link_info(ipr, iface)
         # detach only our own program, never another tool's
-        if attached and info and attached.get("prog_id") == info.get("prog_id"):
+        if attached and attached.get("prog_id") == info.get("prog_id"):
             _detach(ipr, ifindex, attached["mode"])
     finally:
         ipr.close()
     _stop_agent(info)
-    _remove_pins(p)
-    # the log stays (in /run) for reading after the fact
+    # the log stays (in /run) for reading after the fact; without the
+    # runtime record nothing reads kept tables as a running director
     for leftover in (p.runtime, p.lock, runtime.RUN_DIR / f"{p.key}.ready"):
         leftover.unlink(missing_ok=True)
-    return f"lvsxdp down on {iface}"
+    if flush or not owned:
+        _remove_pins(p)
+        return f"lvsxdp down on {iface} (tables flushed)"
+    held, tpls = _live_counts(p)
+    return (f"lvsxdp down on {iface} (tables kept: {held} connections, {tpls} templates; "
+            f"`lvsxdp up {iface}` resumes them, `down --flush` drops them)")
 
 
 def status() -> dict:
     p = runtime.paths()
     maps = runtime.running_maps(p)
     if maps is None:
-        raise RuntimeError_(f"no director is running in network namespace {p.key}")
+        kept = (p.pins / "config").exists() and runtime.owns_pins(p)
+        raise RuntimeError_(f"no director is running in network namespace {p.key}" + (
+            "; `lvsxdp down` kept its tables (`lvsxdp up IFACE` resumes them)" if kept else ""))
     with maps:
         info = runtime.read_runtime(p) or {}
         config = runtime.load_config(p)
@@ -360,6 +435,9 @@ def ipvsadm_command(argv: list[str], stdin_text: str | None = None) -> str:
         maps = runtime.running_maps(p)
         if maps is not None:
             with maps:
+                if new.trash:
+                    from . import tables  # noqa: PLC0415 - numpy: only with a trash
+                    new.purge_trash(tables.named_refs(maps, runtime.monotonic_ns()))
                 macs = runtime.known_macs(maps)
                 macs.update(_arp_macs(_real_addrs(new)))
                 runtime.apply_plan(maps, plan.build(new, macs))

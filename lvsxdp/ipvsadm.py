@@ -223,6 +223,8 @@ def apply(config: Config, cmd: Command) -> Config:
     op = cmd.op
     if op == "clear":
         _check_options(cmd, ())
+        for svc in new.services:
+            new.trash_reals(svc, svc.reals)
         new.services = []
     elif op in ("add-service", "edit-service"):
         _check_options(cmd, ("tcp-service", "udp-service", "fwmark-service", "sctp-service",
@@ -234,6 +236,7 @@ def apply(config: Config, cmd: Command) -> Config:
         svc = new.find_service(key)
         if svc is None:
             raise _fail("No such service")
+        new.trash_reals(svc, svc.reals)
         new.services.remove(svc)
     elif op in ("add-server", "edit-server", "delete-server"):
         _check_options(cmd, ("tcp-service", "udp-service", "fwmark-service", "sctp-service")
@@ -365,6 +368,7 @@ def _server_change(new: Config, cmd: Command) -> None:
         if existing is None:
             raise _fail("No such destination")
         svc.reals.remove(existing)
+        new.trash_reals(svc, [existing])
         return
     weight = None
     if "weight" in cmd.opts:
@@ -382,9 +386,12 @@ def _server_change(new: Config, cmd: Command) -> None:
         weight = 1 if weight is None else weight
         # IPVS adds a destination at the head of the service's list: listings
         # show the newest first, and rr starts with it.
-        svc.reals.insert(0, RealServer(addr=addr, port=port, weight=weight, fwd=fwd,
-                                       u_threshold=upper, l_threshold=lower,
-                                       last_weight=weight))
+        real = RealServer(addr=addr, port=port, weight=weight, fwd=fwd,
+                          u_threshold=upper, l_threshold=lower, last_weight=weight)
+        trashed = new.revive(svc, addr, port)
+        if trashed is not None:  # its connections and templates resume
+            real.index, real.ref = trashed.index, trashed.ref
+        svc.reals.insert(0, real)
     else:
         if existing is None:
             raise _fail("No such destination")
@@ -411,7 +418,7 @@ class RealCounts:
     """Counters of one real server, or of one service (then active,
     inactive and persistent stay 0): what `ipvsadm -L` shows of it."""
 
-    active: int = 0  # ActiveConn: connections in ESTABLISHED
+    active: int = 0  # ActiveConn: connections in ESTABLISHED, SYN_SENT, SYN_RECV
     inactive: int = 0  # InActConn: every other connection (UDP's too, as in IPVS)
     persistent: int = 0  # PersistConn: live templates pointing at it
     conns: int = 0  # --stats: connections scheduled, packets and bytes forwarded

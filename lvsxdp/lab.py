@@ -73,6 +73,9 @@ FTP_FILE = "whoami.txt"
 IFACE = "eth0"
 LAB_PREFIX = "lxl-"
 LAB_STATE = Path("/run/lvsxdp-lab")
+# How `ipvsadm -L -c` shows a template: ASSURED once one of its connections
+# was established, NONE before.
+TEMPLATE_STATES = ("NONE", "ASSURED")
 
 # The seed's examples (seed/lvs-persistence.txt), 192.168.2.x -> 198.18.2.x,
 # without the seed's prompts and its Chinese remarks after `--`.
@@ -663,14 +666,15 @@ class Topology:
             self.lvsxdp_up.append(args[1])  # before: a half-done `up` is also undone
         res = run(None, lvsxdp_bin(), "-n", self.director, *args, check=check,
                   timeout=timeout, env=env)
-        if args[:1] == ("down",) and len(args) > 1 and res.returncode == 0:
+        # a plain `down` keeps the tables pinned: only `--flush` leaves nothing
+        if args[:1] == ("down",) and "--flush" in args and res.returncode == 0:
             with contextlib.suppress(ValueError):
                 self.lvsxdp_up.remove(args[1])
         return res
 
     def _lvsxdp_down(self, iface: str) -> None:
         if netns_exists(self.director):
-            self.lvsxdp("down", iface, timeout=30)
+            self.lvsxdp("down", iface, "--flush", timeout=30)
         with contextlib.suppress(ValueError):
             self.lvsxdp_up.remove(iface)
 
@@ -1028,7 +1032,7 @@ def check_one_real(seen: Seen, listing: str, virtual: str, what: str) -> list[st
         if real is None:
             problems.append(f"client {c}: {seen[c]}")
             continue
-        tmpl = [e for e in parse_connections(listing) if e["state"] in ("NONE", "ASSURED")
+        tmpl = [e for e in parse_connections(listing) if e["state"] in TEMPLATE_STATES
                 and addr_of(e["source"]) == c and e["virtual"] == virtual]
         if [addr_of(e["destination"]) for e in tmpl] != [REALS[real]]:
             problems.append(f"client {c}: templates {tmpl}")
@@ -1046,7 +1050,7 @@ def check_ppc(seen: Seen, listing: str) -> list[str]:
         if banner is None:
             problems.append(f"client {c}: port 22 went to {seen[c]['ssh']}")
         tmpl = {(e["virtual"], addr_of(e["destination"])) for e in parse_connections(listing)
-                if e["state"] in ("NONE", "ASSURED") and addr_of(e["source"]) == c
+                if e["state"] in TEMPLATE_STATES and addr_of(e["source"]) == c
                 and e["virtual"] in (f"{VIP}:22", f"{VIP}:80")}
         if banner and tmpl != {(f"{VIP}:80", REALS["r1"]), (f"{VIP}:22", REALS[banner])}:
             problems.append(f"client {c}: templates {sorted(tmpl)}")
@@ -1066,7 +1070,7 @@ def check_ftp(seen: Seen, listing: str) -> list[str]:
         if real is None:
             continue
         mine = [e for e in entries
-                if addr_of(e["source"]) == c and e["state"] not in ("NONE", "ASSURED")]
+                if addr_of(e["source"]) == c and e["state"] not in TEMPLATE_STATES]
         control = [e for e in mine if port_of(e["virtual"]) == 21]
         data = [e for e in mine if PASV_PORTS[0] <= port_of(e["virtual"]) <= PASV_PORTS[1]]
         tries = sum(len(v) for v in seen[c].values())

@@ -1,9 +1,9 @@
 """Each real's connections as IPVS counts them for its schedulers (lc, wlc,
-sed, nq) and thresholds (-x/-y): active (TCP in ESTABLISHED) and inactive
-(every other TCP state, and UDP).
+sed, nq) and thresholds (-x/-y): active (TCP in ESTABLISHED, SYN_SENT or
+SYN_RECV) and inactive (every other TCP state, and UDP).
 
 The data plane counts into real_load as it creates connections and moves
-them across ESTABLISHED; it cannot see a connection expire. recount(), run
+them into or out of an active state; it cannot see a connection expire. recount(), run
 by the agent every sweep, counts the connection table and writes what
 real_load is off by into real_load_fix; the data plane reads the sum
 (bpf/sched.h load_read). Exact when nothing changed during the count; a
@@ -18,7 +18,7 @@ import ctypes
 import numpy as np
 
 from . import plan, shared, tables
-from .tables import ESTABLISHED
+from .tables import is_active
 
 
 def needed(config) -> bool:
@@ -31,7 +31,7 @@ def needed(config) -> bool:
 def connection_counts(conns: np.ndarray) -> dict[int, tuple[int, int]]:
     """real ref -> (active, inactive) over live connections (CONN values)."""
     # ref * 2 + 1 for an active connection, ref * 2 for an inactive one
-    kind = conns["real"].astype(np.uint64) * 2 + (conns["state"] == ESTABLISHED)
+    kind = conns["real"].astype(np.uint64) * 2 + is_active(conns["state"])
     counted = dict(zip(*(a.tolist() for a in np.unique(kind, return_counts=True)),
                        strict=True))
     refs = {k >> 1 for k in counted}

@@ -83,7 +83,8 @@ def families(data: dict | None, scrape_seconds: float = 0.0) -> list:
         "bytes": CounterMetricFamily("lvsxdp_backend_incoming_bytes",
                                      "Bytes sent to a real server.", labels=REAL_LABELS),
         "active": GaugeMetricFamily("lvsxdp_backend_connections_active",
-                                    "Live ESTABLISHED connections (ipvsadm ActiveConn).",
+                                    "Live connections in ESTABLISHED, SYN_SENT or SYN_RECV "
+                                    "(ipvsadm ActiveConn).",
                                     labels=REAL_LABELS),
         "inactive": GaugeMetricFamily("lvsxdp_backend_connections_inactive",
                                       "Other live connections (ipvsadm InActConn).",

@@ -100,6 +100,12 @@ class Config:
     # `lvsxdp iptables -t mangle ...` rules (iptables.MarkRule), applied after
     # the kernel's own mangle PREROUTING rules
     mark_rules: list = field(default_factory=list)
+    # IPVS's trash: reals removed (-d, -D, -C) while connections or templates
+    # may still name them, under a copy of their service's key (no slot of
+    # its own). They keep their slot and ref: `-L -c` still shows their
+    # address, and an `-a` of the same real revives them, so that their
+    # connections resume. Emptied by purge_trash once nothing names them.
+    trash: list[Service] = field(default_factory=list)
 
     def copy(self) -> Config:
         return copy.deepcopy(self)
@@ -110,6 +116,42 @@ class Config:
                 return s
         return None
 
+    # -- the trash ---------------------------------------------------------
+    def trash_reals(self, svc: Service, reals: list[RealServer]) -> None:
+        """Moves removed reals of svc to the trash (ip_vs_dest_trash)."""
+        reals = [r for r in reals if r.index >= 0]
+        if not reals:
+            return
+        ghost = next((g for g in self.trash if g.key() == svc.key()), None)
+        if ghost is None:
+            ghost = Service(proto=svc.proto, addr=svc.addr, port=svc.port, fwmark=svc.fwmark,
+                            family=svc.family)
+            self.trash.append(ghost)
+        ghost.reals.extend(reals)
+
+    def revive(self, svc: Service, addr: Address, port: int) -> RealServer | None:
+        """The trashed real of svc with this address and port, taken out of
+        the trash (ip_vs_trash_get_dest), or None."""
+        for ghost in self.trash:
+            if ghost.key() == svc.key():
+                real = ghost.find_real(addr, port)
+                if real is not None:
+                    ghost.reals.remove(real)
+                    if not ghost.reals:
+                        self.trash.remove(ghost)
+                    return real
+        return None
+
+    def purge_trash(self, named: set[int] | None) -> None:
+        """Frees trashed reals whose ref no live connection or template
+        names (named: those refs; None: nothing runs, every one goes)."""
+        for ghost in self.trash:
+            ghost.reals = [r for r in ghost.reals if named is not None and r.ref in named]
+        self.trash = [g for g in self.trash if g.reals]
+
+    def trashed(self) -> list[tuple[Service, RealServer]]:
+        return [(g, r) for g in self.trash for r in g.reals]
+
     # -- slots -------------------------------------------------------------
     def assign_slots(self) -> None:
         """Gives every service and real without a slot the lowest free one."""
@@ -118,7 +160,7 @@ class Config:
             if s.index < 0:
                 s.index = _lowest_free(used, shared.MAX_SERVICES, "services")
                 used.add(s.index)
-        used = {r.index for s in self.services for r in s.reals if r.index >= 0}
+        used = {r.index for s in self.services + self.trash for r in s.reals if r.index >= 0}
         for s in self.services:
             for r in s.reals:
                 if r.index < 0:
@@ -141,14 +183,15 @@ class Config:
     @classmethod
     def from_json(cls, text: str) -> Config:
         raw = json.loads(text)
-        services = []
-        for s in raw.get("services", []):
+        def service(s: dict) -> Service:
             reals = [
                 RealServer(**{**r, "addr": ipaddress.ip_address(r["addr"])})
                 for r in s.pop("reals", [])
             ]
             addr = ipaddress.ip_address(s["addr"]) if s.get("addr") else None
-            services.append(Service(**{**s, "addr": addr, "reals": reals}))
+            return Service(**{**s, "addr": addr, "reals": reals})
+
+        services = [service(s) for s in raw.get("services", [])]
         from .iptables import MarkRule  # noqa: PLC0415 - iptables imports model
 
         return cls(
@@ -156,6 +199,7 @@ class Config:
             settings=Settings(**raw.get("settings", {})),
             generation=raw.get("generation", 0),
             mark_rules=[MarkRule.from_dict(r) for r in raw.get("mark_rules", [])],
+            trash=[service(s) for s in raw.get("trash", [])],
         )
 
 

@@ -292,4 +292,14 @@ def build(config: Config, macs: dict, ifindex: int = 0, own_mac: bytes = bytes(6
             s.netmask[i] = w
         s.ring_len = len(plan.rings[svc.index])
         plan.svc_conf[svc.index] = s
+
+    # The trash: removed reals keep their slot, address and ref, not
+    # available (their connections' packets are dropped) until revived.
+    live = {svc.key(): svc.index for svc in config.services}
+    for ghost, r in config.trashed():
+        real = shared.Real(ref=r.ref, svc=live.get(ghost.key(), shared.MAX_SERVICES - 1),
+                           weight=r.weight, flags=shared.REAL_F_TRASH,
+                           port=shared.htons(r.port), family=ghost.family, fwd=shared.FWD_ROUTE)
+        shared.set_words(real.addr, r.addr)
+        plan.reals[r.index] = real
     return plan

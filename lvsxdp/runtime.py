@@ -384,8 +384,10 @@ def owns_pins(p: Paths) -> bool:
 
 def running_maps(p: Paths) -> Maps | None:
     """The director's maps if it is running in this namespace, else None.
-    Pins left by a namespace that no longer exists are not this director's."""
-    if not (p.pins / "config").exists():
+    Pins left by a namespace that no longer exists are not this director's,
+    and the tables a `down` kept are no running director's: `up` writes the
+    runtime record, `down` removes it."""
+    if read_runtime(p) is None or not (p.pins / "config").exists():
         return None
     maps = Maps(p.pins)
     if maps.read_config().netns_cookie != netns_cookie():

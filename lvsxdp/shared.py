@@ -41,6 +41,7 @@ MH_TAB_SIZE = 4093
 
 REAL_F_AVAILABLE = 1 << 0
 REAL_F_MAC_VALID = 1 << 1
+REAL_F_TRASH = 1 << 2
 
 FWD_ROUTE = 0
 
@@ -66,6 +67,9 @@ STATES = [
     "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "SYNACK", "UDP",
 ]
 S = {name: i for i, name in enumerate(STATES)}
+# What IPVS counts in ActiveConn (tcp_state_active): every other state, and
+# UDP, is InActConn.
+ACTIVE_STATES = (S["ESTABLISHED"], S["SYN_SENT"], S["SYN_RECV"])
 
 # Default timeouts, seconds (ip_vs_proto_tcp.c tcp_timeouts, udp 300).
 DEFAULT_TIMEOUTS = {
@@ -142,6 +146,9 @@ class Conn(ctypes.Structure):
 
 
 TPL_F_ASSURED = 1 << 0
+TPL_F_INVALID = 1 << 1
+TPL_PORT_INVALID = 0xFFFF
+CONN_F_OPEN = 1 << 0
 
 # The tables whose kind changed once (bpf/maps.h: LRU -> held hash): a pinned
 # one of the other kind is from an older lvsxdp.
@@ -157,7 +164,7 @@ MAP_KINDS = {
 class Template(ctypes.Structure):
     _fields_ = [
         ("expires", u64), ("ctl_until", u64), ("created", u64), ("real", u32), ("svc", u16),
-        ("flags", u16),
+        ("flags", u16), ("closing_until", u64), ("n_open", u32), ("pad", u32),
     ]
 
 

@@ -181,6 +181,9 @@ def read(maps: Maps, config: Config, now: int | None = None) -> Snapshot:
         for r in svc.reals:
             real_by_index[r.index] = r
             snap.reals[r.index] = _counts(maps.real_stats, maps.real_est, r.index, r.ref)
+    trashed = {r.index: (ghost, r) for ghost, r in config.trashed()}
+    for idx, (_, r) in trashed.items():
+        real_by_index[idx] = r  # -L -c still names a removed real
 
     for k, c in maps.conns.items():
         if now >= c.expires:
@@ -190,8 +193,8 @@ def read(maps: Maps, config: Config, now: int | None = None) -> Snapshot:
         if real is not None and real.ref != c.real:
             real = None
         counts = snap.reals.get(idx)
-        if real is not None:
-            if c.state == shared.S["ESTABLISHED"]:
+        if real is not None and counts is not None:
+            if c.state in shared.ACTIVE_STATES:
                 counts.active += 1
             else:
                 counts.inactive += 1
@@ -220,9 +223,11 @@ def read(maps: Maps, config: Config, now: int | None = None) -> Snapshot:
         real = real_by_index.get(idx)
         if real is not None and real.ref != t.real:
             real = None
-        if real is not None:
+        if real is not None and idx in snap.reals:
             snap.reals[idx].persistent += 1
         vport = shared.ntohs(k.vport)
+        # ip_vs_check_template re-keyed it: dport 65535 too
+        dport = shared.TPL_PORT_INVALID if t.flags & shared.TPL_F_INVALID else vport
         snap.entries.append(Entry(
             proto=proto_name(k.proto),
             expire=template_expire_in(t, step, now),
@@ -237,6 +242,6 @@ def read(maps: Maps, config: Config, now: int | None = None) -> Snapshot:
             virtual=_addr(k.family, k.vaddr, vport),
             # a template's dport is the real's port for a port's own
             # template (PPC), 0 for port 0, FTP and marks: its key's vport
-            destination=format_addrport(real.addr, vport) if real is not None else "?",
+            destination=format_addrport(real.addr, dport) if real is not None else "?",
         ))
     return snap

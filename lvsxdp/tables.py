@@ -19,6 +19,11 @@ REAL = np.dtype(shared.Real)
 ESTABLISHED = shared.S["ESTABLISHED"]
 
 
+def is_active(state: np.ndarray) -> np.ndarray:
+    """ActiveConn's states (shared.ACTIVE_STATES), elementwise."""
+    return np.isin(state, shared.ACTIVE_STATES)
+
+
 def read_map(m: bpfsys.Map, key_dtype: np.dtype, value_dtype: np.dtype,
           ) -> tuple[np.ndarray, np.ndarray]:
     """Every entry of a map, as two numpy arrays (one batched read)."""
@@ -56,6 +61,17 @@ def read_templates(maps) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(k), np.concatenate(t)
 
 
+def named_refs(maps, now: int) -> set[int]:
+    """The real refs that live connections and templates name (what keeps
+    a removed real in the trash)."""
+    _, conns = read_connections(maps)
+    _, tpl = read_templates(maps)
+    step = maps.read_config().extend_ns
+    live_c = conns["real"][conns["expires"] > np.uint64(now)]
+    live_t = tpl["real"][dead_at(tpl, step) > np.uint64(now)]
+    return set(np.unique(np.concatenate([live_c, live_t])).tolist())
+
+
 def dead_at(tpl: np.ndarray, step: int) -> np.ndarray:
     """snapshot.template_dead_at for every template at once."""
     exp = tpl["expires"]
@@ -64,6 +80,16 @@ def dead_at(tpl: np.ndarray, step: int) -> np.ndarray:
     over = np.maximum(tpl["ctl_until"], exp) - exp
     steps = (over + np.uint64(step - 1)) // np.uint64(step)
     return exp + steps * np.uint64(step)
+
+
+def live_counts(maps, now: int) -> tuple[int, int]:
+    """How many connections and templates have not expired at now (what
+    `ipvsadm -L -n -c` lists): one batched read of each table."""
+    _, conns = read_connections(maps)
+    _, tpl = read_templates(maps)
+    step = maps.read_config().extend_ns
+    return (int(np.count_nonzero(conns["expires"] > np.uint64(now))),
+            int(np.count_nonzero(dead_at(tpl, step) > np.uint64(now))))
 
 
 @dataclass
@@ -165,4 +191,15 @@ def latest_per_template(tkeys: np.ndarray, ckeys: np.ndarray, values: np.ndarray
     most = np.zeros(groups, np.uint64)
     np.maximum.at(most, inverse, values.astype(np.uint64))
     out[pos >= 0] = most[pos[pos >= 0]]
+    return out
+
+
+def count_per_template(tkeys: np.ndarray, ckeys: np.ndarray) -> np.ndarray:
+    """How many of the connections each template has."""
+    out = np.zeros(len(tkeys), np.uint32)
+    if not len(ckeys) or not len(tkeys):
+        return out
+    inverse, pos, groups = _join(tkeys, ckeys)
+    counts = np.bincount(inverse, minlength=groups).astype(np.uint32)
+    out[pos >= 0] = counts[pos[pos >= 0]]
     return out

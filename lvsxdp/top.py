@@ -39,11 +39,11 @@ from .model import Config, Service
 from .runtime import RuntimeError_
 from .snapshot import template_expire_in
 from .tables import (
-    ESTABLISHED,
     REAL,
     ServiceParams,
     count_control,
     dead_at,
+    is_active,
     read_connections,
     read_map,
     read_templates,
@@ -111,7 +111,7 @@ class Tables:
     tpl: np.ndarray  # templates (TEMPLATE)
     dead_at: np.ndarray  # when each template stops holding its client (ns)
     control: np.ndarray  # live connections each template controls
-    active: np.ndarray  # (MAX_REALS,) live ESTABLISHED connections per real index
+    active: np.ndarray  # (MAX_REALS,) live active connections per real index (ActiveConn)
     inactive: np.ndarray  # (MAX_REALS,) the other live connections
     conn_table_size: int
     template_table_size: int
@@ -136,7 +136,7 @@ def read_tables(maps: runtime.Maps, config: Config, reals: np.ndarray | None = N
     ckeys, conns = ckeys[live], conns[live]
     idx = conns["real"] & 0xFFFF
     ours = reals["ref"][idx] == conns["real"]
-    est = conns["state"] == ESTABLISHED
+    est = is_active(conns["state"])
     active = np.bincount(idx[ours & est], minlength=shared.MAX_REALS)
     inactive = np.bincount(idx[ours & ~est], minlength=shared.MAX_REALS)
 

@@ -54,6 +54,6 @@ def namespaces(tmp: Path, prefix: str, count: int = 1):
         for ns in made:
             # each step on its own: one that fails must not keep the others
             with contextlib.suppress(OSError, subprocess.SubprocessError):
-                subprocess.run([LVSXDP, "-n", ns, "down", "eth0"], env=env,
+                subprocess.run([LVSXDP, "-n", ns, "down", "eth0", "--flush"], env=env,
                                capture_output=True, timeout=60)
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)

@@ -1,7 +1,9 @@
 """The agent's tidying against the real program's maps: expired connections
 go, dead templates go, and a template held only by a connection the client
 closed is released at that connection's FIN_WAIT timeout, not its old
-ESTABLISHED one (the data plane alone only ever raises ctl_until)."""
+ESTABLISHED one (the data plane lowers it itself at the close; the agent
+makes it exact where the data plane cannot see: connections that expired
+unseen)."""
 
 import ctypes
 
@@ -32,10 +34,11 @@ def test_closed_connection_releases_its_template_at_fin_timeout(fresh_director):
     _, c = only(d.conns())
     assert shared.STATES[c.state] == "FIN_WAIT"
     _, t = only(d.templates())
-    assert t.ctl_until >= now + 899 * S  # the data plane never lowers it
+    assert (t.ctl_until, t.n_open) == (c.vouched, 0)  # the data plane lowered it
 
+    # what the data plane did is exact: the agent has nothing to lower
     done = agent.sweep(d.maps, d.config, runtime.monotonic_ns())
-    assert done == {"conns_deleted": 0, "templates_deleted": 0, "templates_lowered": 1}
+    assert done == {"conns_deleted": 0, "templates_deleted": 0, "templates_lowered": 0}
     _, t = only(d.templates())
     _, c = only(d.conns())
     assert t.ctl_until == c.vouched
@@ -55,9 +58,11 @@ def test_expired_connection_and_dead_template_are_removed(fresh_director):
     assert done == {"conns_deleted": 1, "templates_deleted": 0, "templates_lowered": 1}
     assert d.conns() == []
     k, t = only(d.templates())
-    assert t.ctl_until == 0  # no connection holds it: it dies at its timeout
+    # no connection holds it: it dies at its timeout
+    assert (t.ctl_until, t.n_open) == (now, 0)
+    assert snapshot.template_dead_at(t, d.maps.read_config().extend_ns) == t.expires
 
-    t.expires = now - 1
+    t.expires, t.ctl_until = now - 1, 0  # its timer fired with no connection
     d.maps.templates.update(k, t)
     assert agent.sweep(d.maps, d.config, now)["templates_deleted"] == 1
     assert d.templates() == []

@@ -101,3 +101,33 @@ def test_a_good_line_does_change_the_maps(director):
     cli(env, ns, "ipvsadm", "-e", "-t", "198.18.2.1:0", "-r", "198.18.2.100", "-g", "-w", "3")
     assert map_bytes(ns)["reals"] != maps["reals"]
     cli(env, ns, "ipvsadm", "-e", "-t", "198.18.2.1:0", "-r", "198.18.2.100", "-g", "-w", "1")
+
+
+@pytest.mark.parametrize("args,says", [
+    (("restart", "eth1"), "lvsxdp: the director here is up on eth0, not eth1"),
+    (("up", "eth0", "--conns", "8192"),
+     "lvsxdp: the running director has --conns 4096; `lvsxdp down eth0 --flush` first to "
+     "resize (that drops every connection and template)"),
+])
+def test_restart_elsewhere_or_resize_is_refused_and_changes_nothing(director, args, says):
+    ns, env, state = director
+    saved = state.read_bytes()
+    maps = map_bytes(ns)
+    out = cli(env, ns, *args, check=False)
+    assert (out.returncode, out.stdout, out.stderr) == (1, "", says + "\n")
+    assert state.read_bytes() == saved
+    assert map_bytes(ns) == maps
+
+
+def test_restart_or_down_with_no_director_says_so_in_one_line(tmp_path):
+    with namespaces(tmp_path, "lxc") as ([ns], env):
+        for args, says in (
+                (("restart", "eth0"), f"no director is running in network namespace {ns} "
+                                      "(`lvsxdp up eth0` starts one)"),
+                (("down", "eth0"), f"no director is running in network namespace {ns}"),
+                (("down", "eth0", "--flush"), f"no director is running in network namespace "
+                                              f"{ns}")):
+            out = cli(env, ns, *args, check=False)
+            assert (out.returncode, out.stdout, out.stderr) == (1, "", f"lvsxdp: {says}\n")
+        assert not (runtime.PIN_ROOT / ns).exists()
+        assert not (tmp_path / "run" / f"{ns}.json").exists()

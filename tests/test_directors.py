@@ -37,7 +37,11 @@ def test_directors_in_two_namespaces_keep_to_themselves(two_namespaces):
     st_b = lvsxdp(env, b, "status", "--json").stdout
     assert f'"netns": "{a}"' in st_a and f'"netns": "{b}"' in st_b
 
+    # a plain down keeps a's tables pinned for its next up; --flush drops them
     lvsxdp(env, a, "down", "eth0")
+    assert a in os.listdir("/sys/fs/bpf/lvsxdp")
+    assert lvsxdp(env, a, "status", check=False).returncode == 1
+    lvsxdp(env, a, "down", "eth0", "--flush")
     assert a not in os.listdir("/sys/fs/bpf/lvsxdp")
     assert lvsxdp(env, a, "status", check=False).returncode == 1
     # b is untouched: still running, still configured

@@ -76,11 +76,11 @@ def test_pcc_sends_every_port_of_a_client_to_one_real(topo, mode):
     for addr, real in real_of.items():
         rip = REALS[real]
         templates = [e for e in entries if e["source"] == f"{addr}:0"]
-        assert templates == [{"pro": "TCP", "expire": templates[0]["expire"], "state": "NONE",
+        assert templates == [{"pro": "TCP", "expire": templates[0]["expire"], "state": "ASSURED",
                               "source": f"{addr}:0", "virtual": f"{VIP}:0",
                               "destination": f"{rip}:0"}]
         conns = [e for e in entries if e["source"].startswith(f"{addr}:")
-                 and e["state"] != "NONE"]
+                 and e["state"] not in lab.TEMPLATE_STATES]
         assert len(conns) == len(seen[addr]) + 1  # + the /client request
         for e in conns:
             port = e["virtual"].rsplit(":", 1)[1]
@@ -100,12 +100,12 @@ def test_reload_keeps_templates_so_clients_keep_their_real(topo, mode):
     director_up(topo, mode)
     before = one_real_per_client(lab.drive_clients(topo, rounds=1))
     templates = sorted((e["source"], e["destination"]) for e in conn_entries(topo)
-                       if e["state"] == "NONE")
+                       if e["state"] in lab.TEMPLATE_STATES)
 
     topo.lvsxdp("up", IFACE, "--mode", mode)
     assert lab.xdp_mode(topo.director, IFACE) == mode
     assert sorted((e["source"], e["destination"]) for e in conn_entries(topo)
-                  if e["state"] == "NONE") == templates
+                  if e["state"] in lab.TEMPLATE_STATES) == templates
     # In reverse order: a round robin started afresh would now hand each
     # client the other real, so only the kept templates give the old ones.
     after = one_real_per_client(lab.drive_clients(topo, rounds=1,

@@ -103,11 +103,13 @@ def seconds(expire: str) -> int:
 
 
 def templates_of(topo: Topology, client: str) -> list[dict]:
-    return [e for e in entries(topo) if e["state"] == "NONE" and host(e["source"]) == client]
+    return [e for e in entries(topo)
+            if e["state"] in lab.TEMPLATE_STATES and host(e["source"]) == client]
 
 
 def conns_of(topo: Topology, client: str) -> list[dict]:
-    return [e for e in entries(topo) if e["state"] != "NONE" and host(e["source"]) == client]
+    return [e for e in entries(topo)
+            if e["state"] not in lab.TEMPLATE_STATES and host(e["source"]) == client]
 
 
 def ask(topo: Topology, client: str, what: str) -> str:

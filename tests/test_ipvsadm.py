@@ -117,12 +117,40 @@ def test_delete_and_clear():
 def test_real_slots_get_new_generations_when_reused():
     config = configure(SEED_PCC)
     old = {str(r.addr): r.ref for r in config.services[0].reals}
-    config = configure(["-d -t 198.18.2.1:0 -r 198.18.2.100",
-                        "-a -t 198.18.2.1:0 -r 198.18.2.150"], config)
+    config = configure(["-d -t 198.18.2.1:0 -r 198.18.2.100"], config)
+    # in the trash, its slot stays taken while anything names its ref
+    assert [(str(r.addr), r.ref) for _, r in config.trashed()] == [
+        ("198.18.2.100", old["198.18.2.100"])]
+    config.purge_trash({old["198.18.2.100"]})
+    assert len(config.trashed()) == 1
+    config.purge_trash(set())  # nothing names it any more: the slot is free
+    assert config.trashed() == []
+    config = configure(["-a -t 198.18.2.1:0 -r 198.18.2.150"], config)
     new = {str(r.addr): r.ref for r in config.services[0].reals}
     assert new["198.18.2.200"] == old["198.18.2.200"]
     assert new["198.18.2.150"] & 0xFFFF == old["198.18.2.100"] & 0xFFFF
     assert new["198.18.2.150"] != old["198.18.2.100"]
+
+
+def test_a_removed_real_added_back_is_revived_with_its_slot_and_ref():
+    config = configure(SEED_PCC)
+    old = {str(r.addr): (r.index, r.ref) for r in config.services[0].reals}
+    config = configure(["-d -t 198.18.2.1:0 -r 198.18.2.100",
+                        "-a -t 198.18.2.1:0 -r 198.18.2.150",  # takes no trashed slot
+                        "-a -t 198.18.2.1:0 -r 198.18.2.100 -w 3"], config)
+    reals = {str(r.addr): r for r in config.services[0].reals}
+    assert (reals["198.18.2.100"].index, reals["198.18.2.100"].ref) == old["198.18.2.100"]
+    assert reals["198.18.2.100"].weight == 3  # the new line's settings
+    assert reals["198.18.2.150"].index not in {i for i, _ in old.values()}
+    assert config.trash == []
+    # -C and -D trash every real of the service; a new service of the same
+    # key revives them too
+    config = configure(["-C", "-A -t 198.18.2.1:0 -s rr -p 360",
+                        "-a -t 198.18.2.1:0 -r 198.18.2.200"], config)
+    assert config.services[0].reals[0].ref == old["198.18.2.200"][1]
+    assert sorted(str(r.addr) for _, r in config.trashed()) == ["198.18.2.100", "198.18.2.150"]
+    # and the trash survives a save
+    assert Config.from_json(config.to_json()).trashed() == config.trashed()
 
 
 BAD_LINES = [

@@ -784,7 +784,9 @@ def test_a_new_real_in_a_reused_slot_does_not_inherit_rates(fresh_director):
     snapshot.estimate(d.maps, d.config)
     old = {r.index: r.ref for r in d.config.services[0].reals}
     assert any(snap_of(d).reals[i].cps for i in old)
-    d.ipvsadm(f"-d -t {VIP}:0 -r {R200}", f"-a -t {VIP}:0 -r 198.18.2.150")
+    d.ipvsadm(f"-d -t {VIP}:0 -r {R200}")
+    d.config.purge_trash(set())  # as once nothing names the removed real any more
+    d.ipvsadm(f"-a -t {VIP}:0 -r 198.18.2.150")
     new = {r.index: r.ref for r in d.config.services[0].reals}
     assert set(new) == set(old) and new != old  # a slot reused, with a new generation
     reused = next(i for i in new if new[i] != old[i])
@@ -840,7 +842,7 @@ def director_ns(tmp_path):
         cli(env, ns, "up", "eth0", "--mode", "generic", "--conns", "4096", "--templates", "4096")
         yield ns, env
     finally:
-        subprocess.run([LVSXDP, "-n", ns, "down", "eth0"], env=env, capture_output=True)
+        subprocess.run([LVSXDP, "-n", ns, "down", "eth0", "--flush"], env=env, capture_output=True)
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 

@@ -26,7 +26,7 @@ from checks import (
     tuple_key,
 )
 
-from lvsxdp import shared
+from lvsxdp import ipvsadm, shared, snapshot
 from lvsxdp.model import ConfigError
 from lvsxdp.runtime import monotonic_ns
 
@@ -301,8 +301,13 @@ def test_expire_quiescent_template_moves_clients_off_a_weight_0_real(pcc):
     pcc.apply()
     expect_forwarded(pcc, P.tcp(ALICE, 40000, 80, "A"), R200)   # connections continue
     expect_forwarded(pcc, P.tcp(ALICE, 40001, 443), R100)
-    _, tpl = only_template(pcc)
-    assert tpl.real == real_ref(pcc, R100)
+    assert pcc.maps.templates.lookup(template_key(ALICE, VIP)).real == real_ref(pcc, R100)
+    # ip_vs_check_template: the old one moved to port 65535, listed until it ends
+    old = template_key(ALICE, VIP)
+    old.vport = shared.TPL_PORT_INVALID
+    tpl = pcc.maps.templates.lookup(old)
+    assert tpl.real == real_ref(pcc, R200) and tpl.flags & shared.TPL_F_INVALID
+    assert len(pcc.templates()) == 2
 
 
 def test_real_whose_mac_is_unknown_gets_no_new_clients_and_its_clients_move(pcc):
@@ -327,6 +332,44 @@ def test_removed_real_drops_its_connections_and_its_clients_move_on_next_syn(pcc
     expect_forwarded(pcc, P.tcp(BOB, 40000, 80, "A"), R100)
     expect_forwarded(pcc, P.tcp(ALICE, 40001, 80), R100)
     assert pcc.maps.templates.lookup(template_key(ALICE, VIP)).real == real_ref(pcc, R100)
+
+
+def conn_lines(d) -> list[str]:
+    """`ipvsadm -L -n -c` of the director, without its two title lines."""
+    snap = snapshot.read(d.maps, d.config)
+    out = ipvsadm.format_list(d.config, ipvsadm.parse(["-L", "-n", "-c"]), snap)
+    return sorted(" ".join(line.split()[2:]) for line in out.splitlines()[2:])
+
+
+def test_a_removed_real_stays_in_the_trash_and_its_connections_resume_when_added_back(pcc):
+    """LVS-SEMANTICS: a real removed with -d keeps its address in -L -c, its
+    connections' packets are dropped, its templates are re-keyed to port
+    65535 when next used; added back, it is revived and they resume."""
+    expect_forwarded(pcc, P.tcp(ALICE, 40000, 80, "S"), R200)
+    expect_forwarded(pcc, P.tcp(ALICE, 40000, 80, "A"), R200)
+    pcc.ipvsadm(f"-d -t {VIP}:0 -r {R200}")
+    expect_left_alone(pcc, P.tcp(ALICE, 40000, 80, "PA"), "XDP_DROP", "real_gone")
+    assert conn_lines(pcc) == [
+        f"ASSURED {ALICE}:0 {VIP}:0 {R200}:0",
+        f"ESTABLISHED {ALICE}:40000 {VIP}:80 {R200}:80",
+    ]
+    # a new connection of the client: a new template; the old one re-keyed
+    expect_forwarded(pcc, P.tcp(ALICE, 40001, 443), R100)
+    assert conn_lines(pcc) == sorted([
+        f"ESTABLISHED {ALICE}:40000 {VIP}:80 {R200}:80",
+        f"NONE {ALICE}:0 {VIP}:0 {R100}:0",
+        f"SYN_RECV {ALICE}:40001 {VIP}:443 {R100}:443",
+        f"ASSURED {ALICE}:0 {VIP}:65535 {R200}:65535",
+    ])
+    # -L -n shows only the service's reals
+    out = ipvsadm.format_list(pcc.config, ipvsadm.parse(["-L", "-n"]),
+                              snapshot.read(pcc.maps, pcc.config))
+    assert R200 not in out
+
+    pcc.ipvsadm(f"-a -t {VIP}:0 -r {R200} -g")  # back: revived from the trash
+    expect_forwarded(pcc, P.tcp(ALICE, 40000, 80, "PA"), R200)  # resumes
+    expect_forwarded(pcc, P.tcp(ALICE, 40002, 22), R100)  # the client's new template holds
+    assert pcc.config.trash == []
 
 
 def test_expire_nodest_conn_forgets_the_connection_of_a_removed_real(pcc):

@@ -102,11 +102,13 @@ class Ipvs:
         if d.u_threshold != 0 and d.totalconns() >= d.u_threshold:
             d.overload = True
 
-    def establish(self, d: Dest) -> None:
+    def activate(self, d: Dest) -> None:
+        """The first TCP packet: NONE -> SYN_RECV, an active state
+        (tcp_state_active: SYN_SENT, SYN_RECV, ESTABLISHED)."""
         d.inactconns -= 1
         d.activeconns += 1
 
-    def leave_established(self, d: Dest) -> None:
+    def deactivate(self, d: Dest) -> None:
         d.activeconns -= 1
         d.inactconns += 1
 
@@ -471,6 +473,8 @@ class Pair:
                       f" (lvsxdp {self.load_of(x)})" for x in self.ipvs.dests)
         if want:
             self.ipvs.bind(want)
+            if self.proto == "t":
+                self.ipvs.activate(want)
             self.conns[client, cport] = [want, "SYN_RECV" if self.proto == "t" else "UDP"]
         return got
 
@@ -485,19 +489,18 @@ class Pair:
         return False
 
     def ack(self, key) -> None:
-        """SYN_RECV -> ESTABLISHED: counted active from now on."""
-        dest, state = self.conns[key]
+        """SYN_RECV -> ESTABLISHED: active before and after."""
+        _, state = self.conns[key]
         assert state == "SYN_RECV"
         if self.packet(key, "A"):
-            self.ipvs.establish(dest)
             self.conns[key][1] = "ESTABLISHED"
 
     def fin(self, key) -> None:
-        """ESTABLISHED -> FIN_WAIT: inactive again."""
+        """ESTABLISHED -> FIN_WAIT: inactive from now on."""
         dest, state = self.conns[key]
         assert state == "ESTABLISHED"
         if self.packet(key, "FA"):
-            self.ipvs.leave_established(dest)
+            self.ipvs.deactivate(dest)
             self.conns[key][1] = "FIN_WAIT"
 
     def expire(self, key) -> None:
@@ -507,7 +510,7 @@ class Pair:
                          self.port)
         rewrite(self.d.maps.conns, ckey, expires=monotonic_ns() - 1)
         agent.sweep(self.d.maps, self.d.config, monotonic_ns())
-        self.ipvs.unbind(dest, state == "ESTABLISHED")
+        self.ipvs.unbind(dest, state in ("SYN_RECV", "ESTABLISHED"))
 
     def load_of(self, dest: Dest) -> tuple[int, int]:
         """What the program counts for one of this service's reals."""
@@ -579,12 +582,14 @@ def test_wlc_is_the_default_scheduler_and_weighs_active_256_times_inactive(d):
     assert d.config.services[0].scheduler == "wlc"
     pair.add(R[0], 1)
     pair.add(R[1], 1)
-    a = pair.new("198.18.1.1")            # to R[1], the list head
-    assert a == R[1]
-    assert pair.new("198.18.1.2") == R[0]  # 1 inactive vs 0
-    pair.ack(("198.18.1.2", pair.cport))   # R[0]: 1 active = 256
+    assert pair.new("198.18.1.1") == R[1]  # the list head
+    pair.ack(("198.18.1.1", pair.cport))
+    pair.fin(("198.18.1.1", pair.cport))   # R[1]: 1 inactive = 1
+    assert pair.new("198.18.1.2") == R[0]  # 1 vs 0; R[0]: 1 active (SYN_RECV) = 256
     for i in range(3, 8):                  # R[1] fills with inactive ones first
         assert pair.new(f"198.18.1.{i}") == R[1]
+        pair.ack((f"198.18.1.{i}", pair.cport))
+        pair.fin((f"198.18.1.{i}", pair.cport))
     pair.check_counts()
 
 
@@ -721,7 +726,7 @@ def test_persistent_clients_keep_going_to_an_overloaded_real(d):
     for port in (40001, 40002):  # the template still points at R[1]
         assert decide(d, P.tcp(alice, port, 443)) == R[1]
     ref = next(r.ref for r in d.config.services[0].reals if str(r.addr) == R[1])
-    assert load.real_load(d.maps, ref) == (0, 3)
+    assert load.real_load(d.maps, ref) == (3, 0)  # three SYN_RECV: active
     assert d.maps.templates.lookup(template_key(alice, VIP)).real == ref
 
 
@@ -899,6 +904,7 @@ def test_recount_is_exact_and_a_reused_real_slot_starts_from_nothing(d):
     for key in [k for k, (dst, _) in pair.conns.items() if dst.addr == R[0]]:
         del pair.conns[key]
     pair.remove(R[0])
+    d.config.purge_trash(set())  # nothing names it any more: out of the trash
     pair.add(R[5], 1)
     r5 = next(r for r in d.config.services[0].reals if str(r.addr) == R[5])
     assert r5.index == r0.index and r5.ref != r0.ref

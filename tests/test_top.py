@@ -65,7 +65,7 @@ def test_affinity_shows_each_template_with_its_real_and_the_connections_it_contr
     d.ipvsadm(*PCC)
     for port, dport in ((40000, 80), (40001, 8080), (40002, 22)):
         connect(d, "198.18.2.50", port, dport)
-    connect(d, "198.18.2.51", 40000, 80, established=False)  # SYN only: inactive
+    connect(d, "198.18.2.51", 40000, 80, established=False)  # SYN only: active (SYN_RECV)
 
     data = frame(d)
     templates = {str(shared.words_addr(k.family, k.caddr)): t for k, t in d.templates()}
@@ -78,14 +78,14 @@ def test_affinity_shows_each_template_with_its_real_and_the_connections_it_contr
     assert rows["198.18.2.50"]["connections"] == 3
     assert rows["198.18.2.51"]["connections"] == 1
     assert data["templates"]["alive"] == 2 and data["templates"]["extended"] == 0
-    assert data["connections"] == {"active": 3, "inactive": 1, "table_size": 4096}
+    assert data["connections"] == {"active": 4, "inactive": 0, "table_size": 4096}
 
     reals = {r["name"]: r for r in data["services"][0]["reals"]}
     r50 = real_name(d, templates["198.18.2.50"].real)
     r51 = real_name(d, templates["198.18.2.51"].real)
     assert r50 != r51  # rr over two new clients
     assert (reals[r50]["active"], reals[r50]["inactive"], reals[r50]["templates"]) == (3, 0, 1)
-    assert (reals[r51]["active"], reals[r51]["inactive"], reals[r51]["templates"]) == (0, 1, 1)
+    assert (reals[r51]["active"], reals[r51]["inactive"], reals[r51]["templates"]) == (1, 0, 1)
     assert all(r["mac_known"] and r["available"] and r["weight"] == 1 for r in reals.values())
     # the default order: most connections first
     assert [r["client"] for r in data["affinity"]["rows"]] == ["198.18.2.50", "198.18.2.51"]

@@ -146,7 +146,10 @@ def main() -> int:
         env = {**os.environ, "LVSXDP_NETNS": key, "LVSXDP_PIN_ROOT": str(PIN_ROOT),
                "LVSXDP_STATE_DIR": str(tmp / "state"), "LVSXDP_RUN_DIR": str(tmp / "run")}
         runtime.STATE_DIR = tmp / "state"
+        runtime.RUN_DIR = tmp / "run"
         runtime.save_config(runtime.Paths(key), d.config)
+        # what `up` records: top reads a director only while one is up
+        runtime.write_runtime(runtime.Paths(key), {"netns": key})
         out = {"templates": args.templates, "conns": m, "cpus": os.cpu_count()}
         out["once_empty_s"], out["once_empty_cpu_s"], _ = median3(
             lambda: run_cli(env, "top", "--once", "--interval", "0"))
