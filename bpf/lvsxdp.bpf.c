@@ -27,11 +27,41 @@
 #include "bench.h"
 #endif
 
+/* DR forwards like ip_forward: one hop less (ip_decrease_ttl's incremental
+ * checksum, RFC 1624). The IP header is found again from the Ethernet header
+ * rather than kept in pkt: a pointer at offset 14 or 18 in every state after
+ * parsing would have the verifier walk the whole path twice. */
+static __always_inline void dr_decrease_ttl(struct packet *pkt, void *data_end)
+{
+	void *l3 = pkt->eth + 1;
+
+	if (pkt->eth->h_proto == ETH_P_8021Q_BE || pkt->eth->h_proto == ETH_P_8021AD_BE)
+		l3 += sizeof(struct vlan_hdr);
+	if (pkt->tuple.family == LVS_AF_INET) {
+		struct iphdr *ip = l3;
+		u32 check;
+
+		if ((void *)(ip + 1) > data_end)
+			return;
+		check = ip->check;
+		check += bpf_htons(0x0100);
+		ip->check = check + (check >= 0xffff);
+		ip->ttl--;
+	} else {
+		struct ipv6hdr *ip6 = l3;
+
+		if ((void *)(ip6 + 1) > data_end)
+			return;
+		ip6->hop_limit--;
+	}
+}
+
 /* DR: the frame goes back out of the NIC it came in on, to the real's MAC,
- * from ours; IP and L4 are untouched (the real holds the VIP). */
-static __always_inline int forward(struct packet *pkt, struct lvs_real *r,
+ * from ours; addresses and ports are untouched (the real holds the VIP). */
+static __always_inline int forward(struct packet *pkt, void *data_end, struct lvs_real *r,
 				   struct lvs_config *cfg, u32 svc, int new_conn)
 {
+	dr_decrease_ttl(pkt, data_end);
 	__builtin_memcpy(pkt->eth->h_dest, r->mac, ETH_ALEN);
 	__builtin_memcpy(pkt->eth->h_source, cfg->mac, ETH_ALEN);
 	count_forward(svc, LVS_REF_IDX(r->ref), pkt->len, new_conn);
@@ -62,7 +92,7 @@ static __always_inline int lvs_packet(struct xdp_md *ctx, int resumed)
 #ifdef LVSXDP_BENCH
 	bench_restore(data, data_end);
 #endif
-	reason = parse_packet(data, data_end, &pkt);
+	reason = parse_packet(ctx, data, data_end, &pkt);
 	if (reason >= 0)
 		return count_reason(reason, XDP_PASS);
 	cfg = config.lookup(&zero);
@@ -70,6 +100,8 @@ static __always_inline int lvs_packet(struct xdp_md *ctx, int resumed)
 		return XDP_PASS;
 	if (!mac_is(pkt.eth->h_dest, cfg->mac))
 		return count_reason(LVS_R_NOT_FOR_US, XDP_PASS);
+	if (martian(&pkt))
+		return count_reason(LVS_R_MARTIAN, XDP_PASS);
 	now = bpf_ktime_get_coarse_ns();
 
 	/* A packet of a known connection. */
@@ -86,6 +118,9 @@ static __always_inline int lvs_packet(struct xdp_md *ctx, int resumed)
 				conn_forget(&pkt, &k4, tier);
 			return count_reason(LVS_R_REAL_GONE, XDP_DROP);
 		}
+		/* before the state moves: a packet that goes nowhere changes nothing */
+		if (ttl_exhausted(&pkt))
+			return count_reason(LVS_R_TTL_EXCEEDED, XDP_PASS);
 		if (pkt.tuple.proto == IPPROTO_TCP)
 			state = tcp_next_state(state, pkt.tcp_flags);
 		until = now + state_timeout(cfg, state);
@@ -125,7 +160,7 @@ static __always_inline int lvs_packet(struct xdp_md *ctx, int resumed)
 					template_settle(&held, &pkt.tuple, svc, now);
 			}
 		}
-		return forward(&pkt, r, cfg, svc_idx, 0);
+		return forward(&pkt, data_end, r, cfg, svc_idx, 0);
 	}
 
 	/* A new connection: find its service as ip_vs_service_find does. */
@@ -139,6 +174,8 @@ static __always_inline int lvs_packet(struct xdp_md *ctx, int resumed)
 	svc = svc_conf.lookup(&svc_idx);
 	if (!svc || !(svc->flags & LVS_SVC_F_ACTIVE))
 		return count_reason(LVS_R_NO_SERVICE, XDP_PASS);
+	if (ttl_exhausted(&pkt))
+		return count_reason(LVS_R_TTL_EXCEEDED, XDP_PASS);
 
 	fresh.state = pkt.tuple.proto == IPPROTO_TCP ?
 		      tcp_next_state(LVS_S_NONE, pkt.tcp_flags) : LVS_S_UDP;
@@ -170,7 +207,7 @@ static __always_inline int lvs_packet(struct xdp_md *ctx, int resumed)
 		count_reason(LVS_R_MAP_FULL, 0);
 	else
 		load_bind(r, fresh.state);
-	return forward(&pkt, r, cfg, svc_idx, 1);
+	return forward(&pkt, data_end, r, cfg, svc_idx, 1);
 }
 
 int lvsxdp_main(struct xdp_md *ctx)

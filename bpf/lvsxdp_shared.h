@@ -312,8 +312,10 @@ struct lvs_sched_scratch {
 
 /* Why a packet was not forwarded: every such packet is counted by reason. */
 #define LVS_R_NOT_IP 0		/* not IPv4/IPv6 (ARP, LLDP, ...): pass */
-#define LVS_R_TRUNCATED 1	/* a header runs past the frame: pass */
-#define LVS_R_BAD_IP 2		/* bad version, IHL or length: pass */
+#define LVS_R_TRUNCATED 1	/* a header runs past the frame, or an L4 header past the
+				 * IP length: pass */
+#define LVS_R_BAD_IP 2		/* bad version, IHL or length, TCP data offset < 5, UDP
+				 * length outside 8..IP payload: pass */
 #define LVS_R_FRAGMENT 3	/* IP fragment, ports unknown: pass */
 #define LVS_R_IPV6_EXT 4	/* IPv6 extension header: pass */
 #define LVS_R_NOT_TCP_UDP 5	/* other L4 protocol: pass */
@@ -325,6 +327,13 @@ struct lvs_sched_scratch {
 #define LVS_R_MAP_FULL 11	/* a connection or template could not be stored: forwarded anyway */
 #define LVS_R_HELD_FULL 12	/* an established connection or its template stayed embryonic:
 				 * the held table is full (maps.h): forwarded */
-#define LVS_R_COUNT 13
+#define LVS_R_BAD_CSUM 13	/* IPv4 header checksum wrong (ip_rcv_core drops it): pass */
+#define LVS_R_BAD_OPTIONS 14	/* IPv4 options malformed (ip_options_compile refuses): pass */
+#define LVS_R_MARTIAN 15	/* source no host may have (0/8, loopback, multicast, 240/4,
+				 * ::, ::1, ff00::/8, the destination itself) or a multicast
+				 * or broadcast destination: pass, the kernel drops it */
+#define LVS_R_TTL_EXCEEDED 16	/* TTL or hop limit <= 1 at the forward: pass, the kernel
+				 * sends ICMP time exceeded */
+#define LVS_R_COUNT 17
 
 #endif

@@ -81,6 +81,7 @@ DEFAULT_TIMEOUTS = {
 REASONS = [
     "not_ip", "truncated", "bad_ip", "fragment", "ipv6_ext", "not_tcp_udp",
     "not_for_us", "no_service", "not_syn", "no_real", "real_gone", "map_full", "held_full",
+    "bad_csum", "bad_options", "martian", "ttl_exceeded",
 ]
 R = {name: i for i, name in enumerate(REASONS)}
 

@@ -50,9 +50,12 @@ from .tables import (
     template_keys,
 )
 
-# Reasons whose packets are dropped; the others are passed to the kernel
-# (map_full: forwarded, but without an entry).
+# Reasons whose packets are dropped, and those whose packets are forwarded
+# all the same (map_full: without an entry; held_full: left in the embryonic
+# tier); the others are passed to the kernel (the hostile ones too: bad_csum,
+# bad_options, martian, ttl_exceeded, which the kernel drops or answers).
 DROP_REASONS = ("no_real", "real_gone")
+FORWARD_REASONS = ("map_full", "held_full")
 SORTS = ("conns", "left", "client", "service", "real", "age")
 # Sorts whose natural order is descending (most connections, newest first).
 SORT_DESCENDING = ("conns",)
@@ -338,7 +341,7 @@ def build(config: Config, cur: Counters, prev: Counters | None, tables: Tables |
     for i, name in enumerate(shared.REASONS):
         not_fwd.append({
             "reason": name, "action": "drop" if name in DROP_REASONS else
-            ("forward" if name == "map_full" else "pass"),
+            ("forward" if name in FORWARD_REASONS else "pass"),
             "packets": int(cur.reasons[i]),
             "pps": float(reason_rate[i]) if reason_rate is not None else None,
         })

@@ -26,11 +26,34 @@ def udp(src: str, sport: int, dport: int, dst: str = VIP, payload: bytes = b"x")
                  / payload)
 
 
+def ipv4_checksum(header: bytes) -> int:
+    """RFC 791's header checksum of `header` (its checksum field as given)."""
+    s = sum(int.from_bytes(header[i:i + 2], "big") for i in range(0, len(header), 2))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def one_hop_less(frame: bytes) -> bytes:
+    """The frame as ip_forward sends it on: IPv4 TTL - 1 with the header
+    checksum computed afresh over the whole header, or IPv6 hop limit - 1."""
+    out = bytearray(frame)
+    l3 = 18 if frame[12:14] in (b"\x81\x00", b"\x88\xa8") else 14
+    if out[l3] >> 4 == 4:
+        ihl = (out[l3] & 0xF) * 4
+        out[l3 + 8] -= 1
+        out[l3 + 10:l3 + 12] = b"\0\0"
+        out[l3 + 10:l3 + 12] = ipv4_checksum(bytes(out[l3:l3 + ihl])).to_bytes(2, "big")
+    else:
+        out[l3 + 7] -= 1
+    return bytes(out)
+
+
 def forwarded_to(frame: bytes, real_mac: bytes) -> bytes:
     """What DR makes of a frame: destination MAC the real's, source MAC the
-    director's, every other byte unchanged."""
+    director's, one hop less (one_hop_less), every other byte unchanged."""
     director = bytes(int(x, 16) for x in DIRECTOR_MAC.split(":"))
-    return real_mac + director + frame[12:]
+    return real_mac + director + one_hop_less(frame)[12:]
 
 
 def ip_len(frame: bytes) -> int:

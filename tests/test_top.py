@@ -174,6 +174,7 @@ def test_counters_and_rates_come_from_the_per_cpu_maps(fresh_director):
     for _ in range(10):
         assert d.run(P.tcp("198.18.2.50", 40000, 80, flags="PA"))[0] == "XDP_TX"
     assert d.run(P.tcp("198.18.2.50", 40000, 81, dst="198.18.2.9"))[0] == "XDP_PASS"
+    assert d.run(P.tcp("198.18.2.1", 40000, 80))[0] == "XDP_PASS"  # the VIP as source
     time.sleep(0.05)
     data = frame(d, prev=prev)
     dt = data["interval"]
@@ -197,6 +198,9 @@ def test_counters_and_rates_come_from_the_per_cpu_maps(fresh_director):
     assert reasons["no_service"]["packets"] == 1 and reasons["no_service"]["action"] == "pass"
     assert reasons["no_service"]["pps"] == pytest.approx(1 / dt, rel=0.01)
     assert reasons["no_real"]["action"] == "drop"
+    assert reasons["martian"]["packets"] == 1 and reasons["martian"]["action"] == "pass"
+    assert [r["action"] for r in data["not_forwarded"][-4:]] == ["pass"] * 4
+    assert reasons["map_full"]["action"] == reasons["held_full"]["action"] == "forward"
 
 
 def test_a_real_without_mac_and_a_quiescent_one_are_coloured(fresh_director):

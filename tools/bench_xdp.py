@@ -4,7 +4,7 @@ next to baselines compiled and measured in the same run.
     .venv/bin/python tools/bench_xdp.py [--repeat N] [--calls N] [--runs K] [--json]
 
 Cases (all programs start with the same prologue, bpf/bench.h, which writes
-the original destination and source MACs back into the frame):
+the original destination and source MACs and TTL back into the frame):
 
   bare_tx        prologue, XDP_TX (tools/bench_baselines.c): the test loop's
                  own cost per packet, the floor under every figure
@@ -20,7 +20,7 @@ the original destination and source MACs back into the frame):
 
 How each is measured. BPF_PROG_TEST_RUN with repeat=N times N runs of the
 program and reports ns per run; but from the second run on the program sees
-its own output. The prologue undoes lvsxdp's only rewrite (the MACs), so for
+its own output. The prologue undoes lvsxdp's only rewrites (the MACs, the TTL), so for
 bare_tx, parse_swap_tx, established and unknown_vip every iteration takes
 the path it claims, and the figure is one repeat=N run's time per
 iteration. The kernel reports the loop's time per iteration rounded down to whole ns,
@@ -125,6 +125,9 @@ MARK_RULES.insert(1000, f"-t mangle -A PREROUTING -d {MARKED_VIP} -p tcp --dport
 MARK_SERVICES = [f"-A -f {MARK} -s rr -p", f"-A -t {MARKED_VIP}:{MARKED_PORT} -s rr -p"]
 
 
+TTL = 64  # every frame's; bench.h puts it back before each run
+
+
 class BenchError(RuntimeError):
     """A case did not do what it claims: no figure is worth printing."""
 
@@ -147,20 +150,27 @@ def tcp_frame(src: str, sport: int, dst: str, dport: int, flags: int) -> bytes:
                       5 << 4, flags, 64240, 0, 0)
     csum = _checksum(s + d + struct.pack("!BBH", 0, 6, len(tcp)) + tcp)
     tcp = tcp[:16] + struct.pack("!H", csum) + tcp[18:]
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 1, 0, 64, 6, 0, s, d)
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 1, 0, TTL, 6, 0, s, d)
     ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]
     return DIRECTOR_MAC + CLIENT_MAC + b"\x08\x00" + ip + tcp
 
 
 def bench_defines() -> dict[str, str]:
-    """bench.h's constants: the 12 MAC bytes every frame here starts with."""
+    """bench.h's constants: the 12 MAC bytes every frame here starts with,
+    and the TTL they carry."""
     head = DIRECTOR_MAC + CLIENT_MAC
     return {"BENCH_ETH_W0": f"0x{int.from_bytes(head[:8], 'little'):016x}ULL",
-            "BENCH_ETH_W1": f"0x{int.from_bytes(head[8:12], 'little'):08x}U"}
+            "BENCH_ETH_W1": f"0x{int.from_bytes(head[8:12], 'little'):08x}U",
+            "BENCH_TTL": str(TTL)}
 
 
 def forwarded(frame: bytes, real_mac: bytes) -> bytes:
-    return real_mac + DIRECTOR_MAC + frame[12:]
+    """DR: the real's MAC, ours, one hop less (TTL and header checksum)."""
+    ip = bytearray(frame[14:34])
+    ip[8] -= 1
+    ip[10:12] = b"\0\0"
+    ip[10:12] = struct.pack("!H", _checksum(bytes(ip)))
+    return real_mac + DIRECTOR_MAC + frame[12:14] + bytes(ip) + frame[34:]
 
 
 def conn_key(src: str, sport: int, dst: str = VIP, dport: int = 80) -> shared.Tuple:
