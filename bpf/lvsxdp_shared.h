@@ -187,6 +187,8 @@ struct lvs_conn {
  * connections it controls expire: while one may still be alive at expiry the
  * template is extended in steps (cfg.extend_ns) rather than dropped. */
 #define LVS_TPL_F_ASSURED (1 << 0)	/* a TCP connection of it was established */
+#define LVS_TPL_F_REARMED (1 << 2)	/* its timer fired with connections left: its
+					 * timeout is the step from then on */
 #define LVS_TPL_F_INVALID (1 << 1)	/* re-keyed to port 65535 as its real was
 					 * removed (ip_vs_check_template): listed,
 					 * never used, until its timer ends */

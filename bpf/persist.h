@@ -181,7 +181,13 @@ static __always_inline u32 persist_schedule(struct xdp_md *ctx, int resumed,
 	template_key(&k, tuple, svc);
 	t = template_lookup(&k, &tier);
 	if (t && template_alive(t, now, cfg->extend_ns) && template_usable(t, cfg)) {
-		t->expires = now + svc->timeout_ns;
+		/* IPVS re-arms a template whose timer found connections with
+		 * the step as its timeout, which each new connection then
+		 * refreshes: a template alive past its expiry was re-armed */
+		if (now >= t->expires && cfg->extend_ns)
+			t->flags |= LVS_TPL_F_REARMED;
+		t->expires = now + ((t->flags & LVS_TPL_F_REARMED) ? cfg->extend_ns :
+				    svc->timeout_ns);
 		if (t->ctl_until < conn_until)
 			t->ctl_until = conn_until;
 		if (open)

@@ -147,6 +147,7 @@ class Conn(ctypes.Structure):
 
 TPL_F_ASSURED = 1 << 0
 TPL_F_INVALID = 1 << 1
+TPL_F_REARMED = 1 << 2
 TPL_PORT_INVALID = 0xFFFF
 CONN_F_OPEN = 1 << 0
 

@@ -131,3 +131,25 @@ def test_a_connection_that_expired_unseen_gives_way_without_holding_the_template
     assert template(pcc).n_open == 1
     run(pcc, 40000, "A", "FA")
     assert template(pcc).n_open == 0
+
+
+def test_once_re_armed_a_new_connection_refreshes_the_template_to_the_step(pcc):
+    """IPVS: the timer that found connections re-arms with the step, and
+    the template's timeout stays the step; a new connection refreshes it to
+    the step, not to -p (ipvs-golden/05-timeouts.txt)."""
+    run(pcc, 40000, "S", "A")
+    fresh = monotonic_ns()
+    run(pcc, 40001, "S")  # before its timer ran out: -p again
+    t = template(pcc)
+    assert fresh + TIMEOUT <= t.expires <= monotonic_ns() + TIMEOUT
+    assert not t.flags & shared.TPL_F_REARMED
+    now = monotonic_ns()
+    rewrite(pcc.maps.templates, template_key(ALICE, VIP), expires=now - 10 * NS)
+    before = monotonic_ns()
+    run(pcc, 40002, "S")  # past it, alive because 40000 lives: re-armed
+    t = template(pcc)
+    assert t.flags & shared.TPL_F_REARMED
+    assert before + STEP <= t.expires <= monotonic_ns() + STEP
+    before = monotonic_ns()
+    run(pcc, 40003, "S")  # and every new connection after: the step
+    assert before + STEP <= template(pcc).expires <= monotonic_ns() + STEP
