@@ -56,16 +56,26 @@ static __always_inline void dr_decrease_ttl(struct packet *pkt, void *data_end)
 	}
 }
 
-/* DR: the frame goes back out of the NIC it came in on, to the real's MAC,
- * from ours; addresses and ports are untouched (the real holds the VIP). */
-static __always_inline int forward(struct packet *pkt, void *data_end, struct lvs_real *r,
-				   struct lvs_config *cfg, u32 svc, int new_conn)
+/* DR: to the real's MAC, from the egress interface's, as the kernel routes
+ * to the real (lvs_real.ifindex, kept by the control plane); addresses and
+ * ports are untouched (the real holds the VIP). A real behind the receiving
+ * interface - every real of a one-NIC director - takes the XDP_TX fast path;
+ * one behind another served interface is redirected there (tx_ports). The
+ * receiving interface's MTU already held the frame; another's may not. */
+static __always_inline int forward(struct xdp_md *ctx, struct packet *pkt, void *data_end,
+				   struct lvs_real *r, u32 svc, int new_conn)
 {
+	int same = r->ifindex == ctx->ingress_ifindex;
+
+	if (!same && pkt->len > r->mtu)
+		return count_reason(LVS_R_TOO_BIG, XDP_DROP);
 	dr_decrease_ttl(pkt, data_end);
 	__builtin_memcpy(pkt->eth->h_dest, r->mac, ETH_ALEN);
-	__builtin_memcpy(pkt->eth->h_source, cfg->mac, ETH_ALEN);
+	__builtin_memcpy(pkt->eth->h_source, r->smac, ETH_ALEN);
 	count_forward(svc, LVS_REF_IDX(r->ref), pkt->len, new_conn);
-	return XDP_TX;
+	if (same)
+		return XDP_TX;
+	return tx_ports.redirect_map(r->tx_slot, 0);
 }
 
 static __always_inline int mac_is(const u8 *a, const u8 *b)
@@ -160,7 +170,7 @@ static __always_inline int lvs_packet(struct xdp_md *ctx, int resumed)
 					template_settle(&held, &pkt.tuple, svc, now);
 			}
 		}
-		return forward(&pkt, data_end, r, cfg, svc_idx, 0);
+		return forward(ctx, &pkt, data_end, r, svc_idx, 0);
 	}
 
 	/* A new connection: find its service as ip_vs_service_find does. */
@@ -207,7 +217,7 @@ static __always_inline int lvs_packet(struct xdp_md *ctx, int resumed)
 		count_reason(LVS_R_MAP_FULL, 0);
 	else
 		load_bind(r, fresh.state);
-	return forward(&pkt, data_end, r, cfg, svc_idx, 1);
+	return forward(ctx, &pkt, data_end, r, svc_idx, 1);
 }
 
 int lvsxdp_main(struct xdp_md *ctx)

@@ -126,7 +126,19 @@ struct lvs_real {
 	__u8 fwd;		/* LVS_FWD_* */
 	__u32 u_threshold;	/* -x: no new connections from this many on (0: no limit) */
 	__u32 l_threshold;	/* -y: new ones again below this many (0: 3/4 of -x) */
+	/* Where the kernel routes to the real (__ip_vs_get_out_rt with
+	 * IP_VS_RT_MODE_KNOWN_NH: the route's interface, the real's own MAC on
+	 * it), cached by the control plane from the FIB and the neighbour
+	 * table so that no packet pays a FIB lookup. mac above is that MAC. */
+	__u32 ifindex;		/* egress interface; the receiving one: XDP_TX */
+	__u8 smac[6];		/* the egress interface's MAC: the frame's source */
+	__u16 tx_slot;		/* the egress interface in tx_ports (bpf_redirect_map) */
+	__u32 mtu;		/* the egress interface's: a larger packet is not sent */
 };
+
+/* The interfaces `lvsxdp up` serves, by slot in tx_ports: the first (slot 0)
+ * is the VIP side, the others are where reals may be. */
+#define LVS_MAX_IFACES 64
 
 /* Connections of a real as IPVS counts them for its schedulers and
  * thresholds: active (TCP in ESTABLISHED, SYN_SENT, SYN_RECV) and inactive
@@ -336,6 +348,9 @@ struct lvs_sched_scratch {
 				 * or broadcast destination: pass, the kernel drops it */
 #define LVS_R_TTL_EXCEEDED 16	/* TTL or hop limit <= 1 at the forward: pass, the kernel
 				 * sends ICMP time exceeded */
-#define LVS_R_COUNT 17
+#define LVS_R_TOO_BIG 17		/* larger than the egress interface's MTU: drop (IPVS sends
+				 * ICMP fragmentation needed / packet too big; lvsxdp does
+				 * not yet, README "Forwarding") */
+#define LVS_R_COUNT 18
 
 #endif

@@ -7,11 +7,27 @@
 
 #define PIN(name) LVSXDP_PIN_DIR "/" #name
 
+/* bcc's BPF_DEVMAP has no pinned form: its struct (so that bcc turns
+ * redirect_map() into bpf_redirect_map on this map) in a pinned section.
+ * Values are ifindexes (struct bpf_devmap_val without a program). */
+#define LVS_DEVMAP_PINNED(_name, _max_entries, _pinned) \
+struct _name##_table_t { \
+	u32 key; \
+	u32 leaf; \
+	u64 (*redirect_map)(int, int); \
+	u32 max_entries; \
+}; \
+__attribute__((section("maps/devmap:" _pinned))) \
+struct _name##_table_t _name = { .max_entries = (_max_entries) }
+
 BPF_TABLE_PINNED("array", u32, struct lvs_config, config, 1, PIN(config));
 BPF_TABLE_PINNED("hash", struct lvs_vip_key, u32, vips, LVS_MAX_SERVICES, PIN(vips));
 BPF_TABLE_PINNED("hash", struct lvs_svc_key, u32, services, LVS_MAX_SERVICES, PIN(services));
 BPF_TABLE_PINNED("array", u32, struct lvs_service, svc_conf, LVS_MAX_SERVICES, PIN(svc_conf));
 BPF_TABLE_PINNED("array", u32, struct lvs_real, reals, LVS_MAX_REALS, PIN(reals));
+/* The served interfaces (slot -> ifindex): DR to a real behind another
+ * interface than the receiving one is a bpf_redirect_map into this. */
+LVS_DEVMAP_PINNED(tx_ports, LVS_MAX_IFACES, PIN(tx_ports));
 /* Two rings per service: slots [svc * 2 * N, svc * 2 * N + 2 * N). */
 BPF_TABLE_PINNED("array", u32, u32, sched_ring, LVS_MAX_SERVICES * 2 * LVS_RING_SLOTS, PIN(sched_ring));
 BPF_TABLE_PINNED("array", u32, u64, sched_pos, LVS_MAX_SERVICES, PIN(sched_pos));

@@ -27,6 +27,26 @@ from .model import Config, RealServer, Service
 FTP_PORT = 21
 
 
+@dataclass(frozen=True)
+class Hop:
+    """How DR reaches a real: the way the kernel routes to it
+    (__ip_vs_get_out_rt with IP_VS_RT_MODE_KNOWN_NH: the route's interface,
+    and the real's own MAC on that interface, gateway or not)."""
+    mac: bytes | None          # the real's MAC on ifindex; None: not resolved (yet)
+    ifindex: int = 0           # egress interface
+    smac: bytes = bytes(6)     # its MAC
+    slot: int = 0              # its slot in tx_ports
+    mtu: int = 0               # its MTU
+    unreachable: str = ""      # why no interface lvsxdp serves reaches the real
+
+
+def hop_of(value, ifindex: int, own_mac: bytes) -> Hop:
+    """A hop from a MAC alone: the real sits behind the VIP-side interface."""
+    if isinstance(value, Hop):
+        return value
+    return Hop(mac=value or None, ifindex=ifindex, smac=own_mac, slot=0, mtu=0xFFFF)
+
+
 @dataclass
 class Plan:
     config: shared.Config
@@ -234,7 +254,8 @@ def mh_table(reals: list[RealServer]) -> list[int]:
 
 def build(config: Config, macs: dict, ifindex: int = 0, own_mac: bytes = bytes(6),
           flags_extra: int = 0) -> Plan:
-    """macs: real address -> 6-byte MAC (absent or None: unknown)."""
+    """macs: real address -> its Hop, or a 6-byte MAC on the VIP-side
+    interface (ifindex, own_mac); absent or None: unknown."""
     cfg = shared.Config()
     for i, ns in enumerate(timeouts_ns(config)):
         cfg.timeout_ns[i] = ns
@@ -268,14 +289,16 @@ def build(config: Config, macs: dict, ifindex: int = 0, own_mac: bytes = bytes(6
 
         usable = []
         for r in svc.reals:
-            mac = macs.get(r.addr)
+            hop = hop_of(macs.get(r.addr), ifindex, own_mac)
             real = shared.Real(ref=r.ref, svc=svc.index, weight=r.weight,
                                flags=shared.REAL_F_AVAILABLE, port=shared.htons(r.port),
                                family=svc.family, fwd=shared.FWD_ROUTE,
                                u_threshold=r.u_threshold, l_threshold=r.l_threshold)
             shared.set_words(real.addr, r.addr)
-            if mac:
-                real.mac[:] = list(mac)
+            if hop.mac and not hop.unreachable:
+                real.mac[:] = list(hop.mac)
+                real.smac[:] = list(hop.smac)
+                real.ifindex, real.tx_slot, real.mtu = hop.ifindex, hop.slot, hop.mtu
                 real.flags |= shared.REAL_F_MAC_VALID
                 usable.append(r)
             plan.reals[r.index] = real

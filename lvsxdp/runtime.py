@@ -23,7 +23,7 @@ from pathlib import Path
 
 from . import bpfsys, shared
 from .model import Config
-from .plan import Plan
+from .plan import Hop, Plan
 
 PIN_ROOT = Path(os.environ.get("LVSXDP_PIN_ROOT", "/sys/fs/bpf/lvsxdp"))
 STATE_DIR = Path(os.environ.get("LVSXDP_STATE_DIR", "/var/lib/lvsxdp"))
@@ -402,12 +402,14 @@ def monotonic_ns() -> int:
 
 
 def known_macs(maps: Maps) -> dict:
-    """The MACs the data plane knows now, by real address (kept fresh by the
-    agent), so a configuration change does not forget them."""
+    """How the data plane reaches each real now (plan.Hop by real address,
+    kept fresh by the agent), so a configuration change does not forget it."""
     out = {}
     for _, r in maps.reals.used():
         if r.flags & shared.REAL_F_MAC_VALID:
-            out[shared.words_addr(r.family, r.addr)] = bytes(r.mac)
+            out[shared.words_addr(r.family, r.addr)] = Hop(
+                mac=bytes(r.mac), ifindex=r.ifindex, smac=bytes(r.smac), slot=r.tx_slot,
+                mtu=r.mtu)
     return out
 
 

@@ -44,6 +44,7 @@ REAL_F_MAC_VALID = 1 << 1
 REAL_F_TRASH = 1 << 2
 
 FWD_ROUTE = 0
+MAX_IFACES = 64
 
 # Kernels without may_goto walk a scheduler in a program of its own
 # (bpf/sched.h): LVS_SCHED_CHUNK steps a call; the programs it tail-calls.
@@ -81,7 +82,7 @@ DEFAULT_TIMEOUTS = {
 REASONS = [
     "not_ip", "truncated", "bad_ip", "fragment", "ipv6_ext", "not_tcp_udp",
     "not_for_us", "no_service", "not_syn", "no_real", "real_gone", "map_full", "held_full",
-    "bad_csum", "bad_options", "martian", "ttl_exceeded",
+    "bad_csum", "bad_options", "martian", "ttl_exceeded", "too_big",
 ]
 R = {name: i for i, name in enumerate(REASONS)}
 
@@ -125,6 +126,7 @@ class Real(ctypes.Structure):
         ("ref", u32), ("svc", u16), ("weight", u16), ("mac", u8 * 6), ("flags", u16),
         ("addr", u32 * 4), ("port", u16), ("family", u8), ("fwd", u8),
         ("u_threshold", u32), ("l_threshold", u32),
+        ("ifindex", u32), ("smac", u8 * 6), ("tx_slot", u16), ("mtu", u32),
     ]
 
 
@@ -246,6 +248,7 @@ MAPS = {
     "svc_est": (u32, Est),
     "real_est": (u32, Est),
     "progs": (u32, u32),
+    "tx_ports": (u32, u32),
     "sched_scratch": (u32, SchedScratch),
 }
 

@@ -52,6 +52,7 @@ def test_map_key_and_value_layout_matches_the_compiled_header(director, name):
 def test_every_pinned_map_of_the_program_has_a_mirror(director):
     source = loader.program_text()
     pinned = re.findall(r"BPF_TABLE_PINNED\([^,]+,[^,]+,[^,]+,\s*(\w+)\s*,", source)
+    pinned += re.findall(r"^LVS_DEVMAP_PINNED\((\w+),", source, re.M)
     assert sorted(pinned) == sorted(shared.MAPS)
 
 
