@@ -3,9 +3,11 @@
 Started by `lvsxdp up`, in the director's network namespace. The data plane
 does not depend on it for correctness of timeouts (expiry is checked on every
 lookup), but the agent:
-  - asks the kernel to keep each real's neighbour entry resolved (managed
-    neighbours) and writes MAC changes into the maps: a real whose MAC is
-    lost gets no new work until it is back;
+  - follows the kernel's route to each real (routes.py: which served
+    interface, or unreachable and why), asks the kernel to keep each real's
+    neighbour entry on that interface resolved (managed neighbours) and
+    writes route and MAC changes into the maps: a real whose MAC is lost,
+    or that no served interface reaches, gets no new work until it is back;
   - removes expired connections and dead templates, so tables and listings
     hold only live entries;
   - lowers each template's ctl_until to what its connections now need,
@@ -29,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import load, plan, runtime, shared, snapshot, tables
-from .director import apply_marks, kernel_mark_rules, neighbour_macs
+from . import load, plan, routes, runtime, shared, snapshot, tables
+from .director import apply_marks, kernel_mark_rules
 from .model import ConfigError
 from .snapshot import EST_INTERVAL, template_dead_at
 
@@ -42,6 +44,9 @@ SWEEP_EVERY = 1.0
 # from the reals' MACs. Expiry does not wait for it (the data plane checks).
 SWEEP_SHARE = 0.1
 NUD_MANAGED = 1  # NTF_EXT_MANAGED in NDA_FLAGS_EXT
+# Route lookups cost a netlink round trip per real: once a second, and at
+# once when the configuration changes.
+ROUTE_EVERY = 1.0
 
 
 class Agent:
@@ -54,7 +59,10 @@ class Agent:
         self.cookie = runtime.netns_cookie()
         self.config_mtime = None
         self.config = runtime.load_config(self.paths)
-        self.macs: dict = {}
+        self.macs: dict = {}  # real address -> plan.Hop in the maps
+        self.routes: dict = {}  # real address -> routes.Route
+        self.next_routes = 0.0
+        self.ifaces = routes.served(self.ipr, routes.served_ports(self.maps))
         self.marks_in: tuple | None = None  # the mark rules the maps hold
         self.skipped_rules: list[str] = []
         self.managed: set = set()
@@ -131,10 +139,11 @@ class Agent:
             if changed:
                 self.config = runtime.load_config(self.paths)
                 self.config_mtime = mtime
-            ifindex = self.maps.read_config().ifindex
             addrs = {r.addr for s in self.config.services for r in s.reals}
-            self.ensure_managed(ifindex, addrs)
-            macs = neighbour_macs(self.ipr, ifindex, addrs)
+            if changed or time.monotonic() >= self.next_routes:
+                self.follow_routes(addrs)
+            self.ensure_managed()
+            macs = routes.hops(self.ipr, self.routes, self.ifaces)
             marks_in = (kernel_rules, [r.to_dict() for r in self.config.mark_rules])
             if marks_in != self.marks_in:
                 try:
@@ -144,26 +153,46 @@ class Agent:
                 self.marks_in = marks_in
             if changed or macs != self.macs:
                 for addr in addrs:
-                    if self.macs.get(addr) != macs.get(addr):
-                        log.info("real %s MAC %s", addr,
-                                 macs.get(addr, b"").hex(":") or "unknown")
+                    hop = macs.get(addr)
+                    if self.macs.get(addr) != hop and hop and not hop.unreachable:
+                        log.info("real %s MAC %s on ifindex %d", addr,
+                                 hop.mac.hex(":") if hop.mac else "unknown", hop.ifindex)
                 runtime.apply_plan(self.maps, plan.build(self.config, macs))
                 self.macs = macs
 
-    def ensure_managed(self, ifindex: int, addrs: set) -> None:
-        """A managed neighbour entry per real: the kernel resolves it and
-        keeps it fresh, and marks it failed when the real stops answering."""
-        for addr in addrs - self.managed:
+    def follow_routes(self, addrs: set) -> None:
+        """The kernel's route to every real, now; a real that becomes
+        unreachable (or reachable again) is logged with the reason."""
+        try:  # an interface's MAC or MTU may have changed
+            self.ifaces = routes.served(self.ipr, routes.served_ports(self.maps))
+        except Exception as e:
+            log.warning("served interfaces not read again: %s", e)
+        new = {a: routes.route_to(self.ipr, a, self.ifaces) for a in addrs}
+        for addr, r in new.items():
+            old = self.routes.get(addr)
+            if r.unreachable and (old is None or old.unreachable != r.unreachable):
+                log.warning("real %s unreachable: %s", addr, r.unreachable)
+            elif not r.unreachable and old is not None and old.unreachable:
+                log.info("real %s reachable again (ifindex %d)", addr, r.ifindex)
+        self.routes = new
+        self.next_routes = time.monotonic() + ROUTE_EVERY
+
+    def ensure_managed(self) -> None:
+        """A managed neighbour entry per real on its egress interface: the
+        kernel resolves it and keeps it fresh, and marks it failed when the
+        real stops answering."""
+        want = {(a, r.ifindex) for a, r in self.routes.items() if not r.unreachable}
+        for addr, ifindex in want - self.managed:
             with contextlib.suppress(Exception):
                 existing = self.ipr.get_neighbours(ifindex=ifindex, dst=str(addr))
                 if existing and existing[0]["state"] == 0x80:  # PERMANENT: leave it
-                    self.managed.add(addr)
+                    self.managed.add((addr, ifindex))
                     continue
                 family = socket.AF_INET6 if addr.version == 6 else socket.AF_INET
                 self.ipr.neigh("replace", dst=str(addr), ifindex=ifindex, family=family,
                                NDA_FLAGS_EXT=NUD_MANAGED, state=0)
-                self.managed.add(addr)
-        self.managed &= addrs
+                self.managed.add((addr, ifindex))
+        self.managed &= want
 
     # -- rates -------------------------------------------------------------
     def estimate(self, due: float) -> float:

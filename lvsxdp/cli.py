@@ -42,7 +42,7 @@ def _die(msg: str, code: int = 1) -> None:
 
 
 @main.command()
-@click.argument("iface")
+@click.argument("ifaces", nargs=-1, required=True, metavar="IFACE...")
 @click.option("--mode", type=click.Choice(["native", "generic", "auto"]), default="auto",
               show_default=True, help="XDP attach mode: native (driver), generic (skb), "
                                       "or auto (the kernel picks; kept on reload).")
@@ -50,16 +50,22 @@ def _die(msg: str, code: int = 1) -> None:
               help="Connection table size (default 1048576).")
 @click.option("--templates", type=SIZES, default=None,
               help="Persistence template table size (default 262144).")
-def up(iface: str, mode: str, conns: int | None, templates: int | None) -> None:
-    """Start (or reload) the director on IFACE.
+def up(ifaces: tuple[str, ...], mode: str, conns: int | None, templates: int | None) -> None:
+    """Start (or reload) the director on IFACE... (the first: the VIP side).
 
     Compiles and loads the XDP program, pins its maps, restores the saved
-    configuration, attaches, and starts the agent that keeps real servers'
-    MACs fresh. Run again to reload the program (or `lvsxdp restart`):
-    templates and connections are kept, as are those a plain `down` kept.
+    configuration, attaches to every IFACE, and starts the agent that keeps
+    real servers' routes and MACs fresh. Direct routing sends a real's
+    packets the way the kernel routes to it: out of the interface they came
+    in on (XDP_TX), or out of another IFACE named here (redirect); a real
+    that only an interface not named here reaches is unreachable (`lvsxdp
+    status` says why). Run again to reload the program (or `lvsxdp
+    restart`): templates and connections are kept, as are those a plain
+    `down` kept.
 
     \b
     lvsxdp up eth0
+    lvsxdp up eth0 eth1          # clients on eth0, reals behind eth1 too
     lvsxdp up eth0 --mode native --conns 4194304
     lvsxdp -n lab-director up eth0 --mode generic
     """
@@ -67,22 +73,23 @@ def up(iface: str, mode: str, conns: int | None, templates: int | None) -> None:
     from .loader import LoadError  # noqa: PLC0415
 
     try:
-        click.echo(director.up(iface, mode, conns, templates))
+        click.echo(director.up(list(ifaces), mode, conns, templates))
     except (RuntimeError_, LoadError, ConfigError) as e:
         _die(str(e))
 
 
 @main.command()
-@click.argument("iface")
+@click.argument("ifaces", nargs=-1, required=True, metavar="IFACE...")
 @click.option("--mode", type=click.Choice(["native", "generic", "auto"]), default="auto",
               show_default=True, help="XDP attach mode; auto keeps the running one (a "
                                       "change of mode re-attaches: not hitless).")
-def restart(iface: str, mode: str) -> None:
-    """Restart the running director on IFACE without dropping a connection.
+def restart(ifaces: tuple[str, ...], mode: str) -> None:
+    """Restart the running director on IFACE... without dropping a connection.
 
     Compiles the new program while the old one forwards, swaps it in
     atomically, and starts a new agent: every connection and template is
-    kept. Fails, changing nothing, when no director runs on IFACE.
+    kept. Fails, changing nothing, when no director runs on IFACE. The VIP
+    side alone keeps the interfaces it serves; naming them all changes them.
 
     \b
     lvsxdp restart eth0
@@ -92,17 +99,18 @@ def restart(iface: str, mode: str) -> None:
     from .loader import LoadError  # noqa: PLC0415
 
     try:
-        click.echo(director.restart(iface, mode))
+        click.echo(director.restart(list(ifaces), mode))
     except (RuntimeError_, LoadError, ConfigError) as e:
         _die(str(e))
 
 
 @main.command()
-@click.argument("iface")
+@click.argument("ifaces", nargs=-1, required=True, metavar="IFACE...")
 @click.option("--flush", is_flag=True,
               help="Also drop the connection and template tables (every pinned map).")
-def down(iface: str, flush: bool) -> None:
-    """Detach from IFACE and stop the agent; keep the tables.
+def down(ifaces: tuple[str, ...], flush: bool) -> None:
+    """Detach from IFACE (the VIP side) and every interface it serves, and
+    stop the agent; keep the tables.
 
     The connection and template tables stay pinned: the next `lvsxdp up`
     resumes every connection and template that has not expired meanwhile.
@@ -115,7 +123,7 @@ def down(iface: str, flush: bool) -> None:
     from . import director  # noqa: PLC0415
 
     try:
-        click.echo(director.down(iface, flush))
+        click.echo(director.down(ifaces[0], flush))
     except RuntimeError_ as e:
         _die(str(e))
 
@@ -140,7 +148,8 @@ def status(as_json: bool) -> None:
         return
     alive = "running" if st["agent_alive"] else "NOT RUNNING"
     how = {"may_goto": ", walks by may_goto", "bounded": ", walks in bounded chunks"}
-    click.echo(f"director  {st['netns']}: {st['iface']} ({st['mode']} XDP, prog {st['prog_id']}"
+    click.echo(f"director  {st['netns']}: {' '.join(st['ifaces'] or [str(st['iface'])])} "
+               f"({st['mode']} XDP, prog {st['prog_id']}"
                f"{how.get(st.get('loops'), '')})")
     click.echo(f"agent     pid {st['agent_pid']} {alive}")
     click.echo(f"config    {st['services']} services, {st['reals']} real servers")
@@ -148,6 +157,8 @@ def status(as_json: bool) -> None:
                f"{st['templates']}/{st['template_table_size']} templates")
     dropped = ", ".join(f"{k} {v}" for k, v in st["not_forwarded"].items() if v) or "none"
     click.echo(f"not fwd   {dropped}")
+    for addr, why in st["reals_unreachable"].items():
+        click.echo(f"real      {addr} UNREACHABLE: {why}")
 
 
 @main.command(context_settings={"ignore_unknown_options": True,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ipaddress
 import os
 import shutil
 import signal
@@ -14,7 +13,7 @@ import subprocess
 import sys
 import time
 
-from . import ipvsadm, plan, runtime, shared
+from . import ipvsadm, plan, routes, runtime, shared
 from .model import Config, ConfigError
 from .runtime import Paths, RuntimeError_
 
@@ -74,21 +73,6 @@ def agent_alive(info: dict | None) -> bool:
         return False
 
 
-def neighbour_macs(ipr, ifindex: int, addrs) -> dict:
-    """MACs the kernel's neighbour table has for these addresses on ifindex."""
-    usable = 0x02 | 0x04 | 0x08 | 0x10 | 0x40 | 0x80  # REACHABLE..PERMANENT
-    out = {}
-    for n in ipr.get_neighbours(ifindex=ifindex):
-        dst = n.get_attr("NDA_DST")
-        mac = n.get_attr("NDA_LLADDR")
-        if dst is None or mac is None or not n["state"] & usable:
-            continue
-        addr = ipaddress.ip_address(dst)
-        if addr in addrs:
-            out[addr] = bytes.fromhex(mac.replace(":", ""))
-    return out
-
-
 def _real_addrs(config: Config) -> set:
     return {r.addr for s in config.services for r in s.reals}
 
@@ -125,11 +109,31 @@ def apply_marks(maps: runtime.Maps, config: Config, kernel_rules: list) -> None:
     runtime.apply_marks(maps, tables)
 
 
-def up(iface: str, mode: str = "auto", conns: int | None = None,
+def _names(ifaces) -> list[str]:
+    names = [ifaces] if isinstance(ifaces, str) else list(ifaces)
+    if not names:
+        raise RuntimeError_("which interfaces? (`lvsxdp up eth0 [eth1 ...]`)")
+    if len(set(names)) != len(names):
+        raise RuntimeError_(f"an interface is named twice: {' '.join(names)}")
+    if len(names) > shared.MAX_IFACES:
+        raise RuntimeError_(f"at most {shared.MAX_IFACES} interfaces")
+    return names
+
+
+def served_names(info: dict | None) -> list[str]:
+    """The interfaces a runtime record says the director serves."""
+    info = info or {}
+    return info.get("ifaces") or ([info["iface"]] if info.get("iface") else [])
+
+
+def up(ifaces, mode: str = "auto", conns: int | None = None,
        templates: int | None = None) -> str:
-    """Starts the director on iface, or reloads the running one in place;
-    resumes the tables a plain `down` kept."""
-    info, how = _bring_up(iface, mode, conns, templates)
+    """Starts the director on ifaces (the first is the VIP side, the others
+    where reals may be), or reloads the running one in place; resumes the
+    tables a plain `down` kept."""
+    names = _names(ifaces)
+    info, how = _bring_up(names, mode, conns, templates)
+    iface = " ".join(names)
     verb = "reloaded" if how["running"] else "up"
     note = ""
     if how["resumed"]:
@@ -141,18 +145,22 @@ def up(iface: str, mode: str = "auto", conns: int | None = None,
             f"scheduler walks by {how['loops']}, agent pid {info['agent_pid']}{note})")
 
 
-def restart(iface: str, mode: str = "auto") -> str:
+def restart(ifaces, mode: str = "auto") -> str:
     """The operator's restart: the running director's reload, which compiles
     while the old program forwards and swaps the new one in atomically, so
     every connection and template is kept. Refused when none runs here."""
     p = runtime.paths()
+    names = _names(ifaces)
     before = runtime.read_runtime(p)
     if before is None or not runtime.owns_pins(p):
         raise RuntimeError_(f"no director is running in network namespace {p.key} "
-                            f"(`lvsxdp up {iface}` starts one)")
-    if before.get("iface") != iface:
-        raise RuntimeError_(f"the director here is up on {before.get('iface')}, not {iface}")
-    info, how = _bring_up(iface, mode, None, None)
+                            f"(`lvsxdp up {' '.join(names)}` starts one)")
+    if before.get("iface") != names[0]:
+        raise RuntimeError_(f"the director here is up on {before.get('iface')}, not {names[0]}")
+    if len(names) == 1:
+        names = served_names(before)  # the interfaces it serves now
+    iface = " ".join(names)
+    info, how = _bring_up(names, mode, None, None)
     swap = "swapped in place"
     if before.get("mode") != info["mode"]:
         swap = f"re-attached from {before.get('mode')} XDP: a mode change cannot swap in place"
@@ -163,7 +171,7 @@ def restart(iface: str, mode: str = "auto") -> str:
             f"{info['agent_pid']}, kept {held} connections, {tpls} templates{note})")
 
 
-def _bring_up(iface: str, mode: str, conns: int | None,
+def _bring_up(names: list[str], mode: str, conns: int | None,
               templates: int | None) -> tuple[dict, dict]:
     """up's work: compile while whatever is attached forwards, refill the
     pinned maps, swap the program in, start a new agent. Returns the runtime
@@ -174,13 +182,19 @@ def _bring_up(iface: str, mode: str, conns: int | None,
         raise RuntimeError_(f"unknown XDP mode {mode!r} (native, generic, auto)")
     p = runtime.paths()
     runtime.ensure_bpffs()
+    iface = names[0]
     ipr = _ipr()
     try:
-        ifindex, mac, attached = link_info(ipr, iface)
         info = runtime.read_runtime(p)
-        if attached and attached.get("prog_id") != (info or {}).get("prog_id"):
-            raise RuntimeError_(f"{iface} already has an XDP program (id {attached['prog_id']}) "
-                                "that is not this director's; remove it first")
+        links = {}
+        for name in names:
+            links[name] = link_info(ipr, name)
+            held = links[name][2]
+            if held and held.get("prog_id") != (info or {}).get("prog_id"):
+                raise RuntimeError_(f"{name} already has an XDP program (id {held['prog_id']}) "
+                                    "that is not this director's; remove it first")
+        ifindex, mac, attached = links[iface]
+        ifaces = routes.served(ipr, names)
         if not runtime.owns_pins(p):
             _remove_pins(p)  # left by a namespace that is gone, or never used
         else:
@@ -233,24 +247,43 @@ def _bring_up(iface: str, mode: str, conns: int | None,
                 config.purge_trash(None if fresh else
                                    tables.named_refs(maps, runtime.monotonic_ns()))
                 runtime.save_config(p, config)
-            macs = runtime.known_macs(maps)
-            macs.update(neighbour_macs(ipr, ifindex, _real_addrs(config)))
-            runtime.apply_plan(maps, plan.build(config, macs, ifindex, mac))
+            for i in range(shared.MAX_IFACES):
+                port = ifaces[i].ifindex if i < len(ifaces) else 0
+                with contextlib.suppress(OSError):  # an empty slot cannot be deleted twice
+                    if port:
+                        maps.tx_ports.update(ctypes.c_uint32(i), ctypes.c_uint32(port))
+                    else:
+                        maps.tx_ports.delete(ctypes.c_uint32(i))
+            hops = routes.resolve(ipr, _real_addrs(config), ifaces)
+            runtime.apply_plan(maps, plan.build(config, hops, ifindex, mac))
             apply_marks(maps, config, kernel_mark_rules()[0])
 
-        if attached and attached["mode"] != mode and mode != "auto":
-            _detach(ipr, ifindex, attached["mode"])
-        try:
-            _attach(ipr, ifindex, fn.fd, mode if mode != "auto" else
-                    attached.get("mode", "auto"))
-        except Exception as e:
-            raise RuntimeError_(f"cannot attach XDP to {iface} in {mode} mode: {e}") from None
+        # The VIP side first, then every interface a real may sit behind:
+        # a redirect's target needs an XDP program of its own (veth, and
+        # drivers that set up their XDP send queues only then).
+        for name in names:
+            index, _, held = links[name]
+            if held and held["mode"] != mode and mode != "auto":
+                _detach(ipr, index, held["mode"])
+            try:
+                _attach(ipr, index, fn.fd, mode if mode != "auto" else
+                        held.get("mode", attached.get("mode", "auto")))
+            except Exception as e:
+                raise RuntimeError_(f"cannot attach XDP to {name} in {mode} mode: {e}") from None
+        # interfaces the director served before and serves no more
+        for name in served_names(info):
+            if name in names:
+                continue
+            with contextlib.suppress(RuntimeError_):
+                index, _, held = link_info(ipr, name)
+                if held and held.get("prog_id") == info.get("prog_id"):
+                    _detach(ipr, index, held["mode"])
         _, _, attached = link_info(ipr, iface)
         b.cleanup()
 
         running = info is not None
         info = info or {}
-        info.update(iface=iface, ifindex=ifindex, mode=attached.get("mode"),
+        info.update(iface=iface, ifaces=names, ifindex=ifindex, mode=attached.get("mode"),
                     prog_id=attached.get("prog_id"), conns=conns, templates=templates,
                     netns=p.key, loops=loops)
         # A new agent with the code and the maps of this `up`: one left from
@@ -324,10 +357,14 @@ def down(iface: str, flush: bool = False) -> str:
         raise RuntimeError_(f"the director here is up on {info['iface']}, not {iface}")
     ipr = _ipr()
     try:
-        ifindex, _, attached = link_info(ipr, iface)
-        # detach only our own program, never another tool's
-        if attached and attached.get("prog_id") == info.get("prog_id"):
-            _detach(ipr, ifindex, attached["mode"])
+        for name in served_names(info) or [iface]:
+            try:
+                ifindex, _, attached = link_info(ipr, name)
+            except RuntimeError_:
+                continue  # gone with its program
+            # detach only our own program, never another tool's
+            if attached and attached.get("prog_id") == info.get("prog_id"):
+                _detach(ipr, ifindex, attached["mode"])
     finally:
         ipr.close()
     _stop_agent(info)
@@ -362,6 +399,8 @@ def status() -> dict:
         return {
             "netns": p.key,
             "iface": info.get("iface"),
+            "ifaces": served_names(info),
+            "reals_unreachable": unreachable_reals(maps, config),
             "mode": info.get("mode"),
             "prog_id": info.get("prog_id"),
             "loops": info.get("loops"),
@@ -379,18 +418,31 @@ def status() -> dict:
 
 # -- ipvsadm -------------------------------------------------------------------
 
-def _arp_macs(addrs) -> dict:
-    """IPv4 MACs from /proc/net/arp (cheap: no netlink library on this path)."""
+def unreachable_reals(maps: runtime.Maps, config: Config) -> dict:
+    """Every real the data plane cannot send to, and why: no route, a route
+    through an interface lvsxdp does not serve, or no MAC yet."""
+    addrs = _real_addrs(config)
+    if not addrs:
+        return {}
+    ipr = _ipr()
+    try:
+        ifaces = routes.served(ipr, routes.served_ports(maps))
+        hops = routes.resolve(ipr, addrs, ifaces)
+    except Exception as e:  # an interface went away: say so for every real
+        return {str(a): f"cannot look up routes ({e})" for a in sorted(addrs)}
+    finally:
+        ipr.close()
+    known = runtime.known_macs(maps)
     out = {}
-    with contextlib.suppress(OSError), open("/proc/net/arp") as f:
-        next(f, None)
-        for line in f:
-            parts = line.split()
-            if len(parts) >= 4 and parts[2] != "0x0":
-                with contextlib.suppress(ValueError):
-                    addr = ipaddress.ip_address(parts[0])
-                    if addr in addrs:
-                        out[addr] = bytes.fromhex(parts[3].replace(":", ""))
+    for addr in sorted(addrs):
+        hop = hops.get(addr)
+        if hop is None:
+            continue
+        if hop.unreachable:
+            out[str(addr)] = hop.unreachable
+        elif not hop.mac and addr not in known:
+            name = next((i.name for i in ifaces if i.ifindex == hop.ifindex), hop.ifindex)
+            out[str(addr)] = f"no MAC on {name} yet (the neighbour entry is not resolved)"
     return out
 
 
@@ -445,22 +497,23 @@ def ipvsadm_command(argv: list[str], stdin_text: str | None = None) -> str:
 
 
 def _macs_for(maps: runtime.Maps, config: Config) -> dict:
-    """The MAC of every real of config that the maps or the kernel know: a
-    real added works at once, agent or not. The maps, then /proc/net/arp;
-    the neighbour table over netlink (IPv6, or an entry ARP does not list)
-    only for what is still missing."""
+    """How to reach every real of config (plan.Hop by address) that the
+    maps or the kernel know: a real added works at once, agent or not. The
+    maps first; the kernel's routes and neighbours only for what is still
+    missing."""
     want = _real_addrs(config)
-    macs = runtime.known_macs(maps)
-    macs.update(_arp_macs(want))
-    missing = {a for a in want if not macs.get(a)}
-    ifindex = maps.read_config().ifindex
-    if missing and ifindex:
+    hops = runtime.known_macs(maps)
+    missing = {a for a in want if a not in hops}
+    ports = routes.served_ports(maps)
+    if missing and ports:
         ipr = _ipr()
         try:
-            macs.update(neighbour_macs(ipr, ifindex, missing))
+            hops.update(routes.resolve(ipr, missing, routes.served(ipr, ports)))
+        except Exception:  # an interface is gone: the agent says so
+            pass
         finally:
             ipr.close()
-    return macs
+    return hops
 
 
 def iptables_command(argv: list[str]) -> str:

@@ -79,6 +79,10 @@ def test_a_real_added_while_the_agent_is_down_gets_its_mac_from_the_kernel(tmp_p
             time.sleep(0.05)
         assert '"agent_alive": false' in lvsxdp(env, ns, "status", "--json").stdout
         known = {"198.18.2.100": "02:00:00:00:01:00", "2001:db8:2::100": "02:00:00:00:01:06"}
+        # DR reaches a real the way the kernel routes to it: the reals' subnets
+        # are on eth0
+        run(ns, "ip", "addr", "add", "198.18.2.2/24", "dev", "eth0")
+        run(ns, "ip", "addr", "add", "2001:db8:2::2/64", "dev", "eth0", "nodad")
         for addr, mac in known.items():
             run(ns, "ip", "neigh", "replace", addr, "lladdr", mac, "dev", "eth0",
                 "nud", "permanent")
