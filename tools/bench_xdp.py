@@ -10,6 +10,9 @@ the original destination and source MACs and TTL back into the frame):
                  own cost per packet, the floor under every figure
   parse_swap_tx  prologue, parse Ethernet/IPv4/TCP with bounds checks, swap
                  the MACs, XDP_TX: the least a layer-4 forwarder does
+  parse_fib_tx   parse_swap_tx plus a bpf_fib_lookup of the destination: what
+                 a route lookup per packet would cost (lvsxdp caches the
+                 route to each real in the reals map instead)
   established    lvsxdp, PCC service (-p 360, two -g reals): an ACK of a
                  connection that exists
   template_hit   lvsxdp: a SYN of a new connection of a client that already
@@ -110,7 +113,7 @@ SYN, ACK = 0x02, 0x10
 CALIBRATION_CALLS = 5          # repeat=2 calls that measure a repeat run's fixed cost
 TRIM = 0.02                    # per-call figures leave out the slowest 2% of calls
 TARGET_RATIO = 2.0             # established at most 2x parse_swap_tx
-CASES = ["bare_tx", "parse_swap_tx", "established", "template_hit", "new_client",
+CASES = ["bare_tx", "parse_swap_tx", "parse_fib_tx", "established", "template_hit", "new_client",
          "unknown_vip", "syn_marks_2001_rules", "syn_marks_off"]
 # Firewall-mark classification: 2,000 rules of the kind an operator with many
 # VIPs writes, and one in the middle that marks MARKED_VIP:MARKED_PORT for a
@@ -218,7 +221,7 @@ class Programs:
         try:
             base = BPF(text=BASELINES.read_text().encode(), cflags=cflags)
             self.objects.append(base)
-            for name in ("bare_tx", "parse_swap_tx"):
+            for name in ("bare_tx", "parse_swap_tx", "parse_fib_tx"):
                 self.fds[name] = base.load_func(name.encode(), BPF.XDP).fd
         except Exception as e:  # bcc raises bare Exception on compile/verifier errors
             raise BenchError(f"cannot load {BASELINES.name}: {e}") from e
@@ -371,6 +374,8 @@ class Bench:
         expect("bare_tx", run_once(fd["bare_tx"], f), XDP_TX, f)
         expect("parse_swap_tx", run_once(fd["parse_swap_tx"], f), XDP_TX,
                f[6:12] + f[:6] + f[12:])
+        expect("parse_fib_tx", run_once(fd["parse_fib_tx"], f), XDP_TX,
+               f[6:12] + f[:6] + f[12:])
 
         # The known client: SYN (template + connection), then ACK: ESTABLISHED.
         syn = tcp_frame(KNOWN_CLIENT, KNOWN_PORT, VIP, 80, SYN)
@@ -433,6 +438,8 @@ class Bench:
         r["bare_tx"] = self.repeat_case("bare_tx", fd["bare_tx"], f, XDP_TX, f)
         r["parse_swap_tx"] = self.repeat_case("parse_swap_tx", fd["parse_swap_tx"], f, XDP_TX,
                                               f[6:12] + f[:6] + f[12:])
+        r["parse_fib_tx"] = self.repeat_case("parse_fib_tx", fd["parse_fib_tx"], f, XDP_TX,
+                                             f[6:12] + f[:6] + f[12:])
 
         packets, conns = self.p.real_packets(), self.p.real_conns()
         r["established"] = self.repeat_case("established", fd["lvsxdp"], f, XDP_TX,
