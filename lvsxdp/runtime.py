@@ -350,7 +350,12 @@ def pinned(p: Paths, name: str) -> bpfsys.Map | None:
 # their layout changed, they are re-created empty. The others hold live state.
 REFILLED_MAPS = {"config", "vips", "services", "svc_conf", "reals", "sched_ring", "sched_pos",
                  "mark_cfg", "mark_dst", "mark_src", "mark_port", "mark_combo", "svc_stats",
-                 "real_stats", "reasons", "progs", "sched_scratch"}
+                 "real_stats", "reasons", "progs", "sched_scratch", "tx_ports"}
+
+
+# Maps whose size is one of the header's constants: a reason (or an
+# interface slot) more is a new layout too.
+FIXED_ENTRIES = {"reasons": len(shared.REASONS), "tx_ports": shared.MAX_IFACES}
 
 
 def stale_layouts(p: Paths) -> list[str]:
@@ -367,7 +372,8 @@ def stale_layouts(p: Paths) -> list[str]:
             os.close(fd)
         value = ctypes.sizeof(v)
         if (info.key_size != ctypes.sizeof(k) or info.value_size != value
-                or info.type != shared.MAP_KINDS.get(name, info.type)):
+                or info.type != shared.MAP_KINDS.get(name, info.type)
+                or info.max_entries != FIXED_ENTRIES.get(name, info.max_entries)):
             out.append(name)
     return out
 
