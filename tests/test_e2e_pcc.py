@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from nsdirector import native_nics
 
-from lvsxdp import lab
+from lvsxdp import lab, runtime, shared
 from lvsxdp.lab import CLIENT_ADDRS, IFACE, REALS, SEED_PCC, VIP, Topology
 
 MODES = ("native", "generic")
@@ -35,6 +35,11 @@ def director_up(topo: Topology, mode: str) -> None:
     for line in SEED_PCC:
         topo.ipvsadm(line)
     topo.wait_for_reals(tuple(REALS.values()))  # else rr may find one real not yet reachable
+    # one NIC: the kernel routes to every real out of the receiving interface,
+    # so DR keeps the XDP_TX fast path (bpf/lvsxdp.bpf.c, forward())
+    with runtime.Maps(runtime.PIN_ROOT / topo.director) as maps:
+        egress = {r.ifindex for _, r in maps.reals.used() if r.flags & shared.REAL_F_MAC_VALID}
+        assert egress == {maps.read_config().ifindex}
 
 
 def conn_entries(topo: Topology) -> list[dict]:
