@@ -36,6 +36,14 @@ def kernel_loops() -> list[str]:
     return list(loader.LOOPS) if loader.kernel_has_may_goto() else ["bounded"]
 
 
+def scaled(n: int) -> int:
+    """How many random cases to run where a test would run n: all on the
+    host, a tenth in the kernel matrix's emulated VMs (LVSXDP_TEST_SHORT=1,
+    set by tools/kernel_matrix.py), where the verifier and the kernel's maps
+    are what differs, not the cases."""
+    return max(1, n // 10) if os.environ.get("LVSXDP_TEST_SHORT") == "1" else n
+
+
 def mac_bytes(mac: str) -> bytes:
     return bytes(int(x, 16) for x in mac.split(":"))
 

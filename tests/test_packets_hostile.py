@@ -20,7 +20,7 @@ import random
 import packets as P
 import pytest
 from checks import expect_forwarded, mac_of, reason_delta, reset, snapshot, tuple_key
-from harness import CLIENT_MAC, DIRECTOR_MAC, REAL_MACS, mac_bytes
+from harness import CLIENT_MAC, DIRECTOR_MAC, REAL_MACS, mac_bytes, scaled
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Dot1Q, Ether
@@ -525,7 +525,7 @@ def test_random_hostile_frames_are_decided_as_the_oracle_decides(d, seed):
     macs4 = {mac_bytes(REAL_MACS[a]) for a in (R100, R200)}
     macs6 = {mac_bytes(REAL_MACS[R6])}
     seen: dict[str, int] = {}
-    for i in range(1500):
+    for i in range(max(400, scaled(1500))):
         frame = random_frame(rng)
         action, reason, key = oracle.decide(frame)
         before_reasons = d.reasons()
@@ -545,6 +545,9 @@ def test_random_hostile_frames_are_decided_as_the_oracle_decides(d, seed):
             assert conns_and_templates(d) == before_state, where
             seen[reason] = seen.get(reason, 0) + 1
     # the mix reached every class it is meant to test
-    for want in ("forwarded", "bad_csum", "bad_options", "martian", "ttl_exceeded", "truncated",
-                 "bad_ip", "not_syn", "no_service", "fragment"):
+    classes = ("forwarded", "bad_csum", "bad_options", "martian", "ttl_exceeded", "truncated",
+               "bad_ip", "not_syn", "no_service", "fragment")
+    if scaled(10) < 10:  # the VMs' short run: most of them
+        assert seen.get("forwarded") and len(set(seen) & set(classes)) >= 7, seen
+    for want in classes if scaled(10) == 10 else ():
         assert seen.get(want, 0) >= 5, seen
