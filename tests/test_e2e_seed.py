@@ -335,7 +335,10 @@ def test_ftp_rule_takes_passive_data_to_a_vip21_service_without_marks(native_top
 
 # -- expiry and extension ----------------------------------------------------------
 
-SHORT = ("ipvsadm --set 900 2 300", f"ipvsadm -A -t {VIP}:0 -s rr -p 2",
+# ipvs-golden/05-timeouts.txt's settings: a FIN timeout shorter than the
+# persistence timeout, so that a closed connection never outlives the
+# template's timer (when it does, IPVS re-arms the template for a step).
+SHORT = ("ipvsadm --set 900 1 300", f"ipvsadm -A -t {VIP}:0 -s rr -p 3",
          f"ipvsadm -a -t {VIP}:0 -r {REALS['r1']} -g", f"ipvsadm -a -t {VIP}:0 -r {REALS['r2']} -g")
 
 
@@ -348,18 +351,18 @@ def wait_until_no_template(topo: Topology, client: str, within: float) -> float:
 
 
 def test_a_client_is_rescheduled_once_its_template_expired(native_topo):
-    """-p 2 and tcpfin 2: two seconds after the client's last connection
-    closed, its template is gone and rr gives it the other real."""
+    """-p 3 and tcpfin 1: three seconds after the client's last connection
+    started, its template is gone and rr gives it the other real."""
     topo = native_topo
     configure(topo, *SHORT)
-    assert f"TCP  {VIP}:0 rr persistent 2" in topo.ipvsadm("-L -n")
+    assert f"TCP  {VIP}:0 rr persistent 3" in topo.ipvsadm("-L -n")
     c = CLIENT_ADDRS[0]
     assert ask(topo, c, "http") == FIRST
     time.sleep(1)
     assert ask(topo, c, "ssh") == FIRST  # within the timeout, which it re-arms
     [t] = templates_of(topo, c)
-    assert seconds(t["expire"]) <= 2
-    took = wait_until_no_template(topo, c, within=8)
+    assert seconds(t["expire"]) <= 3
+    took = wait_until_no_template(topo, c, within=9)
     assert took >= 0.8  # the timeout ran from the last connection
     assert ask(topo, c, "http") == SECOND
     assert ask(topo, c, "https") == SECOND
@@ -368,9 +371,9 @@ def test_a_client_is_rescheduled_once_its_template_expired(native_topo):
 def test_a_live_connection_extends_its_template_in_120_s_steps(native_topo):
     """The seed: "if the client's connection still exists after the
     timeout, it is extended by 2 minutes at a time". A client holds an
-    idle connection past -p 2: its template stays, counting down a 120 s
+    idle connection past -p 3: its template stays, counting down a 120 s
     step, and new connections still go to its real; once the held
-    connection closes and its FIN timeout (2 s) passes, the template stays
+    connection closes and its FIN timeout (1 s) passes, the template stays
     to the end of the step its timer runs (ipvs-golden/05-timeouts.txt:
     IPVS drops it when the timer fires with no connection)."""
     topo = native_topo
