@@ -165,22 +165,47 @@ def ipvsadm(args: tuple[str, ...]) -> None:
     lvsxdp ipvsadm -L -n -c
     lvsxdp ipvsadm -S -n > rules; lvsxdp ipvsadm -R < rules
     """
-    from . import director  # noqa: PLC0415
-
     argv = list(args)
     if argv and argv[0] == "ipvsadm":  # `lvsxdp ipvsadm ipvsadm -A ...` from pasted lines
         argv = argv[1:]
-    stdin_text = None
-    if any(a in ("-R", "--restore") for a in argv):
-        stdin_text = sys.stdin.read()
+    sys.exit(run_ipvsadm(argv))
+
+
+def run_ipvsadm(argv: list[str], stdin=None) -> int:
+    """One ipvsadm command line against this namespace's director: prints
+    what ipvsadm prints and returns its exit status (2: a line ipvsadm
+    refuses, 255: one the kernel refuses, 1: list of a missing service)."""
+    from . import director  # noqa: PLC0415
+
+    stdin = sys.stdin if stdin is None else stdin
     try:
-        out = director.ipvsadm_command(argv, stdin_text)
+        out, errors = director.ipvsadm_command(argv, stdin)
     except ConfigError as e:
-        click.echo(str(e), err=True)
-        sys.exit(2)
-    except RuntimeError_ as e:
-        _die(str(e))
-    click.echo(out, nl=False)
+        print(str(e), file=sys.stderr)
+        return e.code
+    except (RuntimeError_, OSError) as e:
+        print(f"ipvsadm: {e}", file=sys.stderr)
+        return 1
+    sys.stdout.write(out)
+    sys.stdout.flush()
+    for err in errors:  # -R goes on after a bad line, as ipvsadm does
+        print(err, file=sys.stderr)
+    return 0
+
+
+def ipvsadm_main() -> None:
+    """The installed `ipvsadm` command."""
+    sys.exit(run_ipvsadm(sys.argv[1:]))
+
+
+def ipvsadm_save_main() -> None:
+    """The installed `ipvsadm-save [-n]`: ipvsadm -S [-n]."""
+    sys.exit(run_ipvsadm(["-S", *sys.argv[1:]]))
+
+
+def ipvsadm_restore_main() -> None:
+    """The installed `ipvsadm-restore`: ipvsadm -R, the rules on stdin."""
+    sys.exit(run_ipvsadm(["-R", *sys.argv[1:]]))
 
 
 @main.command(context_settings={"ignore_unknown_options": True,
