@@ -33,7 +33,12 @@ def _ipr():
 
 
 def link_info(ipr, iface: str) -> tuple[int, bytes, dict]:
-    links = ipr.link("get", ifname=iface) if iface else []
+    from pyroute2.netlink.exceptions import NetlinkError  # noqa: PLC0415
+
+    try:
+        links = ipr.link("get", ifname=iface) if iface else []
+    except NetlinkError:
+        links = []
     if not links:
         raise RuntimeError_(f"no such interface: {iface}")
     link = links[0]
@@ -173,6 +178,7 @@ def _bring_up(iface: str, mode: str, conns: int | None,
     if mode not in XDP_FLAGS:
         raise RuntimeError_(f"unknown XDP mode {mode!r} (native, generic, auto)")
     p = runtime.paths()
+    runtime.load_config(p)  # a damaged saved configuration stops `up` before it pins anything
     runtime.ensure_bpffs()
     ipr = _ipr()
     try:
