@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
@@ -176,22 +177,81 @@ def ipvsadm(args: tuple[str, ...]) -> None:
     lvsxdp ipvsadm -L -n -c
     lvsxdp ipvsadm -S -n > rules; lvsxdp ipvsadm -R < rules
     """
-    from . import director  # noqa: PLC0415
-
     argv = list(args)
     if argv and argv[0] == "ipvsadm":  # `lvsxdp ipvsadm ipvsadm -A ...` from pasted lines
         argv = argv[1:]
-    stdin_text = None
-    if any(a in ("-R", "--restore") for a in argv):
-        stdin_text = sys.stdin.read()
+    sys.exit(run_ipvsadm(argv))
+
+
+def run_ipvsadm(argv: list[str], stdin=None) -> int:
+    """One ipvsadm command line against this namespace's director: prints
+    what ipvsadm prints and returns its exit status (2: a line ipvsadm
+    refuses, 255: one the kernel refuses, 1: list of a missing service)."""
+    from . import director, runtime  # noqa: PLC0415
+
+    stdin = sys.stdin if stdin is None else stdin
     try:
-        out = director.ipvsadm_command(argv, stdin_text)
+        runtime.see_host_pins()
+        out, errors = director.ipvsadm_command(argv, stdin)
     except ConfigError as e:
-        click.echo(str(e), err=True)
-        sys.exit(2)
+        print(str(e), file=sys.stderr)
+        return e.code
     except RuntimeError_ as e:
-        _die(str(e))
-    click.echo(out, nl=False)
+        print(f"ipvsadm: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"ipvsadm: {_os_error(e)}", file=sys.stderr)
+        return 1
+    sys.stdout.write(out)
+    sys.stdout.flush()
+    for err in errors:  # -R goes on after a bad line, as ipvsadm does
+        print(err, file=sys.stderr)
+    return 0
+
+
+def _os_error(e: OSError) -> str:
+    msg = f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
+    if isinstance(e, PermissionError) and os.geteuid() != 0:
+        msg += " (lvsxdp needs root)"
+    return msg
+
+
+def _one_line(prog: str, run) -> None:
+    """Runs a command; whatever escapes it is one line, never a traceback
+    (LVSXDP_DEBUG=1 shows it)."""
+    try:
+        sys.exit(run())
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except Exception as e:  # noqa: BLE001 - the last line of defence
+        if os.environ.get("LVSXDP_DEBUG"):
+            raise
+        if isinstance(e, OSError):
+            msg = _os_error(e)
+        else:
+            msg = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        print(f"{prog}: {msg}", file=sys.stderr)
+        sys.exit(1)
+
+
+def entry() -> None:
+    """The installed `lvsxdp` command."""
+    _one_line("lvsxdp", main)
+
+
+def ipvsadm_main() -> None:
+    """The installed `ipvsadm` command."""
+    _one_line("ipvsadm", lambda: run_ipvsadm(sys.argv[1:]))
+
+
+def ipvsadm_save_main() -> None:
+    """The installed `ipvsadm-save [-n]`: ipvsadm -S [-n]."""
+    _one_line("ipvsadm-save", lambda: run_ipvsadm(["-S", *sys.argv[1:]]))
+
+
+def ipvsadm_restore_main() -> None:
+    """The installed `ipvsadm-restore`: ipvsadm -R, the rules on stdin."""
+    _one_line("ipvsadm-restore", lambda: run_ipvsadm(["-R", *sys.argv[1:]]))
 
 
 @main.command(context_settings={"ignore_unknown_options": True,

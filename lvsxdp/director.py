@@ -32,7 +32,12 @@ def _ipr():
 
 
 def link_info(ipr, iface: str) -> tuple[int, bytes, dict]:
-    links = ipr.link("get", ifname=iface) if iface else []
+    from pyroute2.netlink.exceptions import NetlinkError  # noqa: PLC0415
+
+    try:
+        links = ipr.link("get", ifname=iface) if iface else []
+    except NetlinkError:
+        links = []
     if not links:
         raise RuntimeError_(f"no such interface: {iface}")
     link = links[0]
@@ -181,6 +186,7 @@ def _bring_up(names: list[str], mode: str, conns: int | None,
     if mode not in XDP_FLAGS:
         raise RuntimeError_(f"unknown XDP mode {mode!r} (native, generic, auto)")
     p = runtime.paths()
+    runtime.load_config(p)  # a damaged saved configuration stops `up` before it pins anything
     runtime.ensure_bpffs()
     iface = names[0]
     ipr = _ipr()
@@ -446,17 +452,23 @@ def unreachable_reals(maps: runtime.Maps, config: Config) -> dict:
     return out
 
 
-def ipvsadm_command(argv: list[str], stdin_text: str | None = None) -> str:
+def ipvsadm_command(argv: list[str], stdin=None) -> tuple[str, list[str]]:
     """Runs one ipvsadm command line against this namespace's director (or
-    only its saved configuration when none runs). Returns what to print."""
+    only its saved configuration when none runs). Returns what to print and
+    the errors of the lines `-R` skipped; stdin is read by `-R` only."""
     cmd = ipvsadm.parse(argv)
+    if cmd.op in ("help", "version"):
+        return ipvsadm.HELP if cmd.op == "help" else ipvsadm.VERSION + "\n", []
+    return _ipvsadm(cmd, stdin)
+
+
+def _ipvsadm(cmd: ipvsadm.Command, stdin) -> tuple[str, list[str]]:
     p = runtime.paths()
-    if cmd.op == "help":
-        return ipvsadm.HELP
+    errors: list[str] = []
     if cmd.op in ("list", "save"):
         config = runtime.load_config(p)
         if cmd.op == "save":
-            return ipvsadm.format_save(config)
+            return ipvsadm.format_save(config, cmd), errors
         maps = runtime.running_maps(p)
         if maps is None:
             snap = ipvsadm.Snapshot()
@@ -465,7 +477,7 @@ def ipvsadm_command(argv: list[str], stdin_text: str | None = None) -> str:
 
             with maps:
                 snap = snapshot.read(maps, config)
-        return ipvsadm.format_list(config, cmd, snap)
+        return ipvsadm.format_list(config, cmd, snap), errors
     if cmd.op == "zero":
         with runtime.locked(p):
             services = ipvsadm.zero_targets(runtime.load_config(p), cmd)
@@ -475,13 +487,13 @@ def ipvsadm_command(argv: list[str], stdin_text: str | None = None) -> str:
 
                 with maps:
                     snapshot.zero(maps, services)
-        return ""
+        return "", errors
     if cmd.op in ("start-daemon", "stop-daemon"):
-        raise ConfigError(f"ipvsadm {cmd.op} is not supported by lvsxdp yet")
+        raise ConfigError(f"lvsxdp has no connection sync daemon ({cmd.op})")
     with runtime.locked(p):
         config = runtime.load_config(p)
         if cmd.op == "restore":
-            new = ipvsadm.restore(config, stdin_text or "")
+            new, errors = ipvsadm.restore(config, stdin.read() if stdin else "")
         else:
             new = ipvsadm.apply(config, cmd)
         maps = runtime.running_maps(p)
@@ -493,7 +505,7 @@ def ipvsadm_command(argv: list[str], stdin_text: str | None = None) -> str:
                 macs = _macs_for(maps, new)
                 runtime.apply_plan(maps, plan.build(new, macs))
         runtime.save_config(p, new)
-    return ""
+    return "", errors
 
 
 def _macs_for(maps: runtime.Maps, config: Config) -> dict:

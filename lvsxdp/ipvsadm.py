@@ -9,6 +9,7 @@ changed.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from dataclasses import dataclass, field
 
@@ -36,7 +37,7 @@ _COMMANDS = {
     "-L": "list", "-l": "list", "--list": "list",
     "-Z": "zero", "--zero": "zero",
     "--set": "set",
-    "-h": "help", "--help": "help",
+    "-h": "help", "--help": "help", "-v": "version", "--version": "version",
     "--start-daemon": "start-daemon", "--stop-daemon": "stop-daemon",
 }
 # options taking an argument
@@ -83,68 +84,98 @@ class Command:
 
 
 def _fail(msg: str) -> ConfigError:
+    """What ipvsadm itself refuses (fail(2, ...)): exit 2."""
     return ConfigError(msg)
 
 
+def _kernel(msg: str) -> ConfigError:
+    """What the kernel refuses (ipvsadm prints strerror-like text, exits -1)."""
+    return ConfigError(msg, 255)
+
+
+TRY_HELP = "Try `ipvsadm -h' or 'ipvsadm --help' for more information."
+# the OPTNAMES entry each option sets: given twice, ipvsadm refuses it
+_OPT_OF = {"tcp-service": "service-address", "udp-service": "service-address",
+           "fwmark-service": "service-address", "sctp-service": "service-address",
+           "gatewaying": "forwarding-method", "ipip": "forwarding-method",
+           "masquerading": "forwarding-method"}
+
+
 def parse(argv: list[str]) -> Command:
-    """Parses one ipvsadm command line (without the word ipvsadm)."""
+    """Parses one ipvsadm command line (without the word ipvsadm), as popt
+    does for ipvsadm 1.31: the command comes first, an option given twice is
+    refused, -p takes the next word unless it starts with '-'."""
     cmd = Command()
     i = 0
     toks = list(argv)
+    seen: set[str] = set()
 
     def set_op(op: str) -> None:
-        if cmd.op and cmd.op != op:
+        if cmd.op:
             raise _fail("multiple commands specified")
         cmd.op = op
 
+    def set_opt(name: str) -> None:
+        optname = _OPT_OF.get(name, name)
+        if optname in seen:
+            raise _fail(f"multiple '{optname}' options specified")
+        seen.add(optname)
+
+    first = True
     while i < len(toks):
         tok = toks[i]
         i += 1
-        if tok in ("-p", "--persistent"):
-            cmd.persistent = 360
-            if i < len(toks) and not toks[i].startswith("-"):
-                cmd.persistent = _number(toks[i], 1, MAX_TIMEOUT,
-                                         "illegal timeout for persistent service")
-                i += 1
-            continue
-        if tok.startswith("-p") and not tok.startswith("--") and tok[2:].isdigit():
-            cmd.persistent = _number(tok[2:], 1, MAX_TIMEOUT,
-                                     "illegal timeout for persistent service")
-            continue
         if "=" in tok and tok.startswith("--"):
             name, _, val = tok.partition("=")
             toks.insert(i, val)
             tok = name
+        # bundled short options: -Ln, -lnc, -tVIP, -p5 (popt accepts them)
+        if re.fullmatch(r"-[A-Za-z0-9]{2,}", tok) and tok not in _FLAG_OPTIONS:
+            if all(c in _SHORT_FLAGS for c in tok[1:]):
+                toks[i:i] = [f"-{c}" for c in tok[2:]]
+                tok = tok[:2]
+            elif f"-{tok[1]}" in _ARG_OPTIONS or tok[1] == "p":
+                toks[i:i] = [tok[2:]]
+                tok = tok[:2]
+        known = (tok in _COMMANDS or tok in _ARG_OPTIONS or tok in _FLAG_OPTIONS
+                 or tok in ("-p", "--persistent"))
+        if first and tok not in _COMMANDS:
+            # ipvsadm reads the command first, and gives up on anything else
+            raise ConfigError(TRY_HELP, 255)
+        first = False
+        if not known:
+            raise ConfigError(f"{tok}: unknown option", 255)
+        if tok in ("-p", "--persistent"):
+            set_opt("persistent")
+            cmd.persistent = 360
+            if i < len(toks) and not toks[i].startswith("-"):
+                cmd.persistent = _number(toks[i], 1, MAX_TIMEOUT,
+                                         f"invalid timeout value `{toks[i]}' specified")
+                i += 1
+            continue
         if tok in _COMMANDS:
             set_op(_COMMANDS[tok])
             if cmd.op == "set":
                 cmd.args = toks[i:i + 3]
+                i += len(cmd.args)
+                for a in cmd.args:
+                    _number(a, 0, MAX_TIMEOUT, f"invalid timeout value `{a}' specified")
                 if len(cmd.args) != 3:
-                    raise _fail("--set requires three timeouts: tcp tcpfin udp")
-                i += 3
+                    raise _fail("--set option requires 3 timeout values")
             continue
         if tok in _ARG_OPTIONS:
             if i >= len(toks):
-                raise _fail(f"option {tok} requires an argument")
+                raise ConfigError(f"{tok}: missing argument", 255)
+            set_opt(_ARG_OPTIONS[tok])
             cmd.opts[_ARG_OPTIONS[tok]] = toks[i]
             i += 1
             continue
-        if tok in _FLAG_OPTIONS:
-            cmd.opts[_FLAG_OPTIONS[tok]] = True
-            continue
-        # bundled short options: -Ln, -lnc, -tVIP (popt accepts both)
-        if re.fullmatch(r"-[A-Za-z0-9]{2,}", tok):
-            if all(c in _SHORT_FLAGS for c in tok[1:]):
-                toks[i:i] = [f"-{c}" for c in tok[1:]]
-                continue
-            if f"-{tok[1]}" in _ARG_OPTIONS:
-                toks[i:i] = [f"-{tok[1]}", tok[2:]]
-                continue
-        raise _fail(f"unknown option: {tok}")
+        set_opt(_FLAG_OPTIONS[tok])
+        cmd.opts[_FLAG_OPTIONS[tok]] = True
     if not cmd.op:
-        if cmd.opts or cmd.persistent is not None:
-            raise _fail("no command specified")
-        cmd.op = "list"
+        cmd.op = "list"  # ipvsadm alone lists
+    if cmd.op in _ROWS:
+        _opt_check(cmd, _ROWS[cmd.op], _CMDNAMES.get(cmd.op, cmd.op))
     return cmd
 
 
@@ -157,9 +188,80 @@ def _number(text: str, lo: int, hi: int, msg: str) -> int:
     return n
 
 
-def _addrport(text: str, what: str, ipv6: bool) -> tuple[ipaddress._BaseAddress, int | None]:
-    """`1.2.3.4`, `1.2.3.4:80`, `[2001:db8::1]:80`, `2001:db8::1` (with -6)."""
-    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::(\d+))?", text)
+# -- names: /etc/services and /etc/hosts only --------------------------------
+# ipvsadm asks getservbyname/getservbyport and gethostbyname/gethostbyaddr,
+# which may ask DNS. lvsxdp reads the two local files and nothing else: a
+# name they do not know is an error in a command line, and an address or a
+# port they do not name is printed as a number.
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _services() -> dict[tuple[str, str], int]:
+    """(name or alias, proto) -> port, and ("#port", proto) -> first name."""
+    table: dict = {}
+    for line in _read(os.environ.get("LVSXDP_SERVICES", "/etc/services")).splitlines():
+        words = line.split("#")[0].split()
+        if len(words) < 2 or "/" not in words[1]:
+            continue
+        port, _, proto = words[1].partition("/")
+        if not port.isdigit():
+            continue
+        for name in words[:1] + words[2:]:
+            table.setdefault((name, proto), int(port))
+        table.setdefault((f"#{int(port)}", proto), words[0])
+    return table
+
+
+def _hosts() -> list[tuple[str, list[str]]]:
+    out = []
+    for line in _read(os.environ.get("LVSXDP_HOSTS", "/etc/hosts")).splitlines():
+        words = line.split("#")[0].split()
+        if len(words) >= 2:
+            out.append((words[0], words[1:]))
+    return out
+
+
+def port_name(port: int, proto: str) -> str:
+    """getservbyport's name of port, else the number."""
+    name = _services().get((f"#{port}", proto)) if port else None
+    return name or str(port)
+
+
+def host_name(addr) -> str:
+    """The first /etc/hosts name of addr, else the address."""
+    for text, names in _hosts():
+        try:
+            if ipaddress.ip_address(text.split("%")[0]) == addr:
+                return names[0]
+        except ValueError:
+            continue
+    return str(addr)
+
+
+def _host_addr(name: str, version: int):
+    for text, names in _hosts():
+        if name in names:
+            try:
+                addr = ipaddress.ip_address(text)
+            except ValueError:
+                continue
+            if addr.version == version:
+                return addr
+    raise ValueError(name)
+
+
+def _addrport(text: str, what: str, ipv6: bool, proto: str = "tcp"
+              ) -> tuple[ipaddress._BaseAddress, int | None]:
+    """`1.2.3.4`, `1.2.3.4:80`, `VIP:http`, `host:80` (from /etc/hosts),
+    `[2001:db8::1]:80`, `2001:db8::1` (with -6)."""
+    bad = f"illegal {what} address[:port] specified"
+    m = re.fullmatch(r"\[([^]]+)\](?::([^:]*))?", text)
     try:
         if m:
             addr = ipaddress.IPv6Address(m.group(1))
@@ -167,15 +269,25 @@ def _addrport(text: str, what: str, ipv6: bool) -> tuple[ipaddress._BaseAddress,
         elif text.count(":") > 1:
             addr, port = ipaddress.IPv6Address(text), None
         else:
-            host, _, port = text.partition(":")
-            addr = ipaddress.IPv4Address(host)
-            port = port or None
-            if text.endswith(":"):
+            host, sep, port = text.partition(":")
+            if sep and not port:
                 raise ValueError
+            try:
+                addr = ipaddress.IPv4Address(host)
+            except ValueError:
+                if re.fullmatch(r"[\d.]+", host):
+                    raise
+                addr = _host_addr(host, 4)
+            port = port or None
     except ValueError:
-        raise _fail(f"illegal {what} address[:port] specified") from None
+        raise _fail(bad) from None
     if port is not None:
-        port = _number(port, 0, 65535, f"illegal {what} address[:port] specified")
+        if not port.isdigit():
+            named = _services().get((port, proto))
+            if named is None:
+                raise _fail(bad)
+            port = str(named)
+        port = _number(port, 0, 65535, bad)
     return addr, port
 
 
@@ -183,37 +295,22 @@ def _service_key(cmd: Command) -> tuple[tuple, dict]:
     """The service a command names: its Config key and the fields it sets."""
     kinds = [k for k in ("tcp-service", "udp-service", "fwmark-service", "sctp-service")
              if k in cmd.opts]
-    if len(kinds) > 1:
-        raise _fail("multiple service types specified")
     if not kinds:
         raise _fail(f"You need to supply the 'service-address' option for the '{cmd.op}' command")
     kind = kinds[0]
     text = cmd.opts[kind]
     if kind == "sctp-service":
-        raise _fail("SCTP services are not supported by lvsxdp")
+        raise _kernel("lvsxdp balances TCP and UDP only: not SCTP")
     if kind == "fwmark-service":
-        mark = _number(text, 1, 0xFFFFFFFF, "illegal fwmark specified")
+        mark = _number(text, 1, 0xFFFFFFFF, f"invalid fwmark value `{text}' specified")
         family = shared.AF_INET6 if cmd.opts.get("ipv6") else shared.AF_INET
         return ("fwm", family, mark), {"proto": "", "addr": None, "port": 0, "fwmark": mark,
                                        "family": family}
-    addr, port = _addrport(text, "virtual server", bool(cmd.opts.get("ipv6")))
     proto = "tcp" if kind == "tcp-service" else "udp"
+    addr, port = _addrport(text, "virtual server", bool(cmd.opts.get("ipv6")), proto)
     port = port or 0
     family = shared.AF_INET6 if addr.version == 6 else shared.AF_INET
     return (proto, addr, port), {"proto": proto, "addr": addr, "port": port, "family": family}
-
-
-_SERVICE_ONLY = ("scheduler", "netmask", "sched-flags", "pe")
-_SERVER_ONLY = ("real-server", "weight", "gatewaying", "ipip", "masquerading", "u-threshold",
-                "l-threshold", "tun-type")
-
-
-def _check_options(cmd: Command, allowed: tuple[str, ...]) -> None:
-    for name in cmd.opts:
-        if name not in allowed and name != "ipv6":
-            raise _fail(f"Illegal '{name}' option with the '{cmd.op}' command")
-    if cmd.persistent is not None and "persistent" not in allowed:
-        raise _fail(f"Illegal 'persistent' option with the '{cmd.op}' command")
 
 
 def apply(config: Config, cmd: Command) -> Config:
@@ -222,29 +319,22 @@ def apply(config: Config, cmd: Command) -> Config:
     new = config.copy()
     op = cmd.op
     if op == "clear":
-        _check_options(cmd, ())
         for svc in new.services:
             new.trash_reals(svc, svc.reals)
         new.services = []
     elif op in ("add-service", "edit-service"):
-        _check_options(cmd, ("tcp-service", "udp-service", "fwmark-service", "sctp-service",
-                             "scheduler", "netmask", "persistent", "sched-flags", "pe", "ops"))
         _service_change(new, cmd)
     elif op == "delete-service":
-        _check_options(cmd, ("tcp-service", "udp-service", "fwmark-service", "sctp-service"))
         key, _ = _service_key(cmd)
         svc = new.find_service(key)
         if svc is None:
-            raise _fail("No such service")
+            raise _kernel("No such service")
         new.trash_reals(svc, svc.reals)
         new.services.remove(svc)
     elif op in ("add-server", "edit-server", "delete-server"):
-        _check_options(cmd, ("tcp-service", "udp-service", "fwmark-service", "sctp-service")
-                       + _SERVER_ONLY)
         _server_change(new, cmd)
     elif op == "set":
-        _check_options(cmd, ())
-        tcp, tcpfin, udp = (_number(a, 0, MAX_TIMEOUT, "illegal timeout value") for a in cmd.args)
+        tcp, tcpfin, udp = (int(a) for a in cmd.args)
         # ipvsadm --set: 0 leaves that timeout as it is
         if tcp:
             new.settings.tcp = tcp
@@ -264,27 +354,29 @@ def _service_change(new: Config, cmd: Command) -> None:
     # ipvsadm's own checks come before the kernel's (exists / not found)
     if not fields.get("fwmark") and fields["port"] == 0 and cmd.persistent is None:
         raise _fail("Zero port specified for non-persistent service")
-    for unsupported in ("pe", "ops"):
-        if unsupported in cmd.opts:
-            raise _fail(f"option --{unsupported} is not supported by lvsxdp yet")
+    if cmd.opts.get("ops") and fields["proto"] != "udp" and not fields.get("fwmark"):
+        raise _fail("One-Packet Scheduling is only for UDP virtual services")
+    if "pe" in cmd.opts:
+        raise _kernel("lvsxdp has no persistence engines (--pe)")
+    if "ops" in cmd.opts:
+        raise _kernel("lvsxdp has no one-packet scheduling (-o)")
     sched_flags = []
     if "sched-flags" in cmd.opts:
         # -b is checked against -s, or the scheduler the service keeps
         sched_flags = _parse_sched_flags(cmd.opts["sched-flags"], cmd.opts.get(
             "scheduler", existing.scheduler if existing and cmd.op == "edit-service" else "wlc"))
-    if "netmask" in cmd.opts and cmd.persistent is None:
-        raise _fail("netmask (-M) is only meaningful for a persistent service")
     netmask = _netmask(cmd.opts["netmask"], fields["family"]) if "netmask" in cmd.opts else None
+    if cmd.persistent is None:
+        netmask = None  # IPVS keeps it, but only a persistent service uses or shows it
     if cmd.op == "add-service" and existing is not None:
-        raise _fail("Service already exists")
+        raise _kernel("Service already exists")
     if cmd.op == "edit-service" and existing is None:
-        raise _fail("No such service")
+        raise _kernel("No such service")
     sched = cmd.opts.get("scheduler", existing.scheduler if existing else "wlc")
     if sched not in KNOWN_SCHEDULERS:
-        raise _fail(f"Scheduler not found: ip_vs_{sched}.ko")
+        raise _kernel("Scheduler or persistence engine not found")
     if sched not in SUPPORTED_SCHEDULERS:
-        raise _fail(f"scheduler {sched} is not supported by lvsxdp yet "
-                    f"(supported: {', '.join(SUPPORTED_SCHEDULERS)})")
+        raise _kernel(f"lvsxdp has no scheduler {sched} ({' '.join(SUPPORTED_SCHEDULERS)})")
     svc = existing or Service(**fields)
     svc.scheduler = sched
     # like ipvsadm, an -E without -b clears the flags
@@ -325,15 +417,42 @@ def _parse_sched_flags(text: str, sched: str) -> list[str]:
 
 
 def _netmask(text: str, family: int) -> int:
-    try:
-        if family == shared.AF_INET6:
-            n = int(text)
-            if not 0 <= n <= 128:
-                raise ValueError
-            return n
-        return ipaddress.IPv4Network(f"0.0.0.0/{text}").prefixlen
-    except ValueError:
-        raise _fail("illegal virtual server persistent mask") from None
+    """ipvsadm's parse_netmask: a prefix length for IPv6, for IPv4 what
+    inet_aton reads (`33` is 0.0.0.33). lvsxdp masks by prefix: a mask with
+    holes is refused."""
+    bad = _fail("illegal virtual server persistent mask specified")
+    if family == shared.AF_INET6:
+        if not text.isdigit() or not 0 <= int(text) <= 128:
+            raise bad
+        return int(text)
+    mask = _inet_aton(text)
+    if mask is None:
+        raise bad
+    inv = ~mask & 0xFFFFFFFF
+    if inv & (inv + 1):
+        raise _fail(f"lvsxdp: a persistent netmask must be contiguous ({text} is not)")
+    return 32 - inv.bit_length()
+
+
+def _inet_aton(text: str) -> int | None:
+    """glibc's inet_aton: a, a.b, a.b.c or a.b.c.d, each part decimal, octal
+    or hex, the last filling what is left."""
+    parts = text.split(".")
+    if not 1 <= len(parts) <= 4:
+        return None
+    nums = []
+    for part in parts:
+        try:
+            nums.append(int(part, 0) if not re.fullmatch(r"0\d+", part) else int(part, 8))
+        except ValueError:
+            return None
+    last_bits = 8 * (5 - len(nums))
+    if any(n > 255 or n < 0 for n in nums[:-1]) or not 0 <= nums[-1] < (1 << last_bits):
+        return None
+    value = 0
+    for n in nums[:-1]:
+        value = value << 8 | n
+    return value << last_bits | nums[-1]
 
 
 def _server_change(new: Config, cmd: Command) -> None:
@@ -341,24 +460,27 @@ def _server_change(new: Config, cmd: Command) -> None:
     svc = new.find_service(key)
     if "real-server" not in cmd.opts:
         raise _fail(f"You need to supply the 'real-server' option for the '{cmd.op}' command")
-    addr, port = _addrport(cmd.opts["real-server"], "real server", bool(cmd.opts.get("ipv6")))
-    fwd = "route"
-    if cmd.opts.get("ipip"):
-        fwd = "tunnel"
-    if cmd.opts.get("masquerading"):
-        fwd = "masq"
-    if fwd != "route":
-        raise _fail(f"forwarding method {FWD_NAMES[fwd][1]} is not supported by lvsxdp yet "
-                    "(supported: -g, direct routing)")
-    if "tun-type" in cmd.opts:
-        raise _fail("option --tun-type is not supported by lvsxdp yet")
+    addr, port = _addrport(cmd.opts["real-server"], "real server", bool(cmd.opts.get("ipv6")),
+                           key[0] if key[0] != "fwm" else "tcp")
+    # ipvsadm reads every value before the kernel sees the line
+    weight = None
+    if "weight" in cmd.opts:
+        weight = _number(cmd.opts["weight"], 0, MAX_THRESHOLD, "illegal weight specified")
+        if weight > 65535:
+            raise _fail("illegal weight specified (lvsxdp: 0-65535)")
     upper = lower = None
     if "u-threshold" in cmd.opts:
         upper = _number(cmd.opts["u-threshold"], 0, MAX_THRESHOLD, "illegal u_threshold specified")
     if "l-threshold" in cmd.opts:
         lower = _number(cmd.opts["l-threshold"], 0, MAX_THRESHOLD, "illegal l_threshold specified")
+    fwd = "route"
+    for flag in ("ipip", "masquerading"):
+        if cmd.opts.get(flag):
+            raise _kernel(f"lvsxdp forwards by direct routing only (-g): not -{flag[0]}")
+    if "tun-type" in cmd.opts:
+        raise _kernel("lvsxdp forwards by direct routing only (-g): no --tun-type")
     if svc is None:
-        raise _fail("Service not defined")
+        raise _kernel("Service not defined")
     if (addr.version == 6) != (svc.family == shared.AF_INET6):
         raise _fail("real server and virtual service address families differ")
     # Not masquerading: the real port is the service port (ipvsadm does this).
@@ -366,23 +488,20 @@ def _server_change(new: Config, cmd: Command) -> None:
     existing = svc.find_real(addr, port)
     if cmd.op == "delete-server":
         if existing is None:
-            raise _fail("No such destination")
+            raise _kernel("No such destination")
         svc.reals.remove(existing)
         new.trash_reals(svc, [existing])
         return
-    weight = None
-    if "weight" in cmd.opts:
-        weight = _number(cmd.opts["weight"], 0, 65535, "illegal weight specified")
     # ip_vs_add_dest and ip_vs_edit_dest refuse -y above -x (ERANGE) before
     # they look for the destination; -e keeps what it does not name
     keep = existing if cmd.op == "edit-server" and existing is not None else RealServer(addr, 0)
     upper = keep.u_threshold if upper is None else upper
     lower = keep.l_threshold if lower is None else lower
     if lower > upper:
-        raise _fail("Numerical result out of range")
+        raise _kernel("Numerical result out of range")
     if cmd.op == "add-server":
         if existing is not None:
-            raise _fail("Destination already exists")
+            raise _kernel("Destination already exists")
         weight = 1 if weight is None else weight
         # IPVS adds a destination at the head of the service's list: listings
         # show the newest first, and rr starts with it.
@@ -394,7 +513,7 @@ def _server_change(new: Config, cmd: Command) -> None:
         svc.reals.insert(0, real)
     else:
         if existing is None:
-            raise _fail("No such destination")
+            raise _kernel("No such destination")
         if weight is not None:
             # IPVS keeps the latest weight > 0 (ip_vs_mh builds with it)
             if weight or existing.weight:
@@ -479,6 +598,23 @@ _OPTC = {
 # entry: 'x' illegal, '1' only one of them, ' ' optional.
 _LIST_ROW = " 11" + "x" * 9 + "11" + " " * 7 + "x" * 7 + " " + "x" * 5
 _ZERO_ROW = "xx " + "x" * 31
+# the other rows: '+' required
+_ROWS = {
+    "add-service": "xx+   " + "x" * 15 + "   " + "x" * 10,
+    "edit-service": "xx+   " + "x" * 15 + "   " + "x" * 10,
+    "delete-service": "xx+" + "x" * 31,
+    "clear": "x" * 34,
+    "add-server": "xx+xxx+    " + "x" * 18 + "     ",
+    "edit-server": "xx+xxx+    " + "x" * 18 + "     ",
+    "delete-server": "xx+xxx+" + "x" * 27,
+    "set": "x" * 34,
+    "restore": "x" * 34,
+    "save": " " + "x" * 33,
+    "zero": _ZERO_ROW,
+    "list": _LIST_ROW,
+}
+# ipvsadm.c's cmdnames, where they are not lvsxdp's
+_CMDNAMES = {"clear": "flush"}
 
 
 def _opt_check(cmd: Command, row: str, cmdname: str) -> set[str]:
@@ -488,7 +624,12 @@ def _opt_check(cmd: Command, row: str, cmdname: str) -> set[str]:
     if cmd.persistent is not None:
         given.add(OPTNAMES.index("persistent"))
     last = None
-    for j in sorted(given):
+    for j in range(len(OPTNAMES)):
+        if j not in given:
+            if row[j] == "+":
+                raise _fail(f"You need to supply the '{OPTNAMES[j]}' option for the "
+                            f"'{cmdname}' command")
+            continue
         if row[j] == "x":
             raise _fail(f"Illegal '{OPTNAMES[j]}' option with the '{cmdname}' command")
         if row[j] == "1":
@@ -537,7 +678,7 @@ def format_list(config: Config, cmd: Command, snap: Snapshot) -> str:
         key, _ = _service_key(cmd)
         svc = config.find_service(key)
         if svc is None:
-            raise _fail("No such service")
+            raise ConfigError("No such service", 1)
         # list_service: no version line
         return _title(opts) + _service_entry(svc, opts, snap)
     services = config.services
@@ -572,13 +713,27 @@ def _title(opts: set[str]) -> str:
             "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n")
 
 
-def _svc_name(svc: Service) -> str:
+def _name(addr, port: int, proto: str, numeric: bool) -> str:
+    """addrport_to_anyname: numbers with -n, else the names /etc/hosts and
+    /etc/services give (a firewall-mark service's reals: any protocol's)."""
+    if numeric:
+        return format_addrport(addr, port)
+    host = host_name(addr)
+    if proto:
+        service = port_name(port, proto)
+    else:
+        service = next((n for n in (port_name(port, "tcp"), port_name(port, "udp"))
+                        if n != str(port)), str(port))
+    return f"[{host}]:{service}" if addr.version == 6 else f"{host}:{service}"
+
+
+def _svc_name(svc: Service, numeric: bool = True) -> str:
     """print_service_entry's svc_name (not -S's)."""
     if svc.fwmark:
         if svc.family == shared.AF_INET6:
             return _printf("FWM  %u IPv6", svc.fwmark)
         return _printf("FWM  %u", svc.fwmark)
-    name = _printf("%-4s %s", svc.proto.upper(), format_addrport(svc.addr, svc.port))
+    name = _printf("%-4s %s", svc.proto.upper(), _name(svc.addr, svc.port, svc.proto, numeric))
     return name if svc.family == shared.AF_INET6 else name[:33]
 
 
@@ -600,7 +755,8 @@ def _sched_flags(svc: Service) -> str:
 def _service_entry(svc: Service, opts: set[str], snap: Snapshot) -> str:
     """print_service_entry: the service's line, then its reals' lines."""
     exact = "exact" in opts
-    name = _svc_name(svc)
+    numeric = "numeric" in opts
+    name = _svc_name(svc, numeric)
     c = snap.services.get(svc.index, RealCounts())
     if "stats" in opts:
         line = _printf("%-33s", name) + "".join(
@@ -624,7 +780,8 @@ def _service_entry(svc: Service, opts: set[str], snap: Snapshot) -> str:
     lines = [line + "\n"]
     reals = svc.reals if "nosort" in opts else _glibc_msort(svc.reals, _cmp_dests)
     for r in reals:
-        dname = r.addrport() if r.addr.version == 6 else r.addrport()[:28]
+        dname = _name(r.addr, r.port, svc.proto, numeric)
+        dname = dname if r.addr.version == 6 else dname[:28]
         rc = snap.reals.get(r.index, RealCounts())
         if "stats" in opts:
             lines.append(_printf("  -> %-28s", dname) + "".join(
@@ -731,18 +888,20 @@ def zero_targets(config: Config, cmd: Command) -> list[Service]:
     key, _ = _service_key(cmd)
     svc = config.find_service(key)
     if svc is None:
-        raise _fail("No such service")
+        raise _kernel("No such service")
     return [svc]
 
 
-def format_save(config: Config) -> str:
-    """`ipvsadm -S -n`: lines that `ipvsadm -R` reads back."""
+def format_save(config: Config, cmd: Command | None = None) -> str:
+    """`ipvsadm -S [-n]`: lines that `ipvsadm -R` reads back, in the order
+    of `ipvsadm -L`. Like ipvsadm, no -x/-y: a restore loses thresholds."""
+    numeric = cmd is None or bool(cmd.opts.get("numeric"))
     lines = []
-    for svc in config.services:
+    for svc in _glibc_msort(config.services, _cmp_services):
         if svc.fwmark:
-            name = f"-f {svc.fwmark}"
+            name = f"-f {svc.fwmark}" + (" -6" if svc.family == shared.AF_INET6 else "")
         else:
-            name = f"-{svc.proto[0]} {format_addrport(svc.addr, svc.port)}"
+            name = f"-{svc.proto[0]} {_name(svc.addr, svc.port, svc.proto, numeric)}"
         line = f"-A {name} -s {svc.scheduler}"
         if svc.persistent:
             line += f" -p {svc.timeout}"
@@ -754,57 +913,125 @@ def format_save(config: Config) -> str:
         if svc.sched_flags:
             line += f" -b {','.join(svc.sched_flags)}"
         lines.append(line)
-        # Oldest first: -R adds each at the head again, so the list (and the
-        # order rr walks it in) comes back as it was. ipvsadm prints the
-        # kernel's order, which a restore reverses.
-        for r in reversed(svc.reals):
-            line = f"-a {name} -r {r.addrport()} {FWD_NAMES[r.fwd][1]} -w {r.weight}"
-            # ipvsadm -S leaves thresholds out (a restore loses them); lvsxdp
-            # writes them so that -R brings them back
-            if r.u_threshold:
-                line += f" -x {r.u_threshold}"
-            if r.l_threshold:
-                line += f" -y {r.l_threshold}"
-            lines.append(line)
+        for r in _glibc_msort(svc.reals, _cmp_dests):
+            lines.append(f"-a {name} -r {_name(r.addr, r.port, svc.proto, numeric)} "
+                         f"{FWD_NAMES[r.fwd][1]} -w {r.weight}")
     return "".join(line + "\n" for line in lines)
 
 
-def restore(config: Config, text: str) -> Config:
-    """`ipvsadm -R`: every line of text (as `ipvsadm -S` writes them) or
-    nothing - the first bad line leaves config as it was."""
+def restore(config: Config, text: str) -> tuple[Config, list[str]]:
+    """`ipvsadm -R`: each line of text (as `ipvsadm -S` writes them) on its
+    own, as ipvsadm does: a bad line is reported (its message in the list
+    returned) and skipped, the others apply."""
     import shlex  # noqa: PLC0415
 
     new = config
-    for n, line in enumerate(text.splitlines(), 1):
-        words = shlex.split(line, comments=True)
+    errors = []
+    for line in text.splitlines():
+        try:
+            words = shlex.split(line, comments=True)
+        except ValueError as e:
+            errors.append(str(e))
+            continue
         if not words:
             continue
         if words[0] == "ipvsadm":
             words = words[1:]
         try:
             cmd = parse(words)
-            if cmd.op in ("list", "save", "restore", "zero", "help"):
-                raise _fail(f"ipvsadm {cmd.op} cannot be restored")
+            if cmd.op in ("list", "save", "restore", "zero", "help", "version", "start-daemon",
+                          "stop-daemon"):
+                raise _fail(f"ipvsadm -R: {cmd.op} is not a rule")
             new = apply(new, cmd)
         except ConfigError as e:
-            raise _fail(f"line {n}: {e}") from None
-    return new
+            errors.append(str(e))
+    return new, errors
 
 
-HELP = """\
-lvsxdp ipvsadm takes ipvsadm's command lines:
-  ipvsadm -A|E virtual-service [-s scheduler] [-p [timeout]] [-M netmask] [-b sched-flags]
+VERSION = "ipvsadm v1.31 2019/12/24 (compiled with popt and IPVS v1.2.1)"
+# ipvsadm 1.31's usage, verbatim: lvsxdp refuses -i, -m, --pe, -o, SCTP,
+# lblc, lblcr, fo, ovf and the sync daemon with a line that says so.
+HELP = VERSION + """
+Usage:
+  ipvsadm -A|E virtual-service [-s scheduler] [-p [timeout]] [-M netmask] \
+[--pe persistence_engine] [-b sched-flags]
   ipvsadm -D virtual-service
   ipvsadm -C
-  ipvsadm -R < rules
+  ipvsadm -R
   ipvsadm -S [-n]
-  ipvsadm -a|e virtual-service -r server-address [-g] [-w weight] [-x upper] [-y lower]
+  ipvsadm -a|e virtual-service -r server-address [options]
   ipvsadm -d virtual-service -r server-address
-  ipvsadm -L|l [virtual-service] [-n] [-c] [--stats|--rate|--thresholds|--persistent-conn]
-                [--exact] [--timeout] [--daemon] [--tun-info] [--nosort]
+  ipvsadm -L|l [virtual-service] [options]
   ipvsadm -Z [virtual-service]
   ipvsadm --set tcp tcpfin udp
-virtual-service: -t|u service-address | -f fwmark
-schedulers: rr wrr lc wlc (the default) sed nq sh dh mh;
-sched-flags: sh-fallback sh-port mh-fallback mh-port; forwarding: -g (direct routing)
+  ipvsadm --start-daemon {master|backup} [daemon-options]
+  ipvsadm --stop-daemon {master|backup}
+  ipvsadm -h
+
+Commands:
+Either long or short options are allowed.
+  --add-service     -A        add virtual service with options
+  --edit-service    -E        edit virtual service with options
+  --delete-service  -D        delete virtual service
+  --clear           -C        clear the whole table
+  --restore         -R        restore rules from stdin
+  --save            -S        save rules to stdout
+  --add-server      -a        add real server with options
+  --edit-server     -e        edit real server with options
+  --delete-server   -d        delete real server
+  --list            -L|-l     list the table
+  --zero            -Z        zero counters in a service or all services
+  --set tcp tcpfin udp        set connection timeout values
+  --start-daemon              start connection sync daemon
+  --stop-daemon               stop connection sync daemon
+  --help            -h        display this help message
+
+virtual-service:
+  --tcp-service|-t  service-address   service-address is host[:port]
+  --udp-service|-u  service-address   service-address is host[:port]
+  --sctp-service    service-address   service-address is host[:port]
+  --fwmark-service|-f fwmark          fwmark is an integer greater than zero
+
+Options:
+  --ipv6         -6                   fwmark entry uses IPv6
+  --scheduler    -s scheduler         one of rr|wrr|lc|wlc|lblc|lblcr|dh|sh|sed|nq|fo|ovf|mh,
+                                      the default scheduler is wlc.
+  --pe            engine              alternate persistence engine may be sip,
+                                      not set by default.
+  --persistent   -p [timeout]         persistent service
+  --netmask      -M netmask           persistent granularity mask
+  --real-server  -r server-address    server-address is host (and port)
+  --gatewaying   -g                   gatewaying (direct routing) (default)
+  --ipip         -i                   ipip encapsulation (tunneling)
+  --masquerading -m                   masquerading (NAT)
+  --tun-type      type                one of ipip|gue|gre,
+                                      the default tunnel type is ipip.
+  --tun-port      port                tunnel destination port
+  --tun-nocsum                        tunnel encapsulation without checksum
+  --tun-csum                          tunnel encapsulation with checksum
+  --tun-remcsum                       tunnel encapsulation with remote checksum
+  --weight       -w weight            capacity of real server
+  --u-threshold  -x uthreshold        upper threshold of connections
+  --l-threshold  -y lthreshold        lower threshold of connections
+  --connection   -c                   output of current IPVS connections
+  --timeout                           output of timeout (tcp tcpfin udp)
+  --daemon                            output of daemon information
+  --stats                             output of statistics information
+  --rate                              output of rate information
+  --exact                             expand numbers (display exact values)
+  --thresholds                        output of thresholds information
+  --persistent-conn                   output of persistent connection info
+  --tun-info                          output of tunnel information
+  --nosort                            disable sorting output of service/server entries
+  --sort                              does nothing, for backwards compatibility
+  --ops          -o                   one-packet scheduling
+  --numeric      -n                   numeric output of addresses and ports
+  --sched-flags  -b flags             scheduler flags (comma-separated)
+Daemon Options:
+  --syncid sid                        syncid for connection sync (default=255)
+  --sync-maxlen length                Max sync message length (default=1472)
+  --mcast-interface interface         multicast interface for connection sync
+  --mcast-group address               IPv4/IPv6 group (default=224.0.0.81)
+  --mcast-port port                   UDP port (default=8848)
+  --mcast-ttl ttl                     Multicast TTL (default=1)
 """

@@ -17,7 +17,10 @@ from pathlib import Path
 
 from . import bpfsys, shared
 
-BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
+# Installed (pip install ., a wheel): lvsxdp/bpf; a checkout (or pip -e): bpf/
+BPF_DIR = next((d for d in (Path(__file__).resolve().parent / "bpf",
+                            Path(__file__).resolve().parent.parent / "bpf")
+                if (d / "lvsxdp.bpf.c").exists()), Path(__file__).resolve().parent.parent / "bpf")
 MAIN_SOURCE = BPF_DIR / "lvsxdp.bpf.c"
 HEADERS_CACHE = Path("/var/cache/lvsxdp/kernel-headers")
 

@@ -25,7 +25,13 @@ PROTOS = {"tcp": 6, "udp": 17}
 
 class ConfigError(ValueError):
     """A change the configuration refuses; the message is one line for the
-    operator, in ipvsadm's words where ipvsadm has them."""
+    operator, in ipvsadm's words where ipvsadm has them. code is the exit
+    status ipvsadm gives it: 2 for what ipvsadm itself refuses, 255 for what
+    the kernel refuses (ipvsadm exits -1), 1 where list_service fails."""
+
+    def __init__(self, msg: str, code: int = 2) -> None:
+        super().__init__(msg)
+        self.code = code
 
 
 @dataclass

@@ -91,6 +91,30 @@ def _is_bpffs(path: Path) -> bool:
     return (buf.f_type & 0xFFFFFFFF) == BPF_FS_MAGIC
 
 
+CLONE_NEWNS = 0x00020000
+
+
+def see_host_pins() -> None:
+    """Under `ip netns exec NS` (a mount namespace of its own, /sys remounted
+    and /sys/fs/bpf gone) the director's pins are out of sight: a command
+    run there goes back to the host's mounts, keeping the network namespace
+    it names the director by. A no-op where the pins are visible or for a
+    user who may not (who could not change the director anyway)."""
+    if os.geteuid() != 0 or _is_bpffs(PIN_ROOT.parent):
+        return
+    try:
+        if os.stat("/proc/1/ns/mnt").st_ino == os.stat("/proc/self/ns/mnt").st_ino:
+            return
+        fd = os.open("/proc/1/ns/mnt", os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.setns(fd, CLONE_NEWNS)
+    finally:
+        os.close(fd)
+
+
 def ensure_bpffs() -> None:
     bpffs = PIN_ROOT.parent
     if _is_bpffs(bpffs):
@@ -156,9 +180,18 @@ def locked(p: Paths):
 
 def load_config(p: Paths) -> Config:
     try:
-        return Config.from_json(p.state.read_text())
+        text = p.state.read_text()
     except FileNotFoundError:
         return Config()
+    except OSError as e:
+        raise RuntimeError_(f"cannot read the saved configuration {p.state}: {e.strerror}"
+                            ) from None
+    try:
+        return Config.from_json(text)
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
+        raise RuntimeError_(f"the saved configuration {p.state} is damaged ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0] if str(e) else 'bad value'}): "
+                            "fix it or remove it") from None
 
 
 def save_config(p: Paths, config: Config) -> None:

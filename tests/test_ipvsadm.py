@@ -88,16 +88,20 @@ def test_save_output_restores_to_the_same_configuration():
     saved = ipvsadm.format_save(config)
     assert "-A -t [2001:db8::1]:443 -s wrr -p 60 -M 64\n" in saved
     assert "-a -u 198.18.2.1:53 -r 198.18.2.100:53 -g -w 0\n" in saved
-    restored = ipvsadm.restore(Config(), saved)
+    restored, errors = ipvsadm.restore(Config(), saved)
+    assert errors == []
     assert ipvsadm.format_save(restored) == saved
     assert listing(restored, "-L", "-n") == listing(config, "-L", "-n")
 
 
-def test_restore_is_all_or_nothing():
+def test_restore_reports_a_bad_line_and_goes_on_as_ipvsadm_does():
     config = configure(SEED_PCC)
     before = config.to_json()
-    with pytest.raises(ConfigError, match="^line 2: Service not defined$"):
-        ipvsadm.restore(config, "-A -t 198.18.2.1:80 -s rr\n-a -t 198.18.2.9:80 -r 198.18.2.100\n")
+    new, errors = ipvsadm.restore(config, "-A -t 198.18.2.1:80 -s rr\n"
+                                          "-a -t 198.18.2.9:80 -r 198.18.2.100\n"
+                                          "-A -t 198.18.2.1:81 -s rr\n")
+    assert errors == ["Service not defined"]
+    assert [s.port for s in new.services] == [0, 80, 81]
     assert config.to_json() == before
 
 
@@ -158,22 +162,30 @@ BAD_LINES = [
     ("-A -t 198.18.2.1:0 -s rr -p 360", "Service already exists"),
     ("-A -t 198.18.2.300:80 -s rr", "illegal virtual server address[:port] specified"),
     ("-A -t 198.18.2.1:99999 -s rr", "illegal virtual server address[:port] specified"),
-    ("-A -t 198.18.2.1:80 -s nosuch", "Scheduler not found: ip_vs_nosuch.ko"),
-    ("-A -t 198.18.2.1:80 -p abc", "illegal timeout for persistent service"),
-    ("-A -t 198.18.2.1:80 -p 0", "illegal timeout for persistent service"),
+    ("-A -t 198.18.2.1:80 -s nosuch", "Scheduler or persistence engine not found"),
+    ("-A -t 198.18.2.1:80 -p abc", "invalid timeout value `abc' specified"),
+    ("-A -t 198.18.2.1:80 -p 0", "invalid timeout value `0' specified"),
     ("-A -s rr", "You need to supply the 'service-address' option for the 'add-service' command"),
-    ("-A -t 198.18.2.1:80 -u 198.18.2.1:80", "multiple service types specified"),
+    ("-A -t 198.18.2.1:80 -u 198.18.2.1:80", "multiple 'service-address' options specified"),
     ("-A -t 198.18.2.1:80 -a", "multiple commands specified"),
     ("-A -t 198.18.2.1:80 -s rr -r 198.18.2.100",
      "Illegal 'real-server' option with the 'add-service' command"),
-    ("-A -t 198.18.2.1:80 -s rr -M 255.255.255.0",
-     "netmask (-M) is only meaningful for a persistent service"),
+    ("-A -t 198.18.2.1:0 -s rr -p -M 255.0.255.0",
+     "lvsxdp: a persistent netmask must be contiguous (255.0.255.0 is not)"),
+    ("-A -t 198.18.2.1:80 -s rr -p -M 255.255.256.0",
+     "illegal virtual server persistent mask specified"),
+    ("-A -t 198.18.2.1:80 -s rr -s wlc", "multiple 'scheduler' options specified"),
+    ("-A -t 198.18.2.1:80 -s rr -p -5", "-5: unknown option"),
+    ("-A -t nosuchhost.invalid:80 -s rr", "illegal virtual server address[:port] specified"),
+    ("-A -t 198.18.2.1:nosuchservice -s rr", "illegal virtual server address[:port] specified"),
+    ("-A -t 198.18.2.1:80 -s rr -o", "One-Packet Scheduling is only for UDP virtual services"),
+    ("-C -t 198.18.2.1:80", "Illegal 'service-address' option with the 'flush' command"),
     ("-E -t 198.18.2.9:80 -s rr", "No such service"),
     ("-D -t 198.18.2.9:80", "No such service"),
     ("-a -t 198.18.2.9:0 -r 198.18.2.100", "Service not defined"),
     ("-a -t 198.18.2.1:0 -r 198.18.2.100", "Destination already exists"),
     ("-a -t 198.18.2.1:0 -r 198.18.2.x", "illegal real server address[:port] specified"),
-    ("-a -t 198.18.2.1:0 -r 198.18.2.150 -w 65536", "illegal weight specified"),
+    ("-a -t 198.18.2.1:0 -r 198.18.2.150 -w 65536", "illegal weight specified (lvsxdp: 0-65535)"),
     ("-a -t 198.18.2.1:0 -r 198.18.2.150 -w -1", "illegal weight specified"),
     ("-a -t 198.18.2.1:0", "You need to supply the 'real-server' option for the 'add-server' "
                            "command"),
@@ -181,11 +193,11 @@ BAD_LINES = [
                                           "differ"),
     ("-d -t 198.18.2.1:0 -r 198.18.2.150", "No such destination"),
     ("-e -t 198.18.2.1:0 -r 198.18.2.150 -w 2", "No such destination"),
-    ("--frobnicate", "unknown option: --frobnicate"),
-    ("-t", "option -t requires an argument"),
-    ("-t 198.18.2.1:80", "no command specified"),
-    ("--set 900 120", "--set requires three timeouts: tcp tcpfin udp"),
-    ("--set 900 x 300", "illegal timeout value"),
+    ("--frobnicate", "Try `ipvsadm -h' or 'ipvsadm --help' for more information."),
+    ("-A -t", "-t: missing argument"),
+    ("-t 198.18.2.1:80 -A", "Try `ipvsadm -h' or 'ipvsadm --help' for more information."),
+    ("--set 900 120", "--set option requires 3 timeout values"),
+    ("--set 900 x 300", "invalid timeout value `x' specified"),
 ]
 
 
@@ -201,11 +213,12 @@ def test_bad_line_gives_one_line_and_changes_nothing(line, message):
 
 
 UNSUPPORTED_YET = [
-    ("-A -t 198.18.2.1:80 -s lblc", "scheduler lblc is not supported by lvsxdp yet"),
-    ("-A -t 198.18.2.1:80 -s fo", "scheduler fo is not supported by lvsxdp yet"),
-    ("-a -t 198.18.2.1:0 -r 198.18.2.150 -m", "forwarding method -m is not supported"),
-    ("-a -t 198.18.2.1:0 -r 198.18.2.150 -i", "forwarding method -i is not supported"),
-    ("-A --sctp-service 198.18.2.1:80 -s rr", "SCTP services are not supported"),
+    ("-A -t 198.18.2.1:80 -s lblc", "lvsxdp has no scheduler lblc"),
+    ("-A -t 198.18.2.1:80 -s fo", "lvsxdp has no scheduler fo"),
+    ("-a -t 198.18.2.1:0 -r 198.18.2.150 -m", "lvsxdp forwards by direct routing only"),
+    ("-a -t 198.18.2.1:0 -r 198.18.2.150 -i", "lvsxdp forwards by direct routing only"),
+    ("-A --sctp-service 198.18.2.1:80 -s rr", "lvsxdp balances TCP and UDP only"),
+    ("-A -u 198.18.2.1:53 -s rr -o", "lvsxdp has no one-packet scheduling"),
 ]
 
 
