@@ -47,6 +47,7 @@ import select
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -829,25 +830,40 @@ s.sendto(b"hello", (dst, port))
 print(s.recvfrom(2048)[0].decode().strip())
 """
 
+def http_get(s: socket.socket, host: str = "lab") -> str:
+    """One GET / on a keep-alive HTTP/1.1 connection: the answer's body, which
+    in the lab is the name of the real that served it."""
+    s.sendall(b"GET / HTTP/1.1\r\nHost: " + host.encode() + b"\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += _recv(s)
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    while len(body) < length:
+        body += _recv(s)
+    return body.decode().strip()
+
+
+def _recv(s: socket.socket) -> bytes:
+    chunk = s.recv(4096)
+    if not chunk:
+        raise ConnectionError("closed by the peer")
+    return chunk
+
+
 # An HTTP/1.1 connection that asks once, prints its port and the answer,
 # and stays open until stdin closes (argv: source, destination, port).
 _HOLD = r"""
 import socket, sys
+from lvsxdp.lab import http_get
 src, dst, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
 s = socket.socket(socket.AF_INET6 if ":" in dst else socket.AF_INET, socket.SOCK_STREAM)
 s.bind((src, 0))
 s.settimeout(5)
 s.connect((dst, port))
-s.sendall(b"GET / HTTP/1.1\r\nHost: lab\r\n\r\n")
-data = b""
-while b"\r\n\r\n" not in data:
-    data += s.recv(4096)
-head, body = data.split(b"\r\n\r\n", 1)
-length = int([l.split(b":")[1] for l in head.split(b"\r\n")
-              if l.lower().startswith(b"content-length:")][0])
-while len(body) < length:
-    body += s.recv(4096)
-print(s.getsockname()[1], body.decode().strip(), flush=True)
+answer = http_get(s)
+print(s.getsockname()[1], answer, flush=True)
 sys.stdin.read()
 s.close()
 """

@@ -68,26 +68,6 @@ class Client:
         self.pool.shutdown()
 
 
-def ask(s: socket.socket) -> str:
-    """One GET / on a keep-alive connection: the name of the real that answered."""
-    s.sendall(b"GET / HTTP/1.1\r\nHost: lab\r\n\r\n")
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = s.recv(4096)
-        if not chunk:
-            raise ConnectionError("closed by the peer")
-        data += chunk
-    head, body = data.split(b"\r\n\r\n", 1)
-    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                  if line.lower().startswith(b"content-length:"))
-    while len(body) < length:
-        chunk = s.recv(4096)
-        if not chunk:
-            raise ConnectionError("closed by the peer")
-        body += chunk
-    return body.decode().strip()
-
-
 def hold(client: Client) -> dict[tuple[str, int], tuple[socket.socket, str]]:
     """HELD_PER_CLIENT keep-alive connections per client address, each asked
     once: (address, port) -> (socket, the real that answered)."""
@@ -95,7 +75,7 @@ def hold(client: Client) -> dict[tuple[str, int], tuple[socket.socket, str]]:
     for addr in CLIENT_ADDRS:
         for _ in range(HELD_PER_CLIENT):
             s = client.connect(addr)
-            held[(addr, s.getsockname()[1])] = (s, ask(s))
+            held[(addr, s.getsockname()[1])] = (s, lab.http_get(s))
     return held
 
 
@@ -147,12 +127,12 @@ class Traffic(threading.Thread):
             if held is None:
                 s = self.client.connect(addr, timeout=2)
                 try:
-                    real = ask(s)
+                    real = lab.http_get(s)
                 finally:
                     s.close()
                     self.client.sockets.remove(s)
             else:
-                real = ask(held)
+                real = lab.http_get(held)
         except OSError as e:
             self.failures.append(f"{what}: {e!r}")
             return
@@ -194,7 +174,7 @@ def test_restart_under_traffic_drops_no_request_and_keeps_every_connection(topo)
         assert prog_id(topo) not in (None, old_prog)
         assert lab.xdp_mode(topo.director, IFACE) == "generic"
         for (addr, _), (s, real) in held.items():
-            assert ask(s) == real == real_of[addr]
+            assert lab.http_get(s) == real == real_of[addr]
         assert templates(topo) == before
     finally:
         client.close()
@@ -222,7 +202,7 @@ def test_down_then_up_resumes_held_connections_and_templates_down_flush_forgets(
         assert templates(topo) == before
         # idle meanwhile, each held connection goes on with its real
         for (addr, _), (s, real) in held.items():
-            assert ask(s) == real == real_of[addr]
+            assert lab.http_get(s) == real == real_of[addr]
 
         out = topo.lvsxdp("down", IFACE, "--flush").stdout.strip()
         assert out == f"lvsxdp down on {IFACE} (tables flushed)"
@@ -233,7 +213,7 @@ def test_down_then_up_resumes_held_connections_and_templates_down_flush_forgets(
         for s, _ in held.values():
             s.settimeout(2)
             with pytest.raises(OSError):  # reset, or no answer
-                ask(s)
+                lab.http_get(s)
     finally:
         client.close()
 
@@ -255,6 +235,6 @@ def test_a_real_removed_and_added_back_resumes_its_held_connections(topo):
         topo.ipvsadm(f"-a -t {VIP}:0 -r {addr} -g")
         topo.wait_for_reals((addr,))
         for (caddr, _), (s, real) in held.items():
-            assert ask(s) == real == real_of[caddr]
+            assert lab.http_get(s) == real == real_of[caddr]
     finally:
         client.close()

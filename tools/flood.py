@@ -59,26 +59,9 @@ TCP_SYN, TCP_ACK = 0x02, 0x10
 # line on stdin, one JSON answer per line on stdout.
 _CLIENT = r"""
 import json, socket, sys, threading, time
+from lvsxdp.lab import http_get as request
 VIP = sys.argv[1]
 held = []  # (client address, socket)
-
-def request(s):
-    s.sendall(b"GET / HTTP/1.1\r\nHost: vip\r\n\r\n")
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = s.recv(4096)
-        if not chunk:
-            raise ConnectionError("closed")
-        data += chunk
-    head, body = data.split(b"\r\n\r\n", 1)
-    length = int([l.split(b":")[1] for l in head.split(b"\r\n")
-                  if l.lower().startswith(b"content-length")][0])
-    while len(body) < length:
-        chunk = s.recv(4096)
-        if not chunk:
-            raise ConnectionError("closed")
-        body += chunk
-    return body.decode().strip()
 
 def connect(addr):
     s = socket.socket()
