@@ -95,7 +95,7 @@ static __always_inline int lvs_packet(struct xdp_md *ctx, int resumed)
 	struct lvs_conn *c, fresh = {};
 	struct lvs_conn4_key k4 = {};
 	struct lvs_real *r;
-	u32 zero = 0, svc_idx, ref;
+	u32 zero = 0, svc_idx, ref, *vip_flags = 0;
 	int reason, tier;
 	u64 now;
 
@@ -113,6 +113,19 @@ static __always_inline int lvs_packet(struct xdp_md *ctx, int resumed)
 	if (martian(&pkt))
 		return count_reason(LVS_R_MARTIAN, XDP_PASS);
 	now = bpf_ktime_get_coarse_ns();
+
+	/* A SYN mostly opens a connection, and a SYN to no VIP (the host's own
+	 * traffic, scans) can have none: the small, hot VIP set turns it away
+	 * before the large connection tables are read. Exact, since a removed
+	 * service's address stays in vips while its connections may live, and
+	 * skipped when firewall-mark services make any address a service's. */
+	if (pkt.tuple.proto == IPPROTO_TCP &&
+	    (pkt.tcp_flags & (TCPF_SYN | TCPF_ACK | TCPF_RST)) == TCPF_SYN &&
+	    !(cfg->flags & LVS_CFG_F_FWMARK)) {
+		vip_flags = vip_lookup(&pkt);
+		if (!vip_flags)
+			return count_reason(LVS_R_NO_SERVICE, XDP_PASS);
+	}
 
 	/* A packet of a known connection. */
 	c = conn_lookup(&pkt, &k4, &tier);
@@ -174,7 +187,7 @@ static __always_inline int lvs_packet(struct xdp_md *ctx, int resumed)
 	}
 
 	/* A new connection: find its service as ip_vs_service_find does. */
-	svc_idx = find_service(&pkt);
+	svc_idx = find_service(&pkt, cfg, vip_flags);
 	if (svc_idx >= LVS_MAX_SERVICES)
 		return count_reason(LVS_R_NO_SERVICE, XDP_PASS);
 	/* Only a SYN without RST starts a TCP connection (no sloppy_tcp). */

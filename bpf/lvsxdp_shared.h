@@ -226,6 +226,9 @@ struct lvs_template {
 /* Director-wide settings (one entry). */
 #define LVS_CFG_F_EXPIRE_NODEST_CONN (1 << 0)
 #define LVS_CFG_F_EXPIRE_QUIESCENT_TEMPLATE (1 << 1)
+/* Some firewall-mark service exists (or one in the trash): any address may
+ * be a service's, so the VIP set cannot turn a packet away early. */
+#define LVS_CFG_F_FWMARK (1 << 2)
 
 struct lvs_config {
 	__u64 timeout_ns[LVS_S_SLOTS];	/* per connection state (--set) */

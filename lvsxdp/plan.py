@@ -271,6 +271,8 @@ def build(config: Config, macs: dict, ifindex: int = 0, own_mac: bytes = bytes(6
     plan = Plan(config=cfg)
 
     for svc in config.services:
+        if svc.fwmark:
+            cfg.flags |= shared.CFG_F_FWMARK
         proto = 0 if svc.fwmark else {"tcp": 6, "udp": 17}[svc.proto]
         if not svc.fwmark:
             vk = shared.VipKey(family=svc.family)
@@ -320,6 +322,15 @@ def build(config: Config, macs: dict, ifindex: int = 0, own_mac: bytes = bytes(6
     # available (their connections' packets are dropped) until revived.
     live = {svc.key(): svc.index for svc in config.services}
     for ghost, r in config.trashed():
+        # The data plane turns away packets to no VIP before it looks for
+        # their connection: a removed service's address stays known (no
+        # service under it) while connections of it may live.
+        if ghost.fwmark:
+            cfg.flags |= shared.CFG_F_FWMARK
+        else:
+            vk = shared.VipKey(family=ghost.family)
+            shared.set_words(vk.addr, ghost.addr)
+            plan.vips.setdefault(bytes(vk), (vk, 0))
         real = shared.Real(ref=r.ref, svc=live.get(ghost.key(), shared.MAX_SERVICES - 1),
                            weight=r.weight, flags=shared.REAL_F_TRASH,
                            port=shared.htons(r.port), family=ghost.family, fwd=shared.FWD_ROUTE)

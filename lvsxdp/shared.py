@@ -61,6 +61,7 @@ PROG_NAMES = {PROG_RESUME: "lvsxdp_resume", PROG_SCHED_SEQ: "lvsxdp_sched_seq",
 
 CFG_F_EXPIRE_NODEST_CONN = 1 << 0
 CFG_F_EXPIRE_QUIESCENT_TEMPLATE = 1 << 1
+CFG_F_FWMARK = 1 << 2
 
 # IPVS's TCP states (include/uapi/linux/ip_vs.h order), then UDP's one state.
 STATES = [
