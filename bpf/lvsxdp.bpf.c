@@ -112,8 +112,6 @@ static __always_inline int lvs_packet(struct xdp_md *ctx, int resumed)
 		return count_reason(LVS_R_NOT_FOR_US, XDP_PASS);
 	if (martian(&pkt))
 		return count_reason(LVS_R_MARTIAN, XDP_PASS);
-	now = bpf_ktime_get_coarse_ns();
-
 	/* A SYN mostly opens a connection, and a SYN to no VIP (the host's own
 	 * traffic, scans) can have none: the small, hot VIP set turns it away
 	 * before the large connection tables are read. Exact, since a removed
@@ -126,6 +124,7 @@ static __always_inline int lvs_packet(struct xdp_md *ctx, int resumed)
 		if (!vip_flags)
 			return count_reason(LVS_R_NO_SERVICE, XDP_PASS);
 	}
+	now = bpf_ktime_get_coarse_ns();
 
 	/* A packet of a known connection. */
 	c = conn_lookup(&pkt, &k4, &tier);

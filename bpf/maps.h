@@ -58,12 +58,16 @@ BPF_TABLE_PINNED("hash", struct lvs_tuple, struct lvs_conn, conns6, LVSXDP_CONN_
 		 PIN(conns6));
 BPF_TABLE_PINNED("hash", struct lvs_tuple, struct lvs_template, templates, LVSXDP_TPL_MAX,
 		 PIN(templates));
+/* The embryonic tier's LRU lists are per CPU (BPF_F_NO_COMMON_LRU): a new
+ * flow's insert, and the eviction a full tier makes, take no lock another
+ * CPU contends for. Each CPU evicts among the entries it inserted, its share
+ * of the tier; a lookup still finds an entry whichever CPU made it. */
 BPF_TABLE_PINNED("lru_hash", struct lvs_conn4_key, struct lvs_conn, syn4, LVSXDP_SYN_MAX,
-		 PIN(syn4));
+		 PIN(syn4), BPF_F_NO_COMMON_LRU);
 BPF_TABLE_PINNED("lru_hash", struct lvs_tuple, struct lvs_conn, syn6, LVSXDP_SYN_MAX,
-		 PIN(syn6));
+		 PIN(syn6), BPF_F_NO_COMMON_LRU);
 BPF_TABLE_PINNED("lru_hash", struct lvs_tuple, struct lvs_template, tpl_new, LVSXDP_TPL_NEW_MAX,
-		 PIN(tpl_new));
+		 PIN(tpl_new), BPF_F_NO_COMMON_LRU);
 BPF_TABLE_PINNED("array", u32, struct lvs_mark_cfg, mark_cfg, 1, PIN(mark_cfg));
 BPF_TABLE_PINNED("lpm_trie", struct lvs_mark_addr_key, u32, mark_dst, LVS_MARK_PREFIXES,
 		 PIN(mark_dst), BPF_F_NO_PREALLOC);
