@@ -52,22 +52,39 @@ BPF_TABLE_PINNED("array", u32, struct lvs_load_fix, real_load_fix, LVS_MAX_REALS
 			     ((held) < LVS_MIN_TIER ? (held) : LVS_MIN_TIER))
 #define LVSXDP_SYN_MAX LVS_TIER_SIZE(LVSXDP_CONN_MAX)
 #define LVSXDP_TPL_NEW_MAX LVS_TIER_SIZE(LVSXDP_TPL_MAX)
+/* Memory: the IPv6 connections and the held templates take memory as they
+ * fill (BPF_F_NO_PREALLOC): preallocated at the defaults they were 174 of
+ * the maps' 385 MB, empty or not. The IPv4 connection table stays
+ * preallocated: allocated on use, the known-connection path measured about
+ * 6% slower (tools/bench_xdp.py, a_established per call; README,
+ * "Performance"). The flags only decide how a table is created: tables
+ * pinned by an earlier lvsxdp keep theirs until `down --flush`. The
+ * LVSXDP_*_FLAGS defines let tools/bench_xdp.py -D measure either way. */
+#ifndef LVSXDP_CONNS4_FLAGS
+#define LVSXDP_CONNS4_FLAGS 0
+#endif
+#ifndef LVSXDP_CONNS6_FLAGS
+#define LVSXDP_CONNS6_FLAGS BPF_F_NO_PREALLOC
+#endif
+#ifndef LVSXDP_TPL_FLAGS
+#define LVSXDP_TPL_FLAGS BPF_F_NO_PREALLOC
+#endif
 BPF_TABLE_PINNED("hash", struct lvs_conn4_key, struct lvs_conn, conns4, LVSXDP_CONN_MAX,
-		 PIN(conns4));
+		 PIN(conns4), LVSXDP_CONNS4_FLAGS);
 BPF_TABLE_PINNED("hash", struct lvs_tuple, struct lvs_conn, conns6, LVSXDP_CONN_MAX,
-		 PIN(conns6));
+		 PIN(conns6), LVSXDP_CONNS6_FLAGS);
 BPF_TABLE_PINNED("hash", struct lvs_tuple, struct lvs_template, templates, LVSXDP_TPL_MAX,
-		 PIN(templates));
-/* The embryonic tier's LRU lists are per CPU (BPF_F_NO_COMMON_LRU): a new
- * flow's insert, and the eviction a full tier makes, take no lock another
- * CPU contends for. Each CPU evicts among the entries it inserted, its share
- * of the tier; a lookup still finds an entry whichever CPU made it. */
+		 PIN(templates), LVSXDP_TPL_FLAGS);
+/* The embryonic tier keeps the common LRU list: per-CPU lists
+ * (BPF_F_NO_COMMON_LRU) measured slower for new flows (peerbench b 1.4 ->
+ * 1.6, c 2.5 -> 3.0, d 2.0 -> 2.9 x Katran) and give a one-CPU flood only
+ * its CPU's share of the tier. */
 BPF_TABLE_PINNED("lru_hash", struct lvs_conn4_key, struct lvs_conn, syn4, LVSXDP_SYN_MAX,
-		 PIN(syn4), BPF_F_NO_COMMON_LRU);
+		 PIN(syn4));
 BPF_TABLE_PINNED("lru_hash", struct lvs_tuple, struct lvs_conn, syn6, LVSXDP_SYN_MAX,
-		 PIN(syn6), BPF_F_NO_COMMON_LRU);
+		 PIN(syn6));
 BPF_TABLE_PINNED("lru_hash", struct lvs_tuple, struct lvs_template, tpl_new, LVSXDP_TPL_NEW_MAX,
-		 PIN(tpl_new), BPF_F_NO_COMMON_LRU);
+		 PIN(tpl_new));
 BPF_TABLE_PINNED("array", u32, struct lvs_mark_cfg, mark_cfg, 1, PIN(mark_cfg));
 BPF_TABLE_PINNED("lpm_trie", struct lvs_mark_addr_key, u32, mark_dst, LVS_MARK_PREFIXES,
 		 PIN(mark_dst), BPF_F_NO_PREALLOC);

@@ -406,9 +406,7 @@ def stale_layouts(p: Paths) -> list[str]:
         value = ctypes.sizeof(v)
         if (info.key_size != ctypes.sizeof(k) or info.value_size != value
                 or info.type != shared.MAP_KINDS.get(name, info.type)
-                or info.max_entries != FIXED_ENTRIES.get(name, info.max_entries)
-                or (name in shared.MAP_KINDS
-                    and info.map_flags != shared.MAP_FLAGS.get(name, 0))):
+                or info.max_entries != FIXED_ENTRIES.get(name, info.max_entries)):
             out.append(name)
     return out
 

@@ -163,13 +163,6 @@ MAP_KINDS = {
     "syn4": BPF_MAP_TYPE_LRU_HASH, "syn6": BPF_MAP_TYPE_LRU_HASH,
     "tpl_new": BPF_MAP_TYPE_LRU_HASH,
 }
-BPF_F_NO_PREALLOC = 1 << 0
-BPF_F_NO_COMMON_LRU = 1 << 1
-# Creation flags of the tables (bpf/maps.h says why): a pinned map created
-# with others is a stale layout, re-created by `up`.
-MAP_FLAGS = {
-    "syn4": BPF_F_NO_COMMON_LRU, "syn6": BPF_F_NO_COMMON_LRU, "tpl_new": BPF_F_NO_COMMON_LRU,
-}
 
 
 class Template(ctypes.Structure):
