@@ -185,6 +185,8 @@ class CheckerRun(threading.Thread):
         while not self.stop.wait(delay):
             verdict = probe(c, self.rs.addr, self.port)
             self.checks += 1
+            log.debug("%s %s: %s", c.kind, self.rs.name(),
+                      "ok" if verdict.ok else verdict.why)
             delay = c.delay_loop
             if verdict.ok:
                 tries = 0
@@ -207,6 +209,7 @@ class RealState:
     vs: VirtualServer
     rs: RealServer
     runs: list[CheckerRun] = field(default_factory=list)
+    was_alive: bool = True  # what the last verdict made of it
 
     @property
     def alive(self) -> bool:
@@ -345,6 +348,7 @@ class Daemon:
                     st = RealState(vs, rs)
                     port = _real_port(vs, rs)
                     st.runs = [CheckerRun(c, rs, port, self.events) for c in rs.checkers]
+                    st.was_alive = st.alive
                     for run in st.runs:
                         run.start()
                 else:
@@ -416,12 +420,16 @@ class Daemon:
                      f" (weight {v.weight})" if v.weight is not None else "")
         else:
             log.warning("%s", v.why)
-        if st.alive and v.ok and all(r.up for r in st.runs):
-            log.info("%s service %s", "Enabling" if rs.inhibit else "Adding", name)
-            self.notify(rs.notify_up)
-        elif not v.ok and sum(not r.up for r in st.runs) == 1:
-            log.info("%s service %s", "Disabling" if rs.inhibit else "Removing", name)
-            self.notify(rs.notify_down)
+        if st.alive != st.was_alive:
+            st.was_alive = st.alive
+            if st.alive:
+                log.info("%s service %s", "Enabling" if rs.inhibit else "Adding", name)
+                self.notify(rs.notify_up)
+            else:
+                log.info("%s service %s", "Disabling" if rs.inhibit else "Removing", name)
+                self.notify(rs.notify_down)
+        elif st.alive and v.weight is not None:
+            log.info("Changing weight of service %s to %d", name, st.weight)
 
     def run(self) -> int:
         """The main loop, until SIGTERM."""
