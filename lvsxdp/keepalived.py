@@ -29,6 +29,10 @@ DEFAULT_DELAY_LOOP = 60.0  # KEEPALIVED_DEFAULT_DELAY
 DEFAULT_CONNECT_TIMEOUT = 5.0
 PERSISTENCE_DEFAULT = 360  # IPVS_SVC_PERSISTENT_TIMEOUT
 CHECKERS = ("TCP_CHECK", "HTTP_GET", "SSL_GET", "MISC_CHECK")
+# keepalived's list (check_parser.c); lvsxdp's own ipvsadm refuses those it lacks
+SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "sh", "mh", "dh", "fo", "ovf", "lblcr", "sed",
+              "nq")
+WEIGHT_LIMIT = 65535  # a real's weight is 16 bits in lvsxdp's maps
 # Checkers keepalived has and lvsxdp does not run: such a real is refused
 # rather than silently never checked.
 OTHER_CHECKERS = ("SMTP_CHECK", "DNS_CHECK", "UDP_CHECK", "PING_CHECK", "FILE_CHECK",
@@ -555,15 +559,22 @@ def _virtual_server(s: _Stmt, r: _Reader, ignored: dict) -> VirtualServer:
             vs.delay_loop = max(_seconds(e, r), 1e-3)
         elif kw in ("lb_algo", "lvs_sched"):
             vs.sched = _arg(e, r)
+            if vs.sched not in SCHEDULERS:
+                raise r.error(e.file, e.line, f"Invalid lvs_scheduler '{vs.sched}'")
         elif kw in ("lb_kind", "lvs_method"):
-            vs.method = _arg(e, r).upper()
-            if vs.method not in ("DR", "NAT", "TUN"):
-                raise r.error(e.file, e.line, f"unknown '{_arg(e, r)}' LVS forwarding method")
+            vs.method = _method(e, r, "virtual")
+        elif kw == "sorry_server_lvs_method":
+            if vs.sorry_server is None:
+                raise r.error(e.file, e.line, "sorry_server forwarding used without "
+                              "sorry_server")
+            _dr_only(e, r, _method(e, r, "sorry"))
         elif kw == "persistence_timeout":
             vs.persistence_timeout = (_uint(e, r, 1, ipvsadm.MAX_TIMEOUT)
                                       if len(e.words) > 1 else PERSISTENCE_DEFAULT)
         elif kw == "persistence_granularity":
             vs.granularity = _arg(e, r)
+            # keepalived: a granularity makes the service persistent
+            vs.persistence_timeout = vs.persistence_timeout or PERSISTENCE_DEFAULT
         elif kw == "protocol":
             proto = _arg(e, r).upper()
             if proto == "SCTP":
@@ -577,7 +588,7 @@ def _virtual_server(s: _Stmt, r: _Reader, ignored: dict) -> VirtualServer:
                 raise r.error(e.file, e.line, f"unknown address family {fam}")
             vs.ip_family = fam
         elif kw == "weight":
-            vs.weight = _uint(e, r, 0, 65535)
+            vs.weight = _weight(e, r, 1, "Virtual")
         elif kw == "inhibit_on_failure":
             vs.inhibit = _bool(e, r)
         elif kw == "alpha":
@@ -592,22 +603,53 @@ def _virtual_server(s: _Stmt, r: _Reader, ignored: dict) -> VirtualServer:
             vs.quorum_up = " ".join(e.words[1:])
         elif kw == "quorum_down":
             vs.quorum_down = " ".join(e.words[1:])
-        elif kw in ("retry", "nb_get_retry"):
-            vs.retry = _uint(e, r)
+        elif kw == "retry":
+            vs.retry = _retry(e, r)
         elif kw == "delay_before_retry":
             vs.delay_before_retry = _seconds(e, r)
         elif kw == "connect_timeout":
             vs.connect_timeout = _seconds(e, r)
-        elif kw in ("lvs_flags", "sh-port", "sh-fallback", "mh-port", "mh-fallback",
-                    "flag-1", "flag-2", "flag-3"):
-            flags = e.words[1:] if kw == "lvs_flags" else [kw]
-            vs.sched_flags += [{"flag-1": "sh-fallback", "flag-2": "sh-port"}.get(f, f)
-                               for f in flags]
+        elif kw in ("sh-port", "sh-fallback", "mh-port", "mh-fallback", "flag-1", "flag-2"):
+            # IP_VS_SVC_F_SCHED1 is sh's and mh's fallback, SCHED2 their port
+            vs.sched_flags.append(kw)
+        elif kw == "flag-3":
+            raise r.error(e.file, e.line, "flag-3: no lvsxdp scheduler has a third flag")
+        elif kw == "hashed":
+            pass  # IPVS sets it itself
         elif kw in IGNORED_IN_VS:
             ignored.setdefault(kw)
         else:
             raise r.error(e.file, e.line, f"Unknown keyword '{kw}'")
     return vs
+
+
+def _method(s: _Stmt, r: _Reader, what: str) -> str:
+    method = _arg(s, r)
+    if method not in ("DR", "NAT", "TUN"):
+        raise r.error(s.file, s.line, f"PARSER : unknown [{method}] routing method for {what} "
+                      "server.")
+    return method
+
+
+def _dr_only(s: _Stmt, r: _Reader, method: str) -> None:
+    if method != "DR":
+        raise r.error(s.file, s.line, f"{s.words[0]} {method}: lvsxdp forwards by direct "
+                      "routing only (DR)")
+
+
+def _weight(s: _Stmt, r: _Reader, lo: int, what: str) -> int:
+    text = _arg(s, r)
+    if not re.fullmatch(r"\d+", text) or not lo <= int(text) <= WEIGHT_LIMIT:
+        raise r.error(s.file, s.line, f"{what} server weight {text} is outside range "
+                      f"{lo}-{WEIGHT_LIMIT}")
+    return int(text)
+
+
+def _retry(s: _Stmt, r: _Reader) -> int:
+    text = _arg(s, r)
+    if not re.fullmatch(r"\d+", text) or int(text) < 1:
+        raise r.error(s.file, s.line, f"retry value invalid - {text}")
+    return int(text)
 
 
 def _bool(s: _Stmt, r: _Reader) -> bool:
@@ -627,13 +669,15 @@ def _real_server(s: _Stmt, r: _Reader, ignored: dict) -> RealServer:
     for e in s.block or []:
         kw = e.words[0]
         if kw == "weight":
-            rs.weight = _uint(e, r, 0, 65535)
+            rs.weight = _weight(e, r, 0, "Real")
         elif kw == "inhibit_on_failure":
             rs.inhibit = _bool(e, r)
         elif kw == "alpha":
             rs.alpha = _bool(e, r)
-        elif kw in ("retry", "nb_get_retry"):
-            rs.retry = _uint(e, r)
+        elif kw == "retry":
+            rs.retry = _retry(e, r)
+        elif kw == "lvs_method":
+            _dr_only(e, r, _method(e, r, "real"))
         elif kw == "delay_before_retry":
             rs.delay_before_retry = _seconds(e, r)
         elif kw == "delay_loop":
@@ -705,7 +749,7 @@ def _checker(s: _Stmt, r: _Reader, ignored: dict) -> Checker:
 
 
 def _url(s: _Stmt, r: _Reader) -> Url:
-    u = Url()
+    u = Url(path="")
     for e in s.block or []:
         kw = e.words[0]
         if kw == "path":
@@ -730,6 +774,8 @@ def _url(s: _Stmt, r: _Reader) -> Url:
             raise r.error(e.file, e.line, f"lvsxdp does not check url {kw}")
         else:
             raise r.error(e.file, e.line, f"Unknown keyword '{kw}'")
+    if not u.path:
+        raise r.error(s.file, s.line, "HTTP/SSL_GET checker url has no path")
     return u
 
 
@@ -814,6 +860,16 @@ def _validate(vs: VirtualServer, groups: dict, conf: KeepalivedConf, r: _Reader)
             rs.port = vs.port
     if vs.granularity is not None:
         vs.granularity = _granularity(vs, err)
+    flags = []
+    for f in vs.sched_flags:
+        if f in ("flag-1", "flag-2") and vs.sched in ("sh", "mh"):
+            f = f"{vs.sched}-{'fallback' if f == 'flag-1' else 'port'}"
+        if f.split("-")[0] != vs.sched:
+            raise err(f"{f} only applies to the {f.split('-')[0]} scheduler"
+                      if f[:2] in ("sh", "mh") else f"{f}: no meaning for scheduler {vs.sched}")
+        if f not in flags:
+            flags.append(f)
+    vs.sched_flags = flags
 
 
 def _granularity(vs: VirtualServer, err) -> str:

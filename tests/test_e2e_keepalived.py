@@ -310,8 +310,7 @@ def test_checkers_drive_the_table_clients_follow(rig, tmp_path):
     ka.signal(signal.SIGHUP)
     wait_until("bad reload refused", lambda: "configuration not reloaded" in ka.text(),
                timeout=5)
-    assert (f"{conf}: Line 12) virtual server {VIP}:TCP:{PORT}: Scheduler or persistence "
-            "engine not found") in ka.text()
+    assert f"({conf}: Line 14) Invalid lvs_scheduler 'nope'" in ka.text()
     assert table(topo)[vs] == {r1: 1, r2: 1}
 
     # SIGTERM: keepalived removes its virtual servers and its pid file

@@ -205,6 +205,29 @@ def test_includes_globs_relative_paths_conditionals_and_parameters(tmp_path):
                           str(tmp_path / "etc/conf.d/b.conf"), str(tmp_path / "etc/reals.inc")]
 
 
+def test_scheduler_flags_granularity_and_per_real_methods():
+    conf = keepalived.parse_text("""\
+        virtual_server 198.18.2.1 443 {
+            lvs_method DR
+            lvs_sched sh
+            flag-1
+            sh-port
+            protocol TCP
+            persistence_granularity 255.255.255.0
+            sorry_server 198.18.2.250 443
+            sorry_server_lvs_method DR
+            real_server 198.18.2.100 443 {
+                lvs_method DR
+                uthreshold 100
+                lthreshold 50
+            }
+        }
+        """)
+    assert checkers.dump(conf).splitlines()[1:] == [
+        "ipvsadm -A -t 198.18.2.1:443 -s sh -b sh-fallback,sh-port -p 360 -M 255.255.255.0",
+        "ipvsadm -a -t 198.18.2.1:443 -r 198.18.2.100:443 -g -w 1 -x 100 -y 50"]
+
+
 def test_a_range_in_a_group_expands_as_keepalived_does():
     conf = keepalived.parse_text("""\
         virtual_server_group g6 {
@@ -242,7 +265,19 @@ def test_a_range_in_a_group_expands_as_keepalived_does():
     ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n real_server 198.18.2.100 "
      "80 {\n  SMTP_CHECK {\n  }\n }\n}\n", 5, "lvsxdp does not run SMTP_CHECK"),
     ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n real_server 198.18.2.100 "
-     "80 {\n  weight 70000\n }\n}\n", 5, "weight: number '70000' outside range [0, 65535]"),
+     "80 {\n  weight 70000\n }\n}\n", 5, "Real server weight 70000 is outside range 0-65535"),
+    ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n lb_algo nope\n}\n", 4,
+     "Invalid lvs_scheduler 'nope'"),
+    ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n real_server 198.18.2.100 "
+     "80 {\n  lvs_method TUN\n }\n}\n", 5, "lvs_method TUN: lvsxdp forwards by direct routing "
+     "only (DR)"),
+    ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n real_server 198.18.2.100 "
+     "80 {\n  retry 0\n }\n}\n", 5, "retry value invalid - 0"),
+    ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n lb_algo rr\n sh-port\n"
+     " real_server 198.18.2.100 80 {\n }\n}\n", 1, "sh-port only applies to the sh scheduler"),
+    ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n real_server 198.18.2.100 "
+     "80 {\n  HTTP_GET {\n   url {\n    status_code 200\n   }\n  }\n }\n}\n", 6,
+     "HTTP/SSL_GET checker url has no path"),
     ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n", 1, "Missing '}'"),
     ("}\n", 1, "Extra '}' found"),
     ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n real_server 198.18.2.100 "
@@ -333,7 +368,8 @@ def test_config_test_prints_problems_and_a_bad_file_changes_nothing(tmp_path):
         out = subprocess.run([LVSXDP, "keepalived", *args, "-f", str(bad)], env=env,
                              capture_output=True, text=True, timeout=30)
         assert (out.returncode, out.stdout) == (1, "")
-        assert out.stderr == f"({bad}: Line 28) weight: invalid number 'one'\n"
+        assert out.stderr == (f"({bad}: Line 28) Real server weight one is outside range "
+                              "0-65535\n")
     assert not state.exists()  # nothing saved, nothing applied
     out = subprocess.run([LVSXDP, "keepalived", "-f", str(tmp_path / "nope.conf")], env=env,
                          capture_output=True, text=True)
