@@ -208,3 +208,73 @@ def test_misc_check_by_exit_status_and_misc_dynamic_weights(ns):
     start = time.monotonic()
     ok, why, _ = misc("sleep 5", "misc_timeout 0.5")
     assert not ok and "timed out" in why and time.monotonic() - start < 4
+
+
+TIMELINE = r"""
+import json, queue, socket, sys, time
+from lvsxdp import checkers, keepalived
+conf = keepalived.parse_text(sys.argv[1])
+rs = conf.virtual_servers[0].reals[0]
+addr, port = sys.argv[2], int(sys.argv[3])
+
+def listen():
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((addr, port))
+    s.listen()
+    return s
+
+out = queue.Queue()
+run = checkers.CheckerRun(rs.checkers[0], rs, port, out)
+events = {"up_at_start": run.up}
+srv = listen()
+run.start()
+if not run.up:  # alpha: the first passing check brings it up
+    out.get(timeout=5)
+    events["alpha_up_checks"] = run.checks
+time.sleep(0.3)
+srv.close()
+stopped, checks = time.monotonic(), run.checks
+_, verdict = out.get(timeout=10)
+events["down_after"] = time.monotonic() - stopped
+events["failed_probes"] = run.checks - checks
+events["why"] = verdict.why
+srv = listen()
+started = time.monotonic()
+out.get(timeout=10)
+events["up_after"] = time.monotonic() - started
+run.stop.set()
+print(json.dumps(events))
+"""
+
+
+@pytest.mark.parametrize("alpha", [False, True])
+def test_a_real_goes_down_after_its_retries_and_comes_back_at_its_first_pass(ns, alpha):
+    port = 7002
+    conf = textwrap.dedent(f"""\
+        virtual_server {ADDR} {port} {{
+            lb_kind DR
+            protocol TCP
+            {'alpha' if alpha else ''}
+            real_server {ADDR} {port} {{
+                TCP_CHECK {{
+                    delay_loop 1
+                    retry 2
+                    delay_before_retry 0.3
+                    connect_timeout 1
+                }}
+            }}
+        }}
+        """)
+    out = run(ns, sys.executable, "-c", TIMELINE, conf, ADDR, str(port), timeout=60)
+    events = json.loads(out.stdout)
+    assert events["up_at_start"] is (not alpha)
+    if alpha:
+        assert events["alpha_up_checks"] == 1
+    # once up, the first failure is retried twice, 0.3 s apart: down at the
+    # third failing probe, between 0.6 s and one delay_loop + 0.6 s after
+    assert events["failed_probes"] == 3
+    assert 0.6 <= events["down_after"] <= 1.0 + 0.6 + 0.3
+    assert events["why"].startswith(f"TCP connection to [{ADDR}]:tcp:{port} failed")
+    # a real that is down comes back at the first check that passes
+    assert events["up_after"] <= 1.0 + 0.3

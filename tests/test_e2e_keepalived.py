@@ -95,7 +95,7 @@ virtual_server {vip} {port} {{
 }}
 virtual_server {vip} {sorry_port} {{
     delay_loop {delay}
-    lb_algo rr
+    lb_algo {sorry_sched}
     lb_kind DR
     protocol TCP
     quorum 1
@@ -223,9 +223,10 @@ def rig(tmp_path):
             servers.close()
 
 
-def write_conf(tmp: Path, inhibit: bool) -> Path:
+def write_conf(tmp: Path, inhibit: bool, sorry_sched: str = "rr") -> Path:
     conf = tmp / "keepalived.conf"
     conf.write_text(CONF.format(vip=VIP, port=PORT, sorry_port=SORRY_PORT, delay=DELAY_LOOP,
+                                sorry_sched=sorry_sched,
                                 r1=REALS["r1"], r2=REALS["r2"], events=tmp / "events",
                                 inhibit="inhibit_on_failure" if inhibit else ""))
     return conf
@@ -278,14 +279,14 @@ def test_checkers_drive_the_table_clients_follow(rig, tmp_path):
     wait_until("notify scripts ran", lambda: "r2 down\nr2 up\n" in events.read_text(),
                timeout=3)
 
-    # SIGHUP: inhibit_on_failure from now on; a held connection and the
-    # services' slots are kept (nothing of the table changed but what the
-    # file changed)
+    # SIGHUP: inhibit_on_failure from now on, wrr on 8001; a held
+    # connection is kept (nothing of the table changed but what the file
+    # changed)
     held = topo.hold_tcp(CLIENT_ADDRS[0], port=PORT)
     try:
         before = topo.ipvsadm("-L -n -c")
         assert f"{CLIENT_ADDRS[0]}:{held.cport}" in before
-        write_conf(tmp_path, inhibit=True)
+        write_conf(tmp_path, inhibit=True, sorry_sched="wrr")
         ka.signal(signal.SIGHUP)
         wait_until("reloaded", lambda: "Reloading configuration file" in ka.text(), timeout=5)
         time.sleep(DELAY_LOOP)
@@ -293,6 +294,7 @@ def test_checkers_drive_the_table_clients_follow(rig, tmp_path):
         entry = [line for line in after.splitlines() if f"{CLIENT_ADDRS[0]}:{held.cport}" in line]
         assert entry and "ESTABLISHED" in entry[0]
         assert table(topo)[vs] == {r1: 1, r2: 1}
+        assert f"TCP  {sorry} wrr" in topo.ipvsadm("-L -n")
         # inhibit_on_failure: a failing real stays with weight 0
         servers.stop("r2")
         took = wait_until("r2 at weight 0", lambda: applied(topo)[vs] == {r1: 1, r2: 0})
