@@ -74,33 +74,30 @@ def probe(c: Checker, addr, port: int) -> Verdict:
     if c.kind == "MISC_CHECK":
         return _misc(c)
     host, port = _target(c, addr, port)
-    try:
-        s = _connect(c, host, port)
-    except OSError as e:
-        return Verdict(False, f"TCP connection to {_where(host, port)} failed "
-                              f"({e.strerror or e})")
-    try:
-        if c.kind == "TCP_CHECK":
-            return Verdict(True)
-        if c.kind == "SSL_GET":
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE  # keepalived does not verify either
-            s = ctx.wrap_socket(s, server_hostname=c.virtualhost or None)
-        for url in c.urls:
+    # a connection per url, as keepalived makes one per request; TCP_CHECK
+    # is the connection alone
+    for url in c.urls or [None]:
+        try:
+            s = _connect(c, host, port)
+        except OSError as e:
+            return Verdict(False, f"TCP connection to {_where(host, port)} failed "
+                                  f"({e.strerror or e})")
+        try:
+            if url is None:
+                continue
+            if c.kind == "SSL_GET":
+                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE  # keepalived does not verify either
+                s = ctx.wrap_socket(s, server_hostname=url.virtualhost or c.virtualhost)
             verdict = _http_get(c, s, host, port, url)
             if not verdict.ok:
                 return verdict
-            if url is not c.urls[-1]:
-                s.close()
-                s = probe_socket = _connect(c, host, port)
-                if c.kind == "SSL_GET":
-                    s = ctx.wrap_socket(probe_socket, server_hostname=c.virtualhost or None)
-        return Verdict(True)
-    except (OSError, ssl.SSLError) as e:
-        return Verdict(False, f"{c.kind} to {_where(host, port)} failed ({e})")
-    finally:
-        s.close()
+        except (OSError, ssl.SSLError) as e:
+            return Verdict(False, f"{c.kind} to {_where(host, port)} failed ({e})")
+        finally:
+            s.close()
+    return Verdict(True)
 
 
 def _http_get(c: Checker, s: socket.socket, host: str, port: int,

@@ -555,8 +555,6 @@ def _virtual_server(s: _Stmt, r: _Reader, ignored: dict) -> VirtualServer:
                                _port(e.words[2], e, r) if len(e.words) > 2 else 0)
         elif kw == "sorry_server_inhibit":
             vs.sorry_inhibit = True
-        elif kw == "delay_loop":
-            vs.delay_loop = max(_seconds(e, r), 1e-3)
         elif kw in ("lb_algo", "lvs_sched"):
             vs.sched = _arg(e, r)
             if vs.sched not in SCHEDULERS:
@@ -603,12 +601,8 @@ def _virtual_server(s: _Stmt, r: _Reader, ignored: dict) -> VirtualServer:
             vs.quorum_up = " ".join(e.words[1:])
         elif kw == "quorum_down":
             vs.quorum_down = " ".join(e.words[1:])
-        elif kw == "retry":
-            vs.retry = _retry(e, r)
-        elif kw == "delay_before_retry":
-            vs.delay_before_retry = _seconds(e, r)
-        elif kw == "connect_timeout":
-            vs.connect_timeout = _seconds(e, r)
+        elif _timing(vs, e, r):
+            pass
         elif kw in ("sh-port", "sh-fallback", "mh-port", "mh-fallback", "flag-1", "flag-2"):
             # IP_VS_SVC_F_SCHED1 is sh's and mh's fallback, SCHED2 their port
             vs.sched_flags.append(kw)
@@ -621,6 +615,22 @@ def _virtual_server(s: _Stmt, r: _Reader, ignored: dict) -> VirtualServer:
         else:
             raise r.error(e.file, e.line, f"Unknown keyword '{kw}'")
     return vs
+
+
+def _timing(target, s: _Stmt, r: _Reader) -> bool:
+    """The check timings a virtual server, a real server and a checker all
+    take (the nearest one wins); False for any other keyword."""
+    kw = s.words[0]
+    if kw in ("retry", "nb_get_retry"):
+        # a checker may retry 0 times; a server's default must be >= 1
+        target.retry = _uint(s, r) if isinstance(target, Checker) else _retry(s, r)
+    elif kw in ("delay_before_retry", "connect_timeout"):
+        setattr(target, kw, _seconds(s, r))
+    elif kw == "delay_loop":
+        target.delay_loop = max(_seconds(s, r), 1e-3)
+    else:
+        return False
+    return True
 
 
 def _method(s: _Stmt, r: _Reader, what: str) -> str:
@@ -674,16 +684,10 @@ def _real_server(s: _Stmt, r: _Reader, ignored: dict) -> RealServer:
             rs.inhibit = _bool(e, r)
         elif kw == "alpha":
             rs.alpha = _bool(e, r)
-        elif kw == "retry":
-            rs.retry = _retry(e, r)
+        elif _timing(rs, e, r):
+            pass
         elif kw == "lvs_method":
             _dr_only(e, r, _method(e, r, "real"))
-        elif kw == "delay_before_retry":
-            rs.delay_before_retry = _seconds(e, r)
-        elif kw == "delay_loop":
-            rs.delay_loop = max(_seconds(e, r), 1e-3)
-        elif kw == "connect_timeout":
-            rs.connect_timeout = _seconds(e, r)
         elif kw == "uthreshold":
             rs.u_threshold = _uint(e, r, 0, ipvsadm.MAX_THRESHOLD)
         elif kw == "lthreshold":
@@ -717,14 +721,8 @@ def _checker(s: _Stmt, r: _Reader, ignored: dict) -> Checker:
             c.bindto = str(_addr(_arg(e, r), e, r, "bindto"))
         elif kw == "bind_port":
             c.bind_port = _port(_arg(e, r), e, r)
-        elif kw == "connect_timeout":
-            c.connect_timeout = _seconds(e, r)
-        elif kw in ("retry", "nb_get_retry"):
-            c.retry = _uint(e, r)
-        elif kw == "delay_before_retry":
-            c.delay_before_retry = _seconds(e, r)
-        elif kw == "delay_loop":
-            c.delay_loop = max(_seconds(e, r), 1e-3)
+        elif _timing(c, e, r):
+            pass
         elif kw == "alpha":
             c.alpha = _bool(e, r)
         elif kw == "url" and http:
