@@ -337,6 +337,7 @@ class Daemon:
             log.info("Ignoring (not LVS, or nothing for lvsxdp to do): %s",
                      ", ".join(conf.ignored))
         old_states, self.states = self.states, {}
+        fresh: list[CheckerRun] = []
         for vs in conf.virtual_servers:
             for rs in vs.reals:
                 key = _real_key(vs, rs)
@@ -346,8 +347,7 @@ class Daemon:
                     port = _real_port(vs, rs)
                     st.runs = [CheckerRun(c, rs, port, self.events) for c in rs.checkers]
                     st.was_alive = st.alive
-                    for run in st.runs:
-                        run.start()
+                    fresh += st.runs
                 else:
                     st.vs, st.rs = vs, rs  # the same checkers: their verdicts stay
                 self.states[key] = st
@@ -363,6 +363,10 @@ class Daemon:
         self.sync()
         # services the old conf had and this one has not are gone now
         self.managed = {s.key() for vs in conf.virtual_servers for s in vs.services}
+        # the table first holds every real in its starting state (up, or
+        # down with alpha); the checkers' verdicts then come in as changes
+        for run in fresh:
+            run.start()
 
     def _weight_sum(self, vs: VirtualServer) -> int:
         return sum(self.states[_real_key(vs, rs)].weight for rs in vs.reals
@@ -517,29 +521,42 @@ def running_pid(path: str) -> int | None:
     return None
 
 
-def setup_logging(console: bool, detail: bool, facility: int | None) -> None:
+def setup_logging(console: bool, detail: bool, facility: int | None = None,
+                  log_file: str | None = None, syslog: bool = True) -> None:
+    """keepalived's logging: syslog (LOG_DAEMON, or LOG_LOCAL<facility>),
+    stderr with -l, a file with -g. With none of them reachable (no
+    /dev/log), a file in lvsxdp's run directory, so that nothing is lost."""
     import logging.handlers  # noqa: PLC0415
+
+    from . import runtime  # noqa: PLC0415
 
     root = logging.getLogger("lvsxdp")
     root.setLevel(logging.DEBUG if detail else logging.INFO)
     root.handlers.clear()
-    fmt = "%(asctime)s Keepalived_healthcheckers[%(process)d]: %(message)s"
+    stamped = logging.Formatter("%(asctime)s Keepalived_healthcheckers[%(process)d]: "
+                                "%(message)s", "%a %b %d %H:%M:%S %Y")
+    handlers: list[logging.Handler] = []
     if console:
-        h = logging.StreamHandler()
-        h.setFormatter(logging.Formatter(fmt, "%a %b %d %H:%M:%S %Y"))
-        root.addHandler(h)
-    if os.path.exists("/dev/log"):
+        handlers.append(logging.StreamHandler())
+    if syslog and os.path.exists("/dev/log"):
         try:
             fac = (logging.handlers.SysLogHandler.LOG_LOCAL0 + facility
                    if facility is not None else logging.handlers.SysLogHandler.LOG_DAEMON)
             h = logging.handlers.SysLogHandler("/dev/log", facility=fac)
             h.setFormatter(logging.Formatter("Keepalived_healthcheckers[%(process)d]: "
                                              "%(message)s"))
-            root.addHandler(h)
+            handlers.append(h)
         except OSError:
             pass
-    if not root.handlers:
-        root.addHandler(logging.NullHandler())
+    if log_file is None and not handlers:
+        log_file = str(runtime.RUN_DIR / f"{runtime.paths().key}.keepalived.log")
+    if log_file:
+        os.makedirs(os.path.dirname(log_file) or ".", exist_ok=True)
+        handlers.append(logging.FileHandler(log_file))
+    for h in handlers:
+        if h.formatter is None:
+            h.setFormatter(stamped)
+        root.addHandler(h)
 
 
 def daemonize() -> None:

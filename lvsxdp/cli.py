@@ -390,6 +390,8 @@ def sysctl(args: tuple[str, ...]) -> None:
 @click.option("-D", "--log-detail", is_flag=True, help="Detailed log messages.")
 @click.option("-S", "--log-facility", type=click.IntRange(0, 7), default=None,
               help="Syslog facility LOG_LOCAL[0-7] (default LOG_DAEMON).")
+@click.option("-g", "--log-file", default=None, metavar="FILE", help="Log to FILE too.")
+@click.option("-G", "--no-syslog", is_flag=True, help="Do not log to syslog.")
 @click.option("-t", "--config-test", is_flag=True,
               help="Check the configuration, print its problems to stderr, exit.")
 @click.option("-d", "--dump-conf", is_flag=True,
@@ -409,9 +411,9 @@ def sysctl(args: tuple[str, ...]) -> None:
 @click.option("-s", "--namespace", default=None, metavar="NAME",
               help="Run in network namespace NAME (as `lvsxdp -n NAME`).")
 @click.option("-v", "--version", is_flag=True, help="Print the version and exit.")
-def keepalived(conf, dont_fork, log_console, log_detail, log_facility, config_test, dump_conf,
-               config_id, pidfile, checkers_pid, dont_release_ipvs, check, vrrp, dont_respawn,
-               namespace, version) -> None:
+def keepalived(conf, dont_fork, log_console, log_detail, log_facility, log_file, no_syslog,
+               config_test, dump_conf, config_id, pidfile, checkers_pid, dont_release_ipvs,
+               check, vrrp, dont_respawn, namespace, version) -> None:
     """keepalived's LVS part: virtual_server blocks and their health checkers.
 
     Reads keepalived.conf (virtual_server, virtual_server_group, real_server,
@@ -457,8 +459,7 @@ def keepalived(conf, dont_fork, log_console, log_detail, log_facility, config_te
         click.echo(checkers.dump(parsed), nl=False)
         if not dont_fork:
             return
-    checkers.setup_logging(log_console or dont_fork and not dump_conf, log_detail,
-                           log_facility)
+    checkers.setup_logging(log_console, log_detail, log_facility, log_file, not no_syslog)
     pid = checkers.pid_file(pidfile or checkers_pid)
     running = checkers.running_pid(pid)
     if running:

@@ -229,7 +229,7 @@ run = checkers.CheckerRun(rs.checkers[0], rs, port, out)
 events = {"up_at_start": run.up}
 srv = listen()
 run.start()
-if not run.up:  # alpha: the first passing check brings it up
+if not events["up_at_start"]:  # alpha: the first passing check brings it up
     out.get(timeout=5)
     events["alpha_up_checks"] = run.checks
 time.sleep(0.3)
