@@ -28,7 +28,7 @@ import threading
 from dataclasses import dataclass, field
 
 from . import ipvsadm, keepalived, shared
-from .keepalived import Checker, KeepalivedConf, RealServer, Service, VirtualServer
+from .keepalived import Checker, KeepalivedConf, RealServer, VirtualServer
 from .model import Config, ConfigError
 
 log = logging.getLogger("lvsxdp.keepalived")
@@ -217,10 +217,6 @@ class RealState:
         dyn = [r.weight for r in self.runs if r.weight is not None]
         return dyn[-1] if dyn else self.rs.weight
 
-    def key(self) -> tuple:
-        return (tuple(s.key() for s in self.vs.services), self.rs.addr,
-                tuple(c.identity() for c in self.rs.checkers))
-
 
 # -- the table keepalived would make, as ipvsadm lines ----------------------------
 
@@ -325,12 +321,10 @@ class Daemon:
             self.stop_wanted.set()
         self.events.put(None)
 
-    def start(self) -> None:
-        """Reads the conf and sets the table up; raises ConfError."""
-        conf = keepalived.parse(self.path, self.config_id)
-        self._take(conf)
-
-    def _take(self, conf: KeepalivedConf) -> None:
+    def take(self, conf: KeepalivedConf) -> None:
+        """Makes conf the running configuration: the table follows it, new
+        reals' checkers start, retired ones stop, the others keep their
+        verdicts."""
         for w in conf.warnings:
             log.warning("%s", w)
         if conf.ignored:
@@ -472,7 +466,7 @@ class Daemon:
             log.error("configuration not reloaded: the running one stays")
             return
         try:
-            self._take(conf)
+            self.take(conf)
         except (ConfigError, OSError) as e:
             log.error("cannot change the director's table: %s", e)
 
@@ -586,7 +580,7 @@ def serve(path: str, config_id: str | None, pidfile: str, keep_on_exit: bool,
     try:
         for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, d.on_signal)
-        d._take(conf)
+        d.take(conf)
         log.info("Running: %d virtual servers, %d real servers, %d checkers",
                  len(conf.virtual_servers), sum(len(v.reals) for v in conf.virtual_servers),
                  sum(len(r.checkers) for v in conf.virtual_servers for r in v.reals))
@@ -610,6 +604,3 @@ def dump(conf: KeepalivedConf) -> str:
                 lines.append(" ".join(["ipvsadm", *keepalived.real_words("-a", svc, rs)])
                              + (f"   # {checks}" if checks else ""))
     return "\n".join(lines) + ("\n" if lines else "")
-
-
-__all__ = ["Daemon", "Verdict", "probe", "desired", "changes", "Service"]

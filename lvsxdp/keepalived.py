@@ -817,8 +817,11 @@ def _validate(vs: VirtualServer, groups: dict, conf: KeepalivedConf, r: _Reader)
     if vs.method != "DR":
         raise err(f"Virtual server {vs.name()}: lvs_method {vs.method}: lvsxdp forwards by "
                   "direct routing only (DR)")
-    ipv6 = (vs.ip_family == "inet6") if vs.ip_family else any(
-        a != "fwmark" and a.version == 6 for a, _ in entries)
+    # a fwmark has no address: its family is ip_family's, else its reals'
+    # (keepalived's vs_end_handler)
+    ipv6 = (vs.ip_family == "inet6") if vs.ip_family else (
+        any(a.version == 6 for a, _ in entries if a != "fwmark") if has_addrs
+        else all(rs.addr.version == 6 for rs in vs.reals))
     vs.services = [Service(proto="", addr=None, port=0, fwmark=p, ipv6=ipv6) if a == "fwmark"
                    else Service(proto=vs.proto, addr=a, port=p, ipv6=a.version == 6)
                    for a, p in entries]

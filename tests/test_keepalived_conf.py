@@ -378,3 +378,10 @@ def test_config_test_prints_problems_and_a_bad_file_changes_nothing(tmp_path):
     out = subprocess.run([LVSXDP, "keepalived", "-P"], env=env, capture_output=True, text=True)
     assert out.returncode == 1 and out.stderr == \
         "lvsxdp: keepalived -P (VRRP only): lvsxdp has no VRRP\n"
+
+
+def test_a_fwmark_takes_its_reals_family():
+    conf = keepalived.parse_text("virtual_server fwmark 5 {\n lb_kind DR\n"
+                                 " real_server 2001:db8::100 80 {\n }\n}\n")
+    assert lines(conf)[1:] == ["ipvsadm -A -f 5 -6 -s wlc",
+                               "ipvsadm -a -f 5 -6 -r [2001:db8::100] -g -w 1"]
