@@ -139,7 +139,7 @@ class Servers:
 class Keepalived:
     """`lvsxdp -n <director> keepalived -n -l -f CONF` in the foreground."""
 
-    def __init__(self, topo: Topology, tmp: Path, conf: Path) -> None:
+    def __init__(self, topo: Topology, tmp: Path, conf: Path, *extra: str) -> None:
         self.pidfile = tmp / "keepalived.pid"
         self.log = tmp / "keepalived.log"
         env = dict(os.environ, LVSXDP_STATE_DIR=str(topo.state_dir),
@@ -147,8 +147,9 @@ class Keepalived:
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen([lab.lvsxdp_bin(), "-n", topo.director, "keepalived",
                                           "-n", "-l", "-D", "-f", str(conf), "-p",
-                                          str(self.pidfile)], env=env, stdout=log, stderr=log,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+                                          str(self.pidfile), *extra], env=env, stdout=log,
+                                         stderr=log, stdin=subprocess.DEVNULL,
+                                         start_new_session=True)
 
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)
@@ -322,6 +323,7 @@ def test_checkers_drive_the_table_clients_follow(rig, tmp_path):
 
 
 def test_alpha_starts_reals_down_and_a_second_daemon_is_refused(rig, tmp_path):
+    """Also -I (--dont-release-ipvs): the virtual servers outlive the daemon."""
     topo, servers, daemons = rig
     servers.stop("r2")  # r2 never passes: with alpha it never enters
     conf = tmp_path / "alpha.conf"
@@ -344,7 +346,7 @@ def test_alpha_starts_reals_down_and_a_second_daemon_is_refused(rig, tmp_path):
             }}
         }}
         """))
-    ka = Keepalived(topo, tmp_path, conf)
+    ka = Keepalived(topo, tmp_path, conf, "-I")
     daemons.append(ka)
     wait_until("r1 in", lambda: table(topo).get(f"{VIP}:{PORT}") == {REALS["r1"]: 1})
     time.sleep(DELAY_LOOP * 1.5)
@@ -358,4 +360,4 @@ def test_alpha_starts_reals_down_and_a_second_daemon_is_refused(rig, tmp_path):
     assert again.stderr == (f"lvsxdp: keepalived is already running (pid {ka.proc.pid}, "
                             f"{ka.pidfile})\n")
     assert ka.stop() == 0
-    assert f"{VIP}:{PORT}" not in table(topo)
+    assert table(topo)[f"{VIP}:{PORT}"] == {REALS["r1"]: 1}
