@@ -395,7 +395,7 @@ def sysctl(args: tuple[str, ...]) -> None:
 @click.option("-t", "--config-test", is_flag=True,
               help="Check the configuration, print its problems to stderr, exit.")
 @click.option("-d", "--dump-conf", is_flag=True,
-              help="Print the configuration as the ipvsadm lines lvsxdp applies.")
+              help="Print the configuration as the ipvsadm lines lvsxdp applies, then run.")
 @click.option("-i", "--config-id", default=None, metavar="ID",
               help="Take '@ID' lines, skip '@^ID' ones (default: the host name).")
 @click.option("-p", "--pid", "pidfile", default=None, metavar="FILE",
@@ -455,10 +455,8 @@ def keepalived(conf, dont_fork, log_console, log_detail, log_facility, log_file,
         for w in parsed.warnings:
             click.echo(w, err=True)
         return
-    if dump_conf:
+    if dump_conf:  # keepalived dumps, then runs
         click.echo(checkers.dump(parsed), nl=False)
-        if not dont_fork:
-            return
     checkers.setup_logging(log_console, log_detail, log_facility, log_file, not no_syslog)
     pid = checkers.pid_file(pidfile or checkers_pid)
     running = checkers.running_pid(pid)
