@@ -427,7 +427,7 @@ def keepalived(conf, dont_fork, log_console, log_detail, log_facility, log_file,
     lvsxdp keepalived -t -f /etc/keepalived/keepalived.conf
     lvsxdp keepalived -n -l -D
     lvsxdp -n lxl-dir keepalived -f ./keepalived.conf -n -l
-    kill -HUP $(cat /run/lvsxdp/root.keepalived.pid)
+    kill -HUP $(cat /run/lvsxdp/host.keepalived.pid)
     """
     from . import checkers  # noqa: PLC0415
     from . import keepalived as conf_mod  # noqa: PLC0415
