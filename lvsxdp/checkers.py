@@ -207,6 +207,7 @@ class RealState:
     rs: RealServer
     runs: list[CheckerRun] = field(default_factory=list)
     was_alive: bool = True  # what the last verdict made of it
+    last_weight: int = 0
 
     @property
     def alive(self) -> bool:
@@ -340,7 +341,7 @@ class Daemon:
                     st = RealState(vs, rs)
                     port = _real_port(vs, rs)
                     st.runs = [CheckerRun(c, rs, port, self.events) for c in rs.checkers]
-                    st.was_alive = st.alive
+                    st.was_alive, st.last_weight = st.alive, st.weight
                     fresh += st.runs
                 else:
                     st.vs, st.rs = vs, rs  # the same checkers: their verdicts stay
@@ -351,7 +352,18 @@ class Daemon:
         old_quorum, self.quorum_up = self.quorum_up, {}
         for vs in conf.virtual_servers:
             key = _vs_key(vs)
-            self.quorum_up[key] = old_quorum.get(key, self._weight_sum(vs) >= vs.quorum)
+            if key in old_quorum:
+                self.quorum_up[key] = old_quorum[key]
+                continue
+            # keepalived's set_quorum_states, then "Starting with quorum down"
+            self.quorum_up[key] = self._weight_sum(vs) >= vs.quorum + vs.hysteresis
+            if not self.quorum_up[key] and vs.sorry_server:
+                log.warning("Starting with quorum down %d-%d=%d > %d for VS %s", vs.quorum,
+                            vs.hysteresis, vs.quorum - vs.hysteresis, self._weight_sum(vs),
+                            vs.name())
+                log.info("%s sorry server %s to VS %s",
+                         "Enabling" if vs.sorry_inhibit else "Adding",
+                         vs.real_name(vs.sorry_server), vs.name())
         self.conf = conf
         self.managed |= {s.key() for vs in conf.virtual_servers for s in vs.services}
         self.sync()
@@ -376,15 +388,20 @@ class Daemon:
                 self.quorum_up[key] = False
                 self.notify(vs.quorum_down)
                 if vs.sorry_server:
-                    log.info("Adding sorry server %s to VS %s", vs.sorry_server[0], vs.name())
+                    log.info("%s sorry server %s to VS %s",
+                             "Enabling" if vs.sorry_inhibit else "Adding",
+                             vs.real_name(vs.sorry_server), vs.name())
+                    log.info("Removing alive servers from the pool for VS %s", vs.name())
             elif not self.quorum_up[key] and total >= vs.quorum + vs.hysteresis:
                 log.warning("Gained quorum %d+%d=%d <= %d for VS %s", vs.quorum, vs.hysteresis,
                             vs.quorum + vs.hysteresis, total, vs.name())
                 self.quorum_up[key] = True
                 self.notify(vs.quorum_up)
                 if vs.sorry_server:
-                    log.info("Removing sorry server %s from VS %s", vs.sorry_server[0],
-                             vs.name())
+                    log.info("%s sorry server %s from VS %s",
+                             "Disabling" if vs.sorry_inhibit else "Removing",
+                             vs.real_name(vs.sorry_server), vs.name())
+                    log.info("Adding alive servers to the pool for VS %s", vs.name())
 
     def sync(self) -> bool:
         """Brings the director's table to what the checkers say."""
@@ -409,22 +426,27 @@ class Daemon:
         if st is None:
             return  # a checker a reload retired
         rs, vs = st.rs, st.vs
-        name = f"{rs.name()} of VS {vs.name()}"
+        name = vs.real_name(rs)
         if v.ok:
-            log.info("%s on service %s succeeded%s", run.checker.kind, rs.name(),
+            log.info("%s on service %s succeeded%s", run.checker.kind, name,
                      f" (weight {v.weight})" if v.weight is not None else "")
         else:
             log.warning("%s", v.why)
         if st.alive != st.was_alive:
             st.was_alive = st.alive
+            # keepalived's perform_svr_state
             if st.alive:
-                log.info("%s service %s", "Enabling" if rs.inhibit else "Adding", name)
+                log.info("%s service %s %s VS %s", "Enabling" if rs.inhibit else "Adding", name,
+                         "of" if rs.inhibit else "to", vs.name())
                 self.notify(rs.notify_up)
             else:
-                log.info("%s service %s", "Disabling" if rs.inhibit else "Removing", name)
+                log.info("%s service %s %s VS %s", "Disabling" if rs.inhibit else "Removing",
+                         name, "of" if rs.inhibit else "from", vs.name())
                 self.notify(rs.notify_down)
-        elif st.alive and v.weight is not None:
-            log.info("Changing weight of service %s to %d", name, st.weight)
+        elif st.alive and v.weight is not None and v.weight != st.last_weight:
+            log.info("Changing weight from %d to %d for active service %s of VS %s",
+                     st.last_weight, st.weight, name, vs.name())
+        st.last_weight = st.weight
 
     def run(self) -> int:
         """The main loop, until SIGTERM."""

@@ -183,8 +183,12 @@ class VirtualServer:
             return f"[{self.group}]:{self.port}"
         if self.fwmark:
             return f"FWM {self.fwmark}"
-        a = f"[{self.addr}]" if self.addr.version == 6 else str(self.addr)
-        return f"{a}:{self.proto.upper() or 'UDP'}:{self.port}"
+        return trio(self.addr, self.proto, self.port)
+
+    def real_name(self, rs: RealServer | tuple) -> str:
+        """How keepalived's log names a real or the sorry server (format_rs)."""
+        addr, port = (rs.addr, rs.port) if isinstance(rs, RealServer) else rs
+        return trio(addr, self.proto, port)
 
     def service_words(self) -> list[str]:
         """ipvsadm's words for the service itself, after -A/-E and its spec."""
@@ -196,6 +200,11 @@ class VirtualServer:
             if self.granularity:
                 words += ["-M", self.granularity]
         return words
+
+
+def trio(addr, proto: str, port: int) -> str:
+    """keepalived's inet_sockaddrtotrio: `[198.18.2.1]:tcp:80`."""
+    return f"[{addr}]:{proto or 'none'}:{port}"
 
 
 @dataclass
@@ -829,7 +838,8 @@ def _validate(vs: VirtualServer, groups: dict, conf: KeepalivedConf, r: _Reader)
     reals = []
     for rs in vs.reals:
         if (rs.addr, rs.port) in seen:
-            warn(f"VS {vs.name()}: real server {rs.name()} is duplicated - removing second rs")
+            warn(f"VS {vs.name()}: real server {vs.real_name(rs)} is duplicated - removing "
+                 "second rs")
             continue
         seen.add((rs.addr, rs.port))
         reals.append(rs)
@@ -856,8 +866,8 @@ def _validate(vs: VirtualServer, groups: dict, conf: KeepalivedConf, r: _Reader)
     if not vs.group and not vs.fwmark:
         for rs in vs.reals:
             if rs.port and rs.port != vs.port:
-                warn(f"WARNING - virtual server {vs.name()} and real server {rs.name()} ports "
-                     "don't match - resetting")
+                warn(f"WARNING - virtual server {vs.name()} and real server {vs.real_name(rs)} "
+                     "ports don't match - resetting")
             rs.port = vs.port
     if vs.granularity is not None:
         vs.granularity = _granularity(vs, err)

@@ -119,13 +119,14 @@ def test_defaults_keepalived_sets_with_a_warning(tmp_path):
         """)))
     f = str(tmp_path / "k.conf")
     assert conf.warnings == [
-        f"({f}: Line 1) Virtual server 198.18.2.1:UDP:0: no protocol set - defaulting to UDP",
-        f"({f}: Line 1) Virtual server 198.18.2.1:UDP:0: zero port only valid for "
+        f"({f}: Line 1) Virtual server [198.18.2.1]:none:0: no protocol set - defaulting to "
+        "UDP",
+        f"({f}: Line 1) Virtual server [198.18.2.1]:udp:0: zero port only valid for "
         "persistent services - setting",
-        f"({f}: Line 1) Virtual server 198.18.2.1:UDP:0: no scheduler set, setting default "
+        f"({f}: Line 1) Virtual server [198.18.2.1]:udp:0: no scheduler set, setting default "
         "'wlc'",
-        f"({f}: Line 1) WARNING - virtual server 198.18.2.1:UDP:0 and real server "
-        "198.18.2.100:8080 ports don't match - resetting",
+        f"({f}: Line 1) WARNING - virtual server [198.18.2.1]:udp:0 and real server "
+        "[198.18.2.100]:udp:8080 ports don't match - resetting",
         f"({f}: Line 6) Warning: Virtual server FWM 10: protocol specified for fwmark - "
         "protocol will be ignored",
         f"({f}: Line 6) Virtual server FWM 10: no scheduler set, setting default 'wlc'",
@@ -192,7 +193,7 @@ def test_includes_globs_relative_paths_conditionals_and_parameters(tmp_path):
         """)
     conf = keepalived.parse(str(main), config_id="thisnode")
     assert [vs.name() for vs in conf.virtual_servers] == \
-        ["[pool]:0", "FWM 7", "198.18.2.1:TCP:443"]
+        ["[pool]:0", "FWM 7", "[198.18.2.1]:tcp:443"]
     assert [s.name() for s in conf.virtual_servers[0].services] == \
         ["198.18.2.10:80", "198.18.2.11:80", "198.18.2.12:80"]
     misc = conf.virtual_servers[1].reals[0].checkers[0]
@@ -256,7 +257,7 @@ def test_a_range_in_a_group_expands_as_keepalived_does():
     ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocl TCP\n}\n", 3,
      "Unknown keyword 'protocl'"),
     ("virtual_server 198.18.2.1 80 {\n lb_kind NAT\n protocol TCP\n real_server 198.18.2.100 "
-     "80 {\n }\n}\n", 1, "Virtual server 198.18.2.1:TCP:80: lvs_method NAT: lvsxdp forwards "
+     "80 {\n }\n}\n", 1, "Virtual server [198.18.2.1]:tcp:80: lvs_method NAT: lvsxdp forwards "
      "by direct routing only (DR)"),
     ("virtual_server 198.18.2.1 80 {\n protocol TCP\n real_server 198.18.2.100 80 {\n }\n}\n",
      1, "no forwarding method set (keepalived's default is NAT)"),
@@ -361,7 +362,7 @@ def test_config_test_prints_problems_and_a_bad_file_changes_nothing(tmp_path):
     out = subprocess.run([LVSXDP, "keepalived", "-t", "-f", str(good)], env=env,
                          capture_output=True, text=True)
     assert out.returncode == 0
-    assert out.stderr == (f"({good}: Line 14) Virtual server 198.18.2.1:UDP:80: no protocol "
+    assert out.stderr == (f"({good}: Line 14) Virtual server [198.18.2.1]:none:80: no protocol "
                           "set - defaulting to UDP\n")
     bad = write(tmp_path, "bad.conf", SIMPLE.replace("weight 1\n", "weight one\n"))
     for args in (["-t"], ["-n"]):
