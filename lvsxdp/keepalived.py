@@ -241,10 +241,14 @@ class _Reader:
         self.params: dict[str, str] = {}
         self.tokens: list[_Token] = []
         self.files: list[str] = []
+        self.warnings: list[str] = []
         self.depth = 0
 
     def error(self, file: str, line: int, msg: str) -> ConfError:
         return ConfError(f"({file}: Line {line}) {msg}")
+
+    def warn(self, s: _Stmt, msg: str) -> None:
+        self.warnings.append(f"({s.file}: Line {s.line}) {msg}")
 
     def read(self, path: str, file: str = "", line: int = 0) -> None:
         if self.depth > 8:
@@ -479,7 +483,7 @@ def parse_text(text: str, name: str = "keepalived.conf",
 
 
 def _interpret(stmts: list[_Stmt], r: _Reader) -> KeepalivedConf:
-    conf = KeepalivedConf(files=list(r.files))
+    conf = KeepalivedConf(files=list(r.files), warnings=r.warnings)
     groups: dict[str, list[Service | tuple]] = {}
     group_where: dict[str, _Stmt] = {}
     ignored: dict[str, None] = {}
@@ -576,8 +580,12 @@ def _virtual_server(s: _Stmt, r: _Reader, ignored: dict) -> VirtualServer:
                               "sorry_server")
             _dr_only(e, r, _method(e, r, "sorry"))
         elif kw == "persistence_timeout":
-            vs.persistence_timeout = (_uint(e, r, 1, ipvsadm.MAX_TIMEOUT)
-                                      if len(e.words) > 1 else PERSISTENCE_DEFAULT)
+            if len(e.words) > 1 and e.words[1] == "0":
+                # keepalived refuses 0 and goes on without persistence: so does lvsxdp
+                r.warn(e, "persistence_timeout invalid")
+            else:
+                vs.persistence_timeout = (_uint(e, r, 1, ipvsadm.MAX_TIMEOUT)
+                                          if len(e.words) > 1 else PERSISTENCE_DEFAULT)
         elif kw == "persistence_granularity":
             vs.granularity = _arg(e, r)
             # keepalived: a granularity makes the service persistent

@@ -386,3 +386,11 @@ def test_a_fwmark_takes_its_reals_family():
                                  " real_server 2001:db8::100 80 {\n }\n}\n")
     assert lines(conf)[1:] == ["ipvsadm -A -f 5 -6 -s wlc",
                                "ipvsadm -a -f 5 -6 -r [2001:db8::100] -g -w 1"]
+
+
+def test_persistence_timeout_0_is_no_persistence_as_keepalived_goes_on_without_it():
+    conf = keepalived.parse_text("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n"
+                                 " lb_algo rr\n persistence_timeout 0\n"
+                                 " real_server 198.18.2.100 80 {\n }\n}\n")
+    assert conf.warnings == ["(keepalived.conf: Line 5) persistence_timeout invalid"]
+    assert lines(conf)[1] == "ipvsadm -A -t 198.18.2.1:80 -s rr"
