@@ -463,6 +463,9 @@ def keepalived(conf, dont_fork, log_console, log_detail, log_facility, log_file,
     if running:
         _die(f"keepalived is already running (pid {running}, {pid})")
     os.makedirs(os.path.dirname(pid) or ".", exist_ok=True)
+    from . import runtime  # noqa: PLC0415
+
+    runtime.see_host_pins()  # under `ip netns exec`, the director's maps are the host's
     try:
         sys.exit(checkers.serve(path, config_id, pid, dont_release_ipvs, dont_fork))
     except ConfigError as e:

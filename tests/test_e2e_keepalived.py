@@ -137,15 +137,20 @@ class Servers:
 
 
 class Keepalived:
-    """`lvsxdp -n <director> keepalived -n -l -f CONF` in the foreground."""
+    """`lvsxdp -n <director> keepalived -n -l -f CONF` in the foreground (or
+    `ip netns exec <director> lvsxdp keepalived ...`, as operators enter a
+    namespace)."""
 
-    def __init__(self, topo: Topology, tmp: Path, conf: Path, *extra: str) -> None:
+    def __init__(self, topo: Topology, tmp: Path, conf: Path, *extra: str,
+                 netns_exec: bool = False) -> None:
         self.pidfile = tmp / "keepalived.pid"
         self.log = tmp / "keepalived.log"
         env = dict(os.environ, LVSXDP_STATE_DIR=str(topo.state_dir),
                    LVSXDP_RUN_DIR=str(topo.run_dir))
         with open(self.log, "w") as log:
-            self.proc = subprocess.Popen([lab.lvsxdp_bin(), "-n", topo.director, "keepalived",
+            enter = (["ip", "netns", "exec", topo.director, lab.lvsxdp_bin()] if netns_exec
+                     else [lab.lvsxdp_bin(), "-n", topo.director])
+            self.proc = subprocess.Popen([*enter, "keepalived",
                                           "-n", "-l", "-D", "-f", str(conf), "-p",
                                           str(self.pidfile), *extra], env=env, stdout=log,
                                          stderr=log, stdin=subprocess.DEVNULL,
@@ -323,7 +328,8 @@ def test_checkers_drive_the_table_clients_follow(rig, tmp_path):
 
 
 def test_alpha_starts_reals_down_and_a_second_daemon_is_refused(rig, tmp_path):
-    """Also -I (--dont-release-ipvs): the virtual servers outlive the daemon."""
+    """Also -I (--dont-release-ipvs): the virtual servers outlive the daemon;
+    and run under `ip netns exec`."""
     topo, servers, daemons = rig
     servers.stop("r2")  # r2 never passes: with alpha it never enters
     conf = tmp_path / "alpha.conf"
@@ -346,11 +352,13 @@ def test_alpha_starts_reals_down_and_a_second_daemon_is_refused(rig, tmp_path):
             }}
         }}
         """))
-    ka = Keepalived(topo, tmp_path, conf, "-I")
+    ka = Keepalived(topo, tmp_path, conf, "-I", netns_exec=True)
     daemons.append(ka)
     wait_until("r1 in", lambda: table(topo).get(f"{VIP}:{PORT}") == {REALS["r1"]: 1})
     time.sleep(DELAY_LOOP * 1.5)
     assert table(topo)[f"{VIP}:{PORT}"] == {REALS["r1"]: 1}
+    topo.wait_for_reals((REALS["r1"],))
+    assert answers(topo, PORT) == {"r1"}  # in the running director's maps
     again = subprocess.run([lab.lvsxdp_bin(), "-n", topo.director, "keepalived", "-n", "-f",
                             str(conf), "-p", str(ka.pidfile)],
                            env=dict(os.environ, LVSXDP_STATE_DIR=str(topo.state_dir),
