@@ -120,6 +120,7 @@ ALIASES = {"established": "a_established", "template_hit": "b_template_hit",
            "established_percall": "a_established_percall"}
 UNKNOWN_CLIENTS = ipaddress.IPv4Network("198.18.128.0/17")  # f: ACKs of no connection
 FULL_CLIENTS = ipaddress.IPv4Network("198.18.64.0/18")      # d: the fill, then new clients
+D_PORT = 30000                 # d: client ports from here (the fill's are below 2048)
 FILL_FACTOR = 1.0625           # d: new flows past the embryonic tier's capacity
 SCALE_LIVE = 1_000_000         # scale: live connections and templates
 SCALE_SMALL = 1000
@@ -604,15 +605,17 @@ class Bench:
         top = int(FULL_CLIENTS.network_address) + n_addr
         out = []
         for i in range(runs):
-            hosts = [str(ipaddress.IPv4Address(top + (i * self.calls + j) % (n_addr - 1)))
-                     for j in range(self.calls)]
-            frames = [tcp_frame(h, KNOWN_PORT + i, VIP, 80, SYN) for h in hosts]
+            # a 5-tuple never seen: the upper half of FULL_CLIENTS, then the next port
+            ks = [i * self.calls + j for j in range(self.calls)]
+            hosts = [str(ipaddress.IPv4Address(top + k % (n_addr - 1))) for k in ks]
+            ports = [D_PORT + k // (n_addr - 1) for k in ks]
+            frames = [tcp_frame(h, p, VIP, 80, SYN) for h, p in zip(hosts, ports, strict=True)]
             conns = sum(self.p.real_conns().values())
             case, bare = per_call(self.fd["lvsxdp"], self.fd["bare_tx"], frames, XDP_TX)
             made = sum(self.p.real_conns().values()) - conns
             if made != self.calls:
                 raise BenchError(f"d_full_tables: {made} new connections, expected {self.calls}")
-            if m.conns.lookup(conn_key(hosts[-1], KNOWN_PORT + i)) is None:
+            if m.conns.lookup(conn_key(hosts[-1], ports[-1])) is None:
                 raise BenchError("d_full_tables: the last new client has no connection")
             out.append(case - bare + bare_repeat)
         if self.p.reasons()["map_full"]:
