@@ -447,12 +447,12 @@ def unreachable_reals(maps: runtime.Maps, config: Config) -> dict:
         ifaces = routes.served(ipr, routes.served_ports(maps))
         hops = routes.resolve(ipr, addrs, ifaces)
     except Exception as e:  # an interface went away: say so for every real
-        return {str(a): f"cannot look up routes ({e})" for a in sorted(addrs)}
+        return {str(a): f"cannot look up routes ({e})" for a in sorted(addrs, key=_addr_order)}
     finally:
         ipr.close()
     known = runtime.known_macs(maps)
     out = {}
-    for addr in sorted(addrs):
+    for addr in sorted(addrs, key=_addr_order):
         hop = hops.get(addr)
         if hop is None:
             continue
@@ -608,3 +608,8 @@ def sysctl_command(args: list[str]) -> str:
                     runtime.apply_plan(maps, plan.build(new, macs))
             runtime.save_config(p, new)
     return "".join(line + "\n" for line in out)
+
+
+def _addr_order(addr) -> tuple:
+    """IPv4 before IPv6 (addresses of two families do not compare)."""
+    return addr.version, addr

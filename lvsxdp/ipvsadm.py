@@ -617,6 +617,8 @@ class RealCounts:
     conns: int = 0  # --stats: connections scheduled, packets and bytes forwarded
     packets: int = 0
     bytes: int = 0
+    out_packets: int = 0  # NAT: replies translated back
+    out_bytes: int = 0
     cps: int = 0  # --rate: ip_vs_est.c's estimates, already decoded
     pps: int = 0
     bps: int = 0
@@ -834,7 +836,8 @@ def _service_entry(svc: Service, opts: set[str], snap: Snapshot) -> str:
     c = snap.services.get(svc.index, RealCounts())
     if "stats" in opts:
         line = _printf("%-33s", name) + "".join(
-            print_largenum(v, exact) for v in (c.conns, c.packets, 0, c.bytes, 0))
+            print_largenum(v, exact) for v in (c.conns, c.packets, c.out_packets, c.bytes,
+                                               c.out_bytes))
     elif "rate" in opts:
         line = _printf("%-33s", name) + "".join(
             print_largenum(v, exact) for v in (c.cps, c.pps, 0, c.bps, 0))
@@ -859,7 +862,8 @@ def _service_entry(svc: Service, opts: set[str], snap: Snapshot) -> str:
         rc = snap.reals.get(r.index, RealCounts())
         if "stats" in opts:
             lines.append(_printf("  -> %-28s", dname) + "".join(
-                print_largenum(v, exact) for v in (rc.conns, rc.packets, 0, rc.bytes, 0))
+                print_largenum(v, exact) for v in (rc.conns, rc.packets, rc.out_packets,
+                                                   rc.bytes, rc.out_bytes))
                 + "\n")
         elif "rate" in opts:
             # cps and the pps are %8llu here, never abbreviated (ipvsadm's own quirk)
