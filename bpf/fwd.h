@@ -16,7 +16,8 @@
 #define IPPROTO_ICMPV6_ 58
 
 /* The packet path's side: what the program it calls needs, then the call.
- * Returns only when the call failed (no such program loaded). */
+ * Returns XDP_DROP, for the caller to count, only when the call failed (no
+ * such program loaded). */
 static __always_inline int fwd_call(struct xdp_md *ctx, u32 prog, u32 real_idx, u32 svc,
 				    int new_conn, u32 mtu)
 {
@@ -30,7 +31,7 @@ static __always_inline int fwd_call(struct xdp_md *ctx, u32 prog, u32 real_idx, 
 		s->mtu = mtu;
 		progs.call(ctx, prog);
 	}
-	return count_reason(LVS_R_NO_REAL, XDP_DROP);
+	return XDP_DROP;
 }
 
 static __always_inline int fwd_too_big(struct xdp_md *ctx, u32 mtu)

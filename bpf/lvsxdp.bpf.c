@@ -67,14 +67,21 @@ static __always_inline int forward(struct xdp_md *ctx, struct packet *pkt, void 
 				   struct lvs_real *r, u32 svc, int new_conn)
 {
 	int same = r->ifindex == ctx->ingress_ifindex;
+	u32 prog = 0;
 
-	/* NAT and tunnels rewrite more: programs of their own (bpf/fwd.h) */
+	/* NAT, tunnels and the ICMP error for an over-MTU packet are programs
+	 * of their own (bpf/fwd.h), reached by one tail call site */
 	if (r->fwd == LVS_FWD_MASQ)
-		return fwd_call(ctx, LVS_PROG_NAT, LVS_REF_IDX(r->ref), svc, new_conn, 0);
-	if (r->fwd == LVS_FWD_TUNNEL)
-		return fwd_call(ctx, LVS_PROG_TUNNEL, LVS_REF_IDX(r->ref), svc, new_conn, 0);
-	if (!same && pkt->len > r->mtu)
-		return fwd_too_big(ctx, r->mtu);
+		prog = LVS_PROG_NAT;
+	else if (r->fwd == LVS_FWD_TUNNEL)
+		prog = LVS_PROG_TUNNEL;
+	else if (!same && pkt->len > r->mtu)
+		prog = LVS_PROG_TOO_BIG;
+	if (prog) {
+		fwd_call(ctx, prog, LVS_REF_IDX(r->ref), svc, new_conn, r->mtu);
+		return count_reason(prog == LVS_PROG_TOO_BIG ? LVS_R_TOO_BIG : LVS_R_NO_REAL,
+				    XDP_DROP);
+	}
 	dr_decrease_ttl(pkt, data_end);
 	__builtin_memcpy(pkt->eth->h_dest, r->mac, ETH_ALEN);
 	__builtin_memcpy(pkt->eth->h_source, r->smac, ETH_ALEN);
