@@ -617,11 +617,11 @@ class RealCounts:
     conns: int = 0  # --stats: connections scheduled, packets and bytes forwarded
     packets: int = 0
     bytes: int = 0
-    out_packets: int = 0  # NAT: replies translated back
-    out_bytes: int = 0
     cps: int = 0  # --rate: ip_vs_est.c's estimates, already decoded
     pps: int = 0
     bps: int = 0
+    out_packets: int = 0  # --stats, NAT only: replies translated back
+    out_bytes: int = 0
 
 
 @dataclass
