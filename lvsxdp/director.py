@@ -451,6 +451,7 @@ def unreachable_reals(maps: runtime.Maps, config: Config) -> dict:
     finally:
         ipr.close()
     known = runtime.known_macs(maps)
+    tunnelled = {r.addr for s in config.services for r in s.reals if r.fwd == "tunnel"}
     out = {}
     for addr in sorted(addrs, key=_addr_order):
         hop = hops.get(addr)
@@ -461,6 +462,9 @@ def unreachable_reals(maps: runtime.Maps, config: Config) -> dict:
         elif not hop.mac and addr not in known:
             name = next((i.name for i in ifaces if i.ifindex == hop.ifindex), hop.ifindex)
             out[str(addr)] = f"no MAC on {name} yet (the neighbour entry is not resolved)"
+        elif not hop.saddr and addr in tunnelled:
+            out[str(addr)] = "no source address on the route to it for the tunnel's outer " \
+                             "header (give the egress interface an address)"
     return out
 
 
