@@ -192,7 +192,7 @@ BPF_MAP_TYPE_LRU_HASH = 9
 MAP_KINDS = {
     "conns4": BPF_MAP_TYPE_HASH, "conns6": BPF_MAP_TYPE_HASH, "templates": BPF_MAP_TYPE_HASH,
     "syn4": BPF_MAP_TYPE_LRU_HASH, "syn6": BPF_MAP_TYPE_LRU_HASH,
-    "tpl_new": BPF_MAP_TYPE_LRU_HASH, "nat_rev": BPF_MAP_TYPE_LRU_HASH,
+    "tpl_new": BPF_MAP_TYPE_LRU_HASH, "nat_rev": BPF_MAP_TYPE_HASH,
 }
 
 
