@@ -103,5 +103,14 @@ BPF_TABLE_PINNED("array", u32, struct lvs_est, real_est, LVS_MAX_REALS, PIN(real
 BPF_TABLE_PINNED("prog", u32, u32, progs, LVS_PROGS, PIN(progs));
 BPF_TABLE_PINNED("percpu_array", u32, struct lvs_sched_scratch, sched_scratch, 1,
 		 PIN(sched_scratch));
+/* Forwarding other than DR (nat.h, tunnel.h, icmp.h): the served interfaces
+ * by ifindex, the reverse of each NAT connection, and the hand-over to the
+ * programs the packet path tail-calls. nat_rev takes memory only as NAT
+ * connections come (a director without NAT pays nothing) and never evicts:
+ * the agent removes the entries whose connection is gone. */
+BPF_TABLE_PINNED("hash", u32, struct lvs_iface, ifaces, LVS_MAX_IFACES, PIN(ifaces));
+BPF_TABLE_PINNED("hash", struct lvs_tuple, struct lvs_nat_rev, nat_rev, 2 * LVSXDP_CONN_MAX,
+		 PIN(nat_rev), BPF_F_NO_PREALLOC);
+BPF_TABLE_PINNED("percpu_array", u32, struct lvs_fwd_scratch, fwd_scratch, 1, PIN(fwd_scratch));
 
 #endif
