@@ -222,8 +222,10 @@ class RealState:
 # -- the table keepalived would make, as ipvsadm lines ----------------------------
 
 def desired(conf: KeepalivedConf, states: dict, quorum_up: dict) -> dict:
-    """{service key: (Service, service words, {real address: -a words})}:
-    what the table should hold for every virtual server now."""
+    """{service key: (Service, service words, {(real address, port): -a words})}:
+    what the table should hold for every virtual server now. A real is
+    named by address and port, as IPVS names it: masquerading reals may
+    share an address on different ports."""
     out = {}
     for vs in conf.virtual_servers:
         up = quorum_up[_vs_key(vs)]
@@ -231,16 +233,22 @@ def desired(conf: KeepalivedConf, states: dict, quorum_up: dict) -> dict:
             reals = {}
             for rs in vs.reals:
                 st = states[_real_key(vs, rs)]
+                key = (rs.addr, keepalived.real_port(svc, rs, rs.fwd))
                 if st.alive and (up or not vs.sorry_server):
-                    reals[rs.addr] = keepalived.real_words("-a", svc, rs, st.weight)
+                    reals[key] = keepalived.real_words("-a", svc, rs, st.weight)
                 elif rs.inhibit:
-                    reals[rs.addr] = keepalived.real_words("-a", svc, rs, 0)
-            if vs.sorry_server and vs.sorry_server[0] not in reals:
-                if not up:
-                    reals[vs.sorry_server[0]] = keepalived.real_words("-a", svc, vs.sorry_server)
+                    reals[key] = keepalived.real_words("-a", svc, rs, 0)
+            if vs.sorry_server:
+                key = (vs.sorry_server[0],
+                       keepalived.real_port(svc, vs.sorry_server, vs.sorry_fwd))
+                if key in reals:
+                    pass
+                elif not up:
+                    reals[key] = keepalived.real_words("-a", svc, vs.sorry_server,
+                                                       fwd=vs.sorry_fwd)
                 elif vs.sorry_inhibit:
-                    reals[vs.sorry_server[0]] = keepalived.real_words("-a", svc,
-                                                                      vs.sorry_server, 0)
+                    reals[key] = keepalived.real_words("-a", svc, vs.sorry_server, 0,
+                                                       fwd=vs.sorry_fwd)
             out[svc.key()] = (svc, vs.service_words(), reals)
     return out
 
@@ -256,12 +264,12 @@ def changes(config: Config, want: dict, managed: set) -> list[list[str]]:
     for key, (svc, words, reals) in want.items():
         have = config.find_service(key)
         lines.append(["-E" if have else "-A", *svc.spec(), *words])
-        have_reals = {r.addr for r in have.reals} if have else set()
-        for addr, add in reals.items():
-            lines.append(["-e", *add[1:]] if addr in have_reals else add)
-        for addr in sorted(have_reals - set(reals), key=str):
+        have_reals = {(r.addr, r.port) for r in have.reals} if have else set()
+        for rkey, add in reals.items():
+            lines.append(["-e", *add[1:]] if rkey in have_reals else add)
+        for addr, port in sorted(have_reals - set(reals), key=str):
             a = f"[{addr}]" if addr.version == 6 else str(addr)
-            lines.append(["-d", *svc.spec(), "-r", f"{a}:{svc.port}"])
+            lines.append(["-d", *svc.spec(), "-r", f"{a}:{port}"])
     return lines
 
 
@@ -284,7 +292,7 @@ def _vs_key(vs: VirtualServer) -> tuple:
 
 
 def _real_key(vs: VirtualServer, rs: RealServer) -> tuple:
-    return (_vs_key(vs), rs.addr, tuple(c.identity() for c in rs.checkers))
+    return (_vs_key(vs), rs.addr, rs.port, tuple(c.identity() for c in rs.checkers))
 
 
 def _real_port(vs: VirtualServer, rs: RealServer) -> int:

@@ -555,9 +555,13 @@ def _server_change(new: Config, cmd: Command) -> None:
         raise _kernel("lvsxdp tunnels IPv4 in IPv4 and IPv6 in IPv6 only: the real and the "
                       "service differ in address family")
     # Not masquerading: the real port is the service port (ipvsadm does this).
+    # -d names a masquerading real by the port it gives, as ipvsadm's -d does.
+    given = port
     if fwd != "masq" or port is None:
         port = svc.port
     existing = svc.find_real(addr, port)
+    if cmd.op == "delete-server" and given is not None:
+        existing = svc.find_real(addr, given) or existing
     if cmd.op == "delete-server":
         if existing is None:
             raise _kernel("No such destination")

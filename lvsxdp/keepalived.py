@@ -47,8 +47,7 @@ IGNORED_TOP = ("global_defs", "vrrp_instance", "vrrp_sync_group", "vrrp_script",
 # keepalived keywords inside an LVS block that change nothing lvsxdp does
 # (mail, SNMP, warm-up spreading, one-packet for UDP...): accepted, named once.
 IGNORED_IN_VS = ("smtp_alert", "ha_suspend", "virtualhost", "warmup", "ops",
-                 "lvs_notify_fifo", "notify_fifo", "nat_mask", "tun_type", "tun_flags",
-                 "log_all_failures")
+                 "lvs_notify_fifo", "notify_fifo", "nat_mask", "log_all_failures")
 IGNORED_IN_CHECK = ("log_all_failures", "warmup", "enable_ssl", "fwmark", "close",
                     "smtp_alert", "user", "require_reply", "send", "protocol",
                     "http_protocol", "virtualhost", "enable_sni")
@@ -94,10 +93,36 @@ class Checker:
 
 
 @dataclass
+class Fwd:
+    """A forwarding method as `lvs_method` gives it: DR, NAT, or TUN with
+    keepalived 2.2's `type ipip|gue`, `port` and `nocsum|csum`."""
+
+    method: str  # "DR", "NAT", "TUN"
+    tun_type: str = "ipip"
+    tun_port: int = 0
+    csum: str = "nocsum"
+
+    def words(self) -> list[str]:
+        """ipvsadm's words for it: `-g`, `-m`, `-i --tun-type gue ...`."""
+        if self.method == "NAT":
+            return ["-m"]
+        if self.method == "DR":
+            return ["-g"]
+        if self.tun_type == "gue":
+            return ["-i", "--tun-type", "gue", "--tun-port", str(self.tun_port),
+                    f"--tun-{self.csum}"]
+        return ["-i"]
+
+
+@dataclass
 class RealServer:
     addr: ipaddress.IPv4Address | ipaddress.IPv6Address
     port: int
     where: str
+    # None until validation: the virtual server's when the real was
+    # declared, else its final one (keepalived's alloc_rs, then
+    # validate_check_config)
+    fwd: Fwd | None = None
     weight: int | None = None  # None: the virtual server's weight (default 1)
     inhibit: bool | None = None
     alpha: bool | None = None
@@ -156,7 +181,7 @@ class VirtualServer:
     services: list[Service] = field(default_factory=list)  # filled by validation
     proto: str = ""
     sched: str = ""
-    method: str = ""  # DR, NAT, TUN; "" until set
+    fwd: Fwd | None = None  # None until set; validation's default is NAT
     persistence_timeout: int = 0
     granularity: str | None = None
     ip_family: str | None = None
@@ -173,6 +198,7 @@ class VirtualServer:
     quorum_up: str | None = None
     quorum_down: str | None = None
     sorry_server: tuple | None = None  # (addr, port)
+    sorry_fwd: Fwd | None = None
     sorry_inhibit: bool = False
     sched_flags: list[str] = field(default_factory=list)
     reals: list[RealServer] = field(default_factory=list)
@@ -562,10 +588,11 @@ def _virtual_server(s: _Stmt, r: _Reader, ignored: dict) -> VirtualServer:
     for e in s.block:
         kw = e.words[0]
         if kw == "real_server":
-            vs.reals.append(_real_server(e, r, ignored))
+            vs.reals.append(_real_server(e, r, ignored, vs.fwd))
         elif kw == "sorry_server":
             vs.sorry_server = (_addr(_arg(e, r), e, r, "sorry server"),
                                _port(e.words[2], e, r) if len(e.words) > 2 else 0)
+            vs.sorry_fwd = vs.fwd
         elif kw == "sorry_server_inhibit":
             vs.sorry_inhibit = True
         elif kw in ("lb_algo", "lvs_sched"):
@@ -573,12 +600,12 @@ def _virtual_server(s: _Stmt, r: _Reader, ignored: dict) -> VirtualServer:
             if vs.sched not in SCHEDULERS:
                 raise r.error(e.file, e.line, f"Invalid lvs_scheduler '{vs.sched}'")
         elif kw in ("lb_kind", "lvs_method"):
-            vs.method = _method(e, r, "virtual")
+            vs.fwd = _method(e, r, "virtual")
         elif kw == "sorry_server_lvs_method":
             if vs.sorry_server is None:
                 raise r.error(e.file, e.line, "sorry_server forwarding used without "
                               "sorry_server")
-            _dr_only(e, r, _method(e, r, "sorry"))
+            vs.sorry_fwd = _method(e, r, "sorry")
         elif kw == "persistence_timeout":
             if len(e.words) > 1 and e.words[1] == "0":
                 # keepalived refuses 0 and goes on without persistence: so does lvsxdp
@@ -650,18 +677,57 @@ def _timing(target, s: _Stmt, r: _Reader) -> bool:
     return True
 
 
-def _method(s: _Stmt, r: _Reader, what: str) -> str:
+def _method(s: _Stmt, r: _Reader, what: str) -> Fwd:
+    """`lvs_method NAT|DR|TUN [type ipip|gue|gre] [port N] [nocsum|csum|remcsum]`,
+    read as keepalived 2.2's svr_forwarding_handler reads it: the tunnel
+    words are read (and checked) whatever the method, and only a tunnel
+    uses them."""
+    err = lambda msg: r.error(s.file, s.line, msg)  # noqa: E731
     method = _arg(s, r)
     if method not in ("DR", "NAT", "TUN"):
-        raise r.error(s.file, s.line, f"PARSER : unknown [{method}] routing method for {what} "
-                      "server.")
-    return method
-
-
-def _dr_only(s: _Stmt, r: _Reader, method: str) -> None:
-    if method != "DR":
-        raise r.error(s.file, s.line, f"{s.words[0]} {method}: lvsxdp forwards by direct "
-                      "routing only (DR)")
+        raise err(f"PARSER : unknown [{method}] routing method for {what} server.")
+    fwd = Fwd(method)
+    words = s.words[2:]
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word == "type":
+            if i + 1 == len(words):
+                raise err(f"Missing tunnel type for {what} server.")
+            if words[i + 1] not in ("ipip", "gue", "gre"):
+                raise err(f"Unknown tunnel type {words[i + 1]} for {what} server.")
+            fwd.tun_type = words[i + 1]
+            i += 1
+        elif word == "port":
+            if i + 1 == len(words):
+                raise err(f"Missing port for {what} server gue tunnel.")
+            text = words[i + 1]
+            if not re.fullmatch(r"\d+", text) or not 1 <= int(text) <= 65535:
+                raise err(f"Invalid gue tunnel port {text} for {what} server.")
+            fwd.tun_port = int(text)
+            i += 1
+        elif word in ("nocsum", "csum", "remcsum"):
+            fwd.csum = word
+        else:
+            raise err(f"Invalid tunnel option {word} for {what} server.")
+        i += 1
+    if (fwd.tun_type == "gue") != (fwd.tun_port != 0):
+        raise err("gue tunnels require port, otherwise cannot have port.")
+    if fwd.tun_type == "ipip" and fwd.csum != "nocsum":
+        raise err("ipip tunnels do not support checksum option.")
+    if fwd.tun_type == "gre" and fwd.csum == "remcsum":
+        raise err("gre tunnels do not support remote checksum option.")
+    if method != "TUN":
+        return Fwd(method)
+    # what keepalived hands IPVS and lvsxdp's ipvsadm refuses (ipvsadm.py's
+    # _forwarding), refused here with the line that asks for it
+    if fwd.tun_type == "gre":
+        raise err(f"{s.words[0]} TUN type gre: lvsxdp has no GRE tunnels: use type ipip or "
+                  "type gue")
+    if fwd.csum == "remcsum":
+        raise err(f"{s.words[0]} TUN remcsum: lvsxdp has no remote checksum offload: use csum "
+                  "or nocsum")
+    return fwd
 
 
 def _weight(s: _Stmt, r: _Reader, lo: int, what: str) -> int:
@@ -690,9 +756,10 @@ def _bool(s: _Stmt, r: _Reader) -> bool:
     raise r.error(s.file, s.line, f"{s.words[0]}: invalid boolean '{s.words[1]}'")
 
 
-def _real_server(s: _Stmt, r: _Reader, ignored: dict) -> RealServer:
+def _real_server(s: _Stmt, r: _Reader, ignored: dict, fwd: Fwd | None) -> RealServer:
     rs = RealServer(addr=_addr(_arg(s, r), s, r, "real server"),
-                    port=_port(s.words[2], s, r) if len(s.words) > 2 else 0, where=s.where)
+                    port=_port(s.words[2], s, r) if len(s.words) > 2 else 0, where=s.where,
+                    fwd=fwd)
     for e in s.block or []:
         kw = e.words[0]
         if kw == "weight":
@@ -704,7 +771,7 @@ def _real_server(s: _Stmt, r: _Reader, ignored: dict) -> RealServer:
         elif _timing(rs, e, r):
             pass
         elif kw == "lvs_method":
-            _dr_only(e, r, _method(e, r, "real"))
+            rs.fwd = _method(e, r, "real")
         elif kw == "uthreshold":
             rs.u_threshold = _uint(e, r, 0, ipvsadm.MAX_THRESHOLD)
         elif kw == "lthreshold":
@@ -826,14 +893,15 @@ def _validate(vs: VirtualServer, groups: dict, conf: KeepalivedConf, r: _Reader)
     if not vs.sched:
         warn(f"Virtual server {vs.name()}: no scheduler set, setting default 'wlc'")
         vs.sched = "wlc"
-    if not vs.method:
-        # keepalived's default is NAT, which lvsxdp does not forward
-        raise err(f"Virtual server {vs.name()}: no forwarding method set (keepalived's "
-                  "default is NAT); lvsxdp forwards by direct routing only: "
-                  "lvs_method DR")
-    if vs.method != "DR":
-        raise err(f"Virtual server {vs.name()}: lvs_method {vs.method}: lvsxdp forwards by "
-                  "direct routing only (DR)")
+    if vs.fwd is None and (any(rs.fwd is None for rs in vs.reals)
+                           or (vs.sorry_server and vs.sorry_fwd is None)):
+        warn(f"Virtual server {vs.name()}: no forwarding method set, setting default NAT")
+        vs.fwd = Fwd("NAT")
+    for rs in vs.reals:
+        if rs.fwd is None:
+            rs.fwd = vs.fwd
+    if vs.sorry_server and vs.sorry_fwd is None:
+        vs.sorry_fwd = vs.fwd
     # a fwmark has no address: its family is ip_family's, else its reals'
     # (keepalived's vs_end_handler)
     ipv6 = (vs.ip_family == "inet6") if vs.ip_family else (
@@ -869,10 +937,14 @@ def _validate(vs: VirtualServer, groups: dict, conf: KeepalivedConf, r: _Reader)
         warn(f"Virtual server {vs.name()}: hysteresis {vs.hysteresis} >= quorum {vs.quorum}; "
              f"setting hysteresis to {vs.quorum - 1}")
         vs.hysteresis = vs.quorum - 1
-    # DR: a real's port is the service's (0 for a fwmark): keepalived resets
-    # it, and real_words uses the service's
+    # DR and TUN: a real's port is the service's (0 for a fwmark): keepalived
+    # resets it, and real_words uses the service's. NAT keeps the real's own
+    # port, the service's when it has none.
     if not vs.group and not vs.fwmark:
         for rs in vs.reals:
+            if rs.fwd.method == "NAT":
+                rs.port = rs.port or vs.port
+                continue
             if rs.port and rs.port != vs.port:
                 warn(f"WARNING - virtual server {vs.name()} and real server {vs.real_name(rs)} "
                      "ports don't match - resetting")
@@ -951,12 +1023,20 @@ def _dry_run(conf: KeepalivedConf) -> None:
             raise ConfError(f"({file}: Line {line}) virtual server {vs.name()}: {e}") from None
 
 
+def real_port(svc: Service, rs: RealServer | tuple, fwd: Fwd) -> int:
+    """The port lvsxdp's model gives the real in svc: a masquerading real's
+    own (the service's when it has none), else the service's (0 for a
+    fwmark), as ipvsadm -a gives it."""
+    port = rs.port if isinstance(rs, RealServer) else rs[1]
+    return port if fwd.method == "NAT" and port else svc.port
+
+
 def real_words(op: str, svc: Service, rs: RealServer | tuple, weight: int | None = None,
-               ) -> list[str]:
+               fwd: Fwd | None = None) -> list[str]:
     """ipvsadm's words for a real (a RealServer, or a sorry server's
-    (addr, port)) of svc: `-a -t VIP:80 -r RIP:80 -g -w 1`."""
+    (addr, port) with its fwd) of svc: `-a -t VIP:80 -r RIP:80 -g -w 1`."""
     if isinstance(rs, RealServer):
-        addr, w = rs.addr, rs.weight
+        addr, w, fwd = rs.addr, rs.weight, fwd or rs.fwd
         thresholds = []
         if rs.u_threshold:
             thresholds += ["-x", str(rs.u_threshold)]
@@ -964,9 +1044,10 @@ def real_words(op: str, svc: Service, rs: RealServer | tuple, weight: int | None
             thresholds += ["-y", str(rs.l_threshold)]
     else:
         (addr, _), w, thresholds = rs, 1, []
-    port = svc.port  # direct routing: the service's port (0 for a fwmark)
+    fwd = fwd or Fwd("DR")
+    port = real_port(svc, rs, fwd)
     a = f"[{addr}]" if addr.version == 6 else str(addr)
     words = [op, *svc.spec(), "-r", f"{a}:{port}" if port else a]
     if op != "-d":
-        words += ["-g", "-w", str(w if weight is None else weight), *thresholds]
+        words += [*fwd.words(), "-w", str(w if weight is None else weight), *thresholds]
     return words

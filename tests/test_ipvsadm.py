@@ -119,6 +119,17 @@ def test_delete_and_clear():
     assert configure(["-D -t 198.18.2.1:0"], config).services == []
 
 
+def test_delete_names_a_masquerading_real_by_its_own_port_as_ipvsadm_d_does():
+    config = configure(["-A -t 198.18.2.1:80 -s rr", "-a -t 198.18.2.1:80 -r 198.18.1.2:8080 -m",
+                        "-a -t 198.18.2.1:80 -r 198.18.1.2:8081 -m",
+                        "-a -t 198.18.2.1:80 -r 198.18.1.3 -g"])
+    config = configure(["-d -t 198.18.2.1:80 -r 198.18.1.2:8081",
+                        "-d -t 198.18.2.1:80 -r 198.18.1.3:80"], config)
+    assert [(str(r.addr), r.port) for r in config.services[0].reals] == [("198.18.1.2", 8080)]
+    with pytest.raises(ConfigError, match="No such destination"):
+        configure(["-d -t 198.18.2.1:80 -r 198.18.1.2:8081"], config)
+
+
 def test_real_slots_get_new_generations_when_reused():
     config = configure(SEED_PCC)
     old = {str(r.addr): r.ref for r in config.services[0].reals}

@@ -79,7 +79,7 @@ def test_the_man_pages_example_reads_with_keepalived_defaults(tmp_path):
     assert conf.ignored == ["global_defs", "vrrp_instance"]
     assert conf.warnings == []
     (vs,) = conf.virtual_servers
-    assert (vs.proto, vs.sched, vs.method, vs.persistence_timeout, vs.delay_loop) == \
+    assert (vs.proto, vs.sched, vs.fwd.method, vs.persistence_timeout, vs.delay_loop) == \
         ("tcp", "rr", "DR", 50, 6.0)
     r1, r2 = vs.reals
     assert (r1.weight, r1.inhibit, r2.weight, r2.inhibit) == (3, False, 1, True)
@@ -257,10 +257,37 @@ def test_a_range_in_a_group_expands_as_keepalived_does():
     ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocl TCP\n}\n", 3,
      "Unknown keyword 'protocl'"),
     ("virtual_server 198.18.2.1 80 {\n lb_kind NAT\n protocol TCP\n real_server 198.18.2.100 "
-     "80 {\n }\n}\n", 1, "Virtual server [198.18.2.1]:tcp:80: lvs_method NAT: lvsxdp forwards "
-     "by direct routing only (DR)"),
-    ("virtual_server 198.18.2.1 80 {\n protocol TCP\n real_server 198.18.2.100 80 {\n }\n}\n",
-     1, "no forwarding method set (keepalived's default is NAT)"),
+     "80 {\n  lvs_method TUN type gre\n }\n}\n", 5, "lvs_method TUN type gre: lvsxdp has no "
+     "GRE tunnels: use type ipip or type gue"),
+    ("virtual_server 198.18.2.1 80 {\n lvs_method TUN type gue port 6080 remcsum\n protocol "
+     "TCP\n real_server 198.18.2.100 80 {\n }\n}\n", 2, "lvs_method TUN remcsum: lvsxdp has "
+     "no remote checksum offload: use csum or nocsum"),
+    ("virtual_server 198.18.2.1 80 {\n lvs_method TUN type gre remcsum\n}\n", 2,
+     "gre tunnels do not support remote checksum option."),
+    ("virtual_server 198.18.2.1 80 {\n lvs_method TUN type gue\n}\n", 2,
+     "gue tunnels require port, otherwise cannot have port."),
+    ("virtual_server 198.18.2.1 80 {\n lvs_method TUN port 6080\n}\n", 2,
+     "gue tunnels require port, otherwise cannot have port."),
+    ("virtual_server 198.18.2.1 80 {\n lvs_method TUN csum\n}\n", 2,
+     "ipip tunnels do not support checksum option."),
+    ("virtual_server 198.18.2.1 80 {\n lvs_method TUN type gue port 0\n}\n", 2,
+     "Invalid gue tunnel port 0 for virtual server."),
+    ("virtual_server 198.18.2.1 80 {\n lvs_method TUN type\n}\n", 2,
+     "Missing tunnel type for virtual server."),
+    ("virtual_server 198.18.2.1 80 {\n lvs_method TUN type vxlan\n}\n", 2,
+     "Unknown tunnel type vxlan for virtual server."),
+    ("virtual_server 198.18.2.1 80 {\n protocol TCP\n real_server 198.18.2.100 80 {\n"
+     "  lvs_method TUN type gue port\n }\n}\n", 4, "Missing port for real server gue tunnel."),
+    ("virtual_server 198.18.2.1 80 {\n protocol TCP\n real_server 198.18.2.100 80 {\n"
+     "  lvs_method TUN tos 4\n }\n}\n", 4, "Invalid tunnel option tos for real server."),
+    ("virtual_server 198.18.2.1 80 {\n protocol TCP\n sorry_server 198.18.2.250 80\n"
+     " sorry_server_lvs_method FOO\n real_server 198.18.2.100 80 {\n }\n}\n", 4,
+     "PARSER : unknown [FOO] routing method for sorry server."),
+    ("virtual_server 198.18.2.1 80 {\n protocol TCP\n tun_type gue\n}\n", 3,
+     "Unknown keyword 'tun_type'"),
+    ("virtual_server 198.18.2.1 80 {\n protocol TCP\n lvs_method TUN\n"
+     " real_server 2001:db8::100 80 {\n }\n}\n", 1,
+     "lvsxdp tunnels IPv4 in IPv4 and IPv6 in IPv6 only"),
     ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n lb_algo lblc\n protocol TCP\n real_server "
      "198.18.2.100 80 {\n }\n}\n", 1, "lvsxdp has no scheduler"),
     ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n real_server 198.18.2.100 "
@@ -269,9 +296,6 @@ def test_a_range_in_a_group_expands_as_keepalived_does():
      "80 {\n  weight 70000\n }\n}\n", 5, "Real server weight 70000 is outside range 0-65535"),
     ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n lb_algo nope\n}\n", 4,
      "Invalid lvs_scheduler 'nope'"),
-    ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n real_server 198.18.2.100 "
-     "80 {\n  lvs_method TUN\n }\n}\n", 5, "lvs_method TUN: lvsxdp forwards by direct routing "
-     "only (DR)"),
     ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n real_server 198.18.2.100 "
      "80 {\n  retry 0\n }\n}\n", 5, "retry value invalid - 0"),
     ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n lb_algo rr\n sh-port\n"
@@ -394,3 +418,135 @@ def test_persistence_timeout_0_is_no_persistence_as_keepalived_goes_on_without_i
                                  " real_server 198.18.2.100 80 {\n }\n}\n")
     assert conf.warnings == ["(keepalived.conf: Line 5) persistence_timeout invalid"]
     assert lines(conf)[1] == "ipvsadm -A -t 198.18.2.1:80 -s rr"
+
+
+def test_nat_and_tun_land_in_the_directors_table_as_ipvsadm_m_and_i_give_them():
+    # a real takes the virtual server's method as it stands when the real is
+    # declared (alloc_rs); one declared before any lvs_method takes the
+    # final one; lvs_method inside a real is its own (keepalived 2.2)
+    conf = keepalived.parse_text("""\
+virtual_server 198.18.2.1 80 {
+    protocol TCP
+    lb_algo rr
+    real_server 198.18.1.2 8080 {
+    }
+    lvs_method TUN type gue port 6080 csum
+    real_server 198.18.1.3 81 {
+    }
+    lvs_method NAT
+    real_server 198.18.1.2 8081 {
+        weight 2
+    }
+    real_server 198.18.1.4 {
+        lvs_method DR
+    }
+    real_server 198.18.1.5 {
+        lvs_method TUN
+    }
+    real_server 198.18.1.6 {
+        lvs_method TUN type gue port 7000
+    }
+}
+virtual_server fwmark 7 {
+    lb_kind NAT
+    lb_algo rr
+    real_server 198.18.1.7 8080 {
+    }
+}
+""")
+    assert conf.warnings == ["(keepalived.conf: Line 1) WARNING - virtual server "
+                             "[198.18.2.1]:tcp:80 and real server [198.18.1.3]:tcp:81 ports "
+                             "don't match - resetting"]
+    assert lines(conf)[1:8] == [
+        "ipvsadm -A -t 198.18.2.1:80 -s rr",
+        "ipvsadm -a -t 198.18.2.1:80 -r 198.18.1.2:8080 -m -w 1",
+        "ipvsadm -a -t 198.18.2.1:80 -r 198.18.1.3:80 -i --tun-type gue --tun-port 6080 "
+        "--tun-csum -w 1",
+        "ipvsadm -a -t 198.18.2.1:80 -r 198.18.1.2:8081 -m -w 2",
+        "ipvsadm -a -t 198.18.2.1:80 -r 198.18.1.4:80 -g -w 1",
+        "ipvsadm -a -t 198.18.2.1:80 -r 198.18.1.5:80 -i -w 1",
+        "ipvsadm -a -t 198.18.2.1:80 -r 198.18.1.6:80 -i --tun-type gue --tun-port 7000 "
+        "--tun-nocsum -w 1",
+    ]
+    assert lines(conf)[9:] == ["ipvsadm -A -f 7 -s rr",
+                               "ipvsadm -a -f 7 -r 198.18.1.7:8080 -m -w 1"]
+    config = apply_all(conf)
+    svc = config.find_service(("tcp", ipaddress.ip_address("198.18.2.1"), 80))
+    got = {(str(r.addr), r.port): (r.fwd, r.tun_type, r.tun_port, r.tun_flags, r.weight)
+           for r in svc.reals}
+    assert got == {("198.18.1.2", 8080): ("masq", "ipip", 0, 0, 1),
+                   ("198.18.1.3", 80): ("tunnel", "gue", 6080, 1, 1),
+                   ("198.18.1.2", 8081): ("masq", "ipip", 0, 0, 2),
+                   ("198.18.1.4", 80): ("route", "ipip", 0, 0, 1),
+                   ("198.18.1.5", 80): ("tunnel", "ipip", 0, 0, 1),
+                   ("198.18.1.6", 80): ("tunnel", "gue", 7000, 0, 1)}
+    (fwm,) = [s for s in config.services if s.fwmark == 7]
+    assert [(str(r.addr), r.port, r.fwd) for r in fwm.reals] == [("198.18.1.7", 8080, "masq")]
+
+
+def apply_all(conf: keepalived.KeepalivedConf, alive: bool = True) -> Config:
+    """The table the daemon makes of conf with every real's checkers as given."""
+    class St:
+        def __init__(self, weight):
+            self.alive, self.weight = alive, weight
+
+    states = {checkers._real_key(vs, rs): St(rs.weight) for vs in conf.virtual_servers
+              for rs in vs.reals}
+    quorum = {checkers._vs_key(vs): alive for vs in conf.virtual_servers}
+    want = checkers.desired(conf, states, quorum)
+    return checkers.apply_lines(Config(), checkers.changes(Config(), want, set()))
+
+
+def test_no_lvs_method_is_keepalived_default_nat_for_the_reals_and_the_sorry_server():
+    conf = keepalived.parse_text("virtual_server 198.18.2.1 80 {\n protocol TCP\n lb_algo rr\n"
+                                 " sorry_server 198.18.1.9 8000\n"
+                                 " real_server 198.18.1.2 8080 {\n }\n"
+                                 " real_server 198.18.1.3 {\n }\n}\n")
+    assert conf.warnings == ["(keepalived.conf: Line 1) Virtual server [198.18.2.1]:tcp:80: no "
+                             "forwarding method set, setting default NAT"]
+    vs = conf.virtual_servers[0]
+    assert [rs.fwd.method for rs in vs.reals] == ["NAT", "NAT"]
+    # a NAT real without a port takes the service's (validate_check_config)
+    assert lines(conf)[2:] == ["ipvsadm -a -t 198.18.2.1:80 -r 198.18.1.2:8080 -m -w 1",
+                               "ipvsadm -a -t 198.18.2.1:80 -r 198.18.1.3:80 -m -w 1"]
+    # every real down, no quorum: the sorry server masquerades on its own port
+    config = apply_all(conf, alive=False)
+    (svc,) = config.services
+    assert [(str(r.addr), r.port, r.fwd, r.weight) for r in svc.reals] == \
+        [("198.18.1.9", 8000, "masq", 1)]
+
+
+def test_a_sorry_server_has_its_own_method_and_nat_reals_sharing_an_address_come_and_go():
+    conf = keepalived.parse_text("virtual_server 198.18.2.1 80 {\n protocol TCP\n lb_algo rr\n"
+                                 " lvs_method NAT\n sorry_server 198.18.1.9 8000\n"
+                                 " sorry_server_lvs_method TUN type gue port 6080\n"
+                                 " real_server 198.18.1.2 8080 {\n }\n"
+                                 " real_server 198.18.1.2 8081 {\n }\n}\n")
+    assert conf.warnings == []
+    vs = conf.virtual_servers[0]
+    assert vs.sorry_fwd == keepalived.Fwd("TUN", "gue", 6080, "nocsum")
+    config = apply_all(conf, alive=False)
+    (svc,) = config.services
+    # a tunnelled sorry server takes the service's port, as ipvsadm -i does
+    assert [(str(r.addr), r.port, r.fwd, r.tun_type) for r in svc.reals] == \
+        [("198.18.1.9", 80, "tunnel", "gue")]
+    # the reals come back: both ports of one address, the sorry server goes
+    up = apply_all(conf)
+    st = {checkers._real_key(vs, rs): type("St", (), {"alive": True, "weight": 1})()
+          for rs in vs.reals}
+    want = checkers.desired(conf, st, {checkers._vs_key(vs): True})
+    again = checkers.apply_lines(config, checkers.changes(config, want, set(want)))
+    assert table(again) == table(up) == {"TCP  198.18.2.1:80": {("198.18.1.2", 1)}}
+    assert sorted(r.port for r in again.services[0].reals) == [8080, 8081]
+    # one of them leaves the conf: -d names it by its own port
+    vs.reals.pop()
+    want = checkers.desired(conf, st, {checkers._vs_key(vs): True})
+    one = checkers.apply_lines(again, checkers.changes(again, want, set(want)))
+    assert [(str(r.addr), r.port) for r in one.services[0].reals] == [("198.18.1.2", 8080)]
+
+
+def test_tunnel_words_with_nat_or_dr_are_read_and_unused_as_keepalived_does():
+    conf = keepalived.parse_text("virtual_server 198.18.2.1 80 {\n protocol TCP\n"
+                                 " lvs_method DR type gue port 6080\n"
+                                 " real_server 198.18.1.2 80 {\n }\n}\n")
+    assert lines(conf)[2] == "ipvsadm -a -t 198.18.2.1:80 -r 198.18.1.2:80 -g -w 1"
