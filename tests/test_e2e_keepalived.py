@@ -3,7 +3,8 @@
 that the test stops and starts, and a keepalived.conf as operators write
 it (TCP_CHECK, HTTP_GET, inhibit_on_failure, quorum, sorry_server,
 notify scripts). What is checked is what clients get and what
-`ipvsadm -L -n` shows, and how soon."""
+`ipvsadm -L -n` shows, and how soon. NAT (keepalived's default method)
+runs on test_e2e_dr_routes' NAT topology (namespaces lxq<4 hex>-*)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ import time
 from pathlib import Path
 
 import pytest
+from test_e2e_dr_routes import CLIENT as NAT_CLIENT
+from test_e2e_dr_routes import REAL as NAT_REAL
+from test_e2e_dr_routes import VIP as NAT_VIP
+from test_e2e_dr_routes import TwoSegments
 
 from lvsxdp import lab
 from lvsxdp.lab import CLIENT_ADDRS, IFACE, REALS, VIP, Topology
@@ -369,3 +374,83 @@ def test_alpha_starts_reals_down_and_a_second_daemon_is_refused(rig, tmp_path):
                             f"{ka.pidfile})\n")
     assert ka.stop() == 0
     assert table(topo)[f"{VIP}:{PORT}"] == {REALS["r1"]: 1}
+
+
+# A second service on the NAT real, on 8080: "alt <client>".
+ALT_SERVER = """
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 8080)); s.listen(64)
+print("ready", flush=True)
+while True:
+    c, peer = s.accept()
+    with c:
+        c.recv(4096)
+        c.sendall(f"alt {peer[0]}\\n".encode())
+"""
+
+
+def test_nat_by_default_two_ports_of_one_real_follow_their_checkers(tmp_path):
+    """keepalived's default method, NAT, on ipvs.sh's NAT topology (the
+    real's default route is the director, see test_e2e_dr_routes): one
+    real on two ports, 80 and 8080, each checked; clients get both, and
+    only :80 once the 8080 service stops, while :80 stays."""
+    conf = tmp_path / "nat.conf"
+    conf.write_text(textwrap.dedent(f"""\
+        virtual_server {NAT_VIP} 80 {{
+            delay_loop {DELAY_LOOP}
+            lb_algo rr
+            protocol TCP
+            real_server {NAT_REAL} 80 {{
+                TCP_CHECK {{
+                    connect_timeout 1
+                    retry 0
+                }}
+            }}
+            real_server {NAT_REAL} 8080 {{
+                TCP_CHECK {{
+                    connect_timeout 1
+                    retry 0
+                }}
+            }}
+        }}
+        """))
+    with TwoSegments(tmp_path, native=False, method="masq", prefix="lxq") as seg:
+        alt = subprocess.Popen(["ip", "netns", "exec", seg.real, sys.executable, "-c",
+                                ALT_SERVER], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                               start_new_session=True)
+        ka = None
+        try:
+            assert alt.stdout.readline().strip() == b"ready"
+            seg.lvsxdp("up", "eth0", "eth1", "--mode", "generic")
+            where = type("Where", (), {"state_dir": tmp_path / "state",
+                                       "run_dir": tmp_path / "run",
+                                       "director": seg.director})()
+            ka = Keepalived(where, tmp_path, conf)
+
+            def reals() -> dict[str, tuple[str, int]]:
+                listing = seg.lvsxdp("ipvsadm", "-L", "-n").stdout
+                return {m.group(1): (m.group(2), int(m.group(3))) for m in re.finditer(
+                    r"-> (\S+)\s+(\w+)\s+(\d+)", listing)}
+
+            both = {f"{NAT_REAL}:80": ("Masq", 1), f"{NAT_REAL}:8080": ("Masq", 1)}
+            wait_until("both ports in the table", lambda: reals() == both)
+            assert "no forwarding method set, setting default NAT" in ka.text()
+            seg.wait_for_real(NAT_REAL)
+            # rr over the two: the real sees the client itself on each port
+            assert {seg.ask(NAT_VIP) for _ in range(4)} == {f"real {NAT_CLIENT}",
+                                                            f"alt {NAT_CLIENT}"}
+
+            alt.kill()
+            alt.wait()
+            wait_until("8080 out, 80 kept", lambda: reals() == {f"{NAT_REAL}:80": ("Masq", 1)},
+                       timeout=DELAY_LOOP + 2)
+            assert [seg.ask(NAT_VIP) for _ in range(4)] == [f"real {NAT_CLIENT}"] * 4
+            assert ka.stop() == 0
+            assert reals() == {}
+        finally:
+            if ka is not None:
+                ka.stop()
+            if alt.poll() is None:
+                alt.kill()
+                alt.wait()
