@@ -550,3 +550,26 @@ def test_tunnel_words_with_nat_or_dr_are_read_and_unused_as_keepalived_does():
                                  " lvs_method DR type gue port 6080\n"
                                  " real_server 198.18.1.2 80 {\n }\n}\n")
     assert lines(conf)[2] == "ipvsadm -a -t 198.18.2.1:80 -r 198.18.1.2:80 -g -w 1"
+
+
+def test_a_reload_that_changes_a_reals_method_changes_it_in_the_table():
+    def conf_with(method: str, port: int) -> keepalived.KeepalivedConf:
+        return keepalived.parse_text(f"virtual_server 198.18.2.1 80 {{\n protocol TCP\n"
+                                     f" lb_algo rr\n lvs_method {method}\n"
+                                     f" real_server 198.18.1.2 {port} {{\n }}\n}}\n")
+
+    config = Config()
+    seen = []
+    for method, port in (("DR", 80), ("NAT", 8080), ("TUN type gue port 6080 csum", 80),
+                         ("NAT", 80), ("DR", 80)):
+        conf = conf_with(method, port)
+        (vs,) = conf.virtual_servers
+        st = {checkers._real_key(vs, rs): type("St", (), {"alive": True, "weight": 1})()
+              for rs in vs.reals}
+        want = checkers.desired(conf, st, {checkers._vs_key(vs): True})
+        config = checkers.apply_lines(config, checkers.changes(config, want, set(want)))
+        seen.append([(r.port, r.fwd, r.tun_type, r.tun_port, r.tun_flags)
+                     for r in config.services[0].reals])
+    assert seen == [[(80, "route", "ipip", 0, 0)], [(8080, "masq", "ipip", 0, 0)],
+                    [(80, "tunnel", "gue", 6080, 1)], [(80, "masq", "ipip", 0, 0)],
+                    [(80, "route", "ipip", 0, 0)]]
