@@ -16,8 +16,8 @@ SIZES = click.IntRange(1024, 1 << 26)
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-n", "--netns", metavar="NETNS",
-              help="Act on the director of this network namespace (like `ip -n`). "
-                   "Use this rather than `ip netns exec`, which hides /sys/fs/bpf.")
+              help="Act on the director of this network namespace (like `ip -n`; "
+                   "`ip netns exec NETNS lvsxdp ...` works too).")
 def main(netns: str | None) -> None:
     """lvsxdp: LVS persistence and direct routing in XDP.
 
@@ -28,9 +28,12 @@ def main(netns: str | None) -> None:
     lvsxdp ipvsadm -L -n -c
     lvsxdp -n director status
     """
-    if netns:
-        from . import runtime  # noqa: PLC0415
+    from . import runtime  # noqa: PLC0415
 
+    # `ip netns exec` hides the pins: every command goes back to the host's
+    # mounts (the network namespace, which names the director, stays)
+    runtime.see_host_pins()
+    if netns:
         try:
             runtime.enter_netns(netns)
         except RuntimeError_ as e:

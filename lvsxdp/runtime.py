@@ -4,7 +4,8 @@ maps, its configuration file, and writing a Plan into the maps.
 One director per network namespace, as IPVS has one table per namespace.
 Its pins live under /sys/fs/bpf/lvsxdp/<netns>, so directors in different
 namespaces of one host never share state. `ip netns exec` hides /sys/fs/bpf
-(it remounts /sys), which is why lvsxdp takes `-n NETNS` itself.
+(it remounts /sys): lvsxdp then goes back to the host's mounts to find them
+(see_host_pins), and also takes `-n NETNS` itself.
 """
 
 from __future__ import annotations
@@ -94,25 +95,65 @@ def _is_bpffs(path: Path) -> bool:
 CLONE_NEWNS = 0x00020000
 
 
+def _mnt_ns(pid: str) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}/ns/mnt").st_ino
+    except OSError:
+        return None
+
+
+def _ancestors() -> list[str]:
+    """PID 1 first (the host's mounts, where the pins are), then this
+    process's parents, nearest first (PID 1 may be another namespace's init
+    or hidden from us)."""
+    out, pid = [], os.getppid()
+    while pid > 1:
+        out.append(str(pid))
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                pid = int(f.read().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return ["1", *out]
+
+
 def see_host_pins() -> None:
     """Under `ip netns exec NS` (a mount namespace of its own, /sys remounted
     and /sys/fs/bpf gone) the director's pins are out of sight: a command
-    run there goes back to the host's mounts, keeping the network namespace
-    it names the director by. A no-op where the pins are visible or for a
-    user who may not (who could not change the director anyway)."""
-    if os.geteuid() != 0 or _is_bpffs(PIN_ROOT.parent):
+    run there goes back to the mounts of the nearest process that sees the
+    bpffs (PID 1's, the host's, normally), keeping the network namespace it
+    names the director by, and its working directory (relative file names
+    stay valid). A no-op where the pins are visible or for a user who may
+    not (who could not change the director anyway)."""
+    bpffs = PIN_ROOT.parent
+    if os.geteuid() != 0 or _is_bpffs(bpffs):
         return
-    try:
-        if os.stat("/proc/1/ns/mnt").st_ino == os.stat("/proc/self/ns/mnt").st_ino:
-            return
-        fd = os.open("/proc/1/ns/mnt", os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.setns(fd, CLONE_NEWNS)
-    finally:
-        os.close(fd)
+    mine = _mnt_ns("self")
+    for pid in _ancestors():
+        theirs = _mnt_ns(pid)
+        if theirs is None or theirs == mine:
+            continue
+        if not _is_bpffs(Path(f"/proc/{pid}/root/{bpffs.resolve()}")):
+            continue
+        try:
+            fd = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            cwd = None
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.setns(fd, CLONE_NEWNS) == 0:
+                if cwd is not None:
+                    with contextlib.suppress(OSError):
+                        os.fchdir(cwd)
+                return
+        finally:
+            os.close(fd)
+            if cwd is not None:
+                os.close(cwd)
 
 
 def ensure_bpffs() -> None:
@@ -127,14 +168,20 @@ def ensure_bpffs() -> None:
                 sysfs_src = dev
     if sysfs_src not in ("", "sysfs"):
         raise RuntimeError_(
-            f"{bpffs} is not shared with the host here (inside `ip netns exec`?): "
-            "use `lvsxdp -n NETNS ...` instead"
+            f"{bpffs} is not shared with the host here (inside `ip netns exec`, and no "
+            "process of the host in sight?): use `lvsxdp -n NETNS ...` instead"
         )
-    bpffs.mkdir(parents=True, exist_ok=True)
+    # no bpffs (a host that does not mount it): mount it, as systemd would
+    try:
+        bpffs.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RuntimeError_(f"no bpffs at {bpffs}, and it cannot be made: {e.strerror}"
+                            ) from None
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.mount(b"bpf", str(bpffs).encode(), b"bpf", 0, None) != 0:
         err = ctypes.get_errno()
-        raise RuntimeError_(f"cannot mount bpffs on {bpffs}: {os.strerror(err)}")
+        raise RuntimeError_(f"no bpffs at {bpffs}, and it cannot be mounted: "
+                            f"{os.strerror(err)}")
 
 
 @dataclass
