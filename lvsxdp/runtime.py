@@ -18,6 +18,7 @@ import fcntl
 import json
 import os
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,6 +209,12 @@ class Paths:
     def log(self) -> Path:
         return RUN_DIR / f"{self.key}.log"
 
+    @property
+    def agent(self) -> Path:
+        """What the agent tells the read-only commands (the kernel rules it
+        cannot follow), rewritten when that changes."""
+        return RUN_DIR / f"{self.key}.agent.json"
+
 
 def paths() -> Paths:
     return Paths(netns_key())
@@ -241,6 +248,55 @@ def load_config(p: Paths) -> Config:
                             "fix it or remove it") from None
 
 
+_warned: set[str] = set()
+
+
+def load_config_readonly(p: Paths, warn: bool = True) -> Config:
+    """The saved configuration for a command that only reads (status, top,
+    metrics, listings): a damaged file is read as far as it goes - every
+    service, rule and setting that still makes sense - with one warning
+    line (once per process), rather than stopping the command."""
+    try:
+        return load_config(p)
+    except RuntimeError_ as e:
+        msg = str(e).removesuffix(": fix it or remove it")
+    config, dropped = _partial_config(p)
+    if warn and msg not in _warned:
+        _warned.add(msg)
+        prog = os.path.basename(sys.argv[0] or "lvsxdp")
+        print(f"{prog}: warning: {msg}: read what is readable ({len(config.services)} "
+              f"services, {dropped} parts left out)", file=sys.stderr, flush=True)
+    return config
+
+
+def _partial_config(p: Paths) -> tuple[Config, int]:
+    from .model import Settings  # noqa: PLC0415
+
+    try:
+        raw = json.loads(p.state.read_text())
+    except (OSError, ValueError):
+        return Config(), 1
+    if not isinstance(raw, dict):
+        return Config(), 1
+    config, dropped = Config(), 0
+    for name in ("services", "trash", "mark_rules"):
+        items = raw.get(name, [])
+        for item in items if isinstance(items, list) else [items]:
+            try:
+                got = Config.from_json(json.dumps({name: [item]}))
+            except Exception:  # noqa: BLE001 - whatever a hand edit made of it
+                dropped += 1
+                continue
+            getattr(config, name).extend(getattr(got, name))
+    try:
+        config.settings = Settings(**raw.get("settings", {}))
+    except Exception:  # noqa: BLE001
+        dropped += 1
+    with contextlib.suppress(TypeError, ValueError):
+        config.generation = int(raw.get("generation", 0))
+    return config, dropped
+
+
 def save_config(p: Paths, config: Config) -> None:
     p.state.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.state.with_suffix(f".tmp{os.getpid()}")
@@ -253,6 +309,21 @@ def read_runtime(p: Paths) -> dict | None:
         return json.loads(p.runtime.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
+
+
+def read_agent(p: Paths) -> dict:
+    try:
+        out = json.loads(p.agent.read_text())
+    except (OSError, ValueError):
+        return {}
+    return out if isinstance(out, dict) else {}
+
+
+def write_agent(p: Paths, info: dict) -> None:
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    tmp = p.agent.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(info, indent=1, sort_keys=True))
+    os.replace(tmp, p.agent)
 
 
 def write_runtime(p: Paths, info: dict) -> None:
@@ -603,3 +674,31 @@ def apply_marks(maps: Maps, tables) -> None:
     for k in list(maps.mark_combo.keys()):
         if k.gen != gen:
             maps.mark_combo.delete(k)
+
+
+def setup_logging(ident: str) -> None:
+    """Log lines to where an operator looks: under systemd (JOURNAL_STREAM)
+    stderr is the journal; elsewhere syslog (/dev/log, which journald reads
+    too) and stderr (the agent's file in /run when `up` started it)."""
+    import logging  # noqa: PLC0415
+    import logging.handlers  # noqa: PLC0415
+
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    stderr = logging.StreamHandler(sys.stderr)
+    if os.environ.get("JOURNAL_STREAM"):
+        stderr.setFormatter(logging.Formatter("%(message)s"))
+        root.addHandler(stderr)
+        return
+    stderr.setFormatter(logging.Formatter(f"%(asctime)s {ident}[%(process)d] %(message)s"))
+    root.addHandler(stderr)
+    if os.path.exists("/dev/log"):
+        try:
+            syslog = logging.handlers.SysLogHandler(
+                "/dev/log", facility=logging.handlers.SysLogHandler.LOG_DAEMON)
+        except OSError:
+            return  # no syslog daemon listening: stderr alone
+        syslog.setFormatter(logging.Formatter(f"{ident}[%(process)d]: %(message)s"))
+        root.addHandler(syslog)

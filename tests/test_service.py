@@ -3,13 +3,16 @@ way operators enter a namespace (it remounts /sys and hides the pins), with
 real packets through the attached program and the listings' counters."""
 
 import json
+import os
 import secrets
+import signal
+import socket
 import subprocess
 import time
 
 from nsdirector import LVSXDP, cli, namespaces
 
-from lvsxdp import runtime
+from lvsxdp import runtime, service
 from lvsxdp.lab import run
 
 VIP, REAL, REAL_MAC = "198.18.2.1", "198.18.2.100", "02:00:00:00:00:64"
@@ -117,3 +120,120 @@ def wait_for(cond, timeout=20.0):
             return True
         time.sleep(0.2)
     return False
+
+
+def test_the_unit_and_the_settings_file(tmp_path):
+    unit = ok(subprocess.run([LVSXDP, "service", "--unit"], capture_output=True, text=True))
+    for line in ("Type=notify", f"ExecStart={LVSXDP} service run",
+                 "ExecReload=/bin/kill -HUP $MAINPID", "KillMode=mixed", "Restart=on-failure"):
+        assert line in unit.splitlines(), unit
+    (tmp_path / "lvsxdp.service").write_text(unit)
+    out = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "lvsxdp.service")],
+                         capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stderr) == (0, ""), out.stderr
+    example = ok(subprocess.run([LVSXDP, "service", "--example"], capture_output=True,
+                                text=True))
+    (tmp_path / "defaults").write_text(example)
+    s = service.read_defaults(tmp_path / "defaults")
+    assert (s.ifaces, s.mode, s.auto, str(s.rules)) == (["eth0"], "auto", True,
+                                                        "/etc/ipvsadm.rules")
+    (tmp_path / "defaults").write_text(example + 'IFACE="eth1"\n')
+    out = subprocess.run([LVSXDP, "service", "--config", str(tmp_path / "defaults"), "run"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.strip().endswith("unknown setting IFACE (IFACES, MODE, AUTO, RULES, "
+                                       "CONNS, TEMPLATES)"), out.stderr
+    assert len(out.stderr.splitlines()) == 1
+
+
+def runtime_record(tmp_path, ns):
+    try:
+        return json.loads((tmp_path / "run" / f"{ns}.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"lvsxdp.agent" in f.read()
+    except OSError:
+        return False
+
+
+def test_service_run_restores_at_boot_supervises_the_agent_reloads_and_stops(tmp_path):
+    with namespaces(tmp_path, "lxo") as ([ns], env):
+        wire(ns)
+        rules = tmp_path / "ipvsadm.rules"
+        rules.write_text(f"-A -t {VIP}:80 -s rr\n-a -t {VIP}:80 -r {REAL}:80 -g -w 1\n"
+                         "-A -t 198.18.2.1:80 -s rr\n")  # a line twice: reported, skipped
+        defaults = tmp_path / "defaults"
+        defaults.write_text(f'IFACES="eth0"\nMODE="generic"\nAUTO="true"\nRULES="{rules}"\n'
+                            'CONNS="4096"\nTEMPLATES="4096"\n')
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind(str(tmp_path / "notify"))
+        notify.settimeout(120)
+        senv = dict(env, NOTIFY_SOCKET=str(tmp_path / "notify"))
+        log = open(tmp_path / "service.log", "w")
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, LVSXDP, "service", "--config",
+                                 str(defaults), "run"], env=senv, stdout=log, stderr=log)
+        try:
+            assert notify.recv(4096).decode().startswith("READY=1\n")
+            # the rules file, as ipvsadm-restore at boot
+            assert cli(env, ns, "ipvsadm", "-S", "-n").stdout == (
+                f"-A -t {VIP}:80 -s rr\n-a -t {VIP}:80 -r {REAL}:80 -g -w 1\n")
+            assert ok(lx(ns, env, "status")).startswith(f"director  {ns}: eth0 (generic XDP")
+            send_syns(ns, env, 2)
+            prog = runtime_record(tmp_path, ns)["prog_id"]
+
+            # an agent that dies is started again: 1 s, then 2 s
+            for pause in (1, 2):
+                pid = runtime_record(tmp_path, ns)["agent_pid"]
+                os.kill(pid, signal.SIGKILL)
+                t0 = time.monotonic()
+                assert wait_for(lambda pid=pid: runtime_record(tmp_path, ns).get("agent_pid")
+                                not in (None, pid), 30)
+                assert time.monotonic() - t0 >= pause - 0.1
+                assert wait_for(lambda: alive(runtime_record(tmp_path, ns)["agent_pid"]), 30)
+            assert lx(ns, env, "status").returncode == 0
+
+            # reload: the settings again; the agent and the program stay, the
+            # connections too
+            pid = runtime_record(tmp_path, ns)["agent_pid"]
+            proc.send_signal(signal.SIGHUP)
+            assert notify.recv(4096) == b"RELOADING=1"
+            assert notify.recv(4096) == b"READY=1"
+            time.sleep(1)
+            assert runtime_record(tmp_path, ns)["agent_pid"] == pid and alive(pid)
+            assert runtime_record(tmp_path, ns)["prog_id"] == prog
+            listing = cli(env, ns, "ipvsadm", "-L", "-n", "--stats").stdout
+            assert service_line(listing).split()[:3] == ["TCP", f"{VIP}:80", "2"]
+
+            # stop: detached, agent gone, tables kept
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 0
+            assert notify.recv(4096) == b"STOPPING=1"
+            assert not alive(pid)
+            assert not runtime_record(tmp_path, ns)
+            assert (runtime.PIN_ROOT / ns / "config").exists()
+            link = run(ns, "ip", "-j", "-d", "link", "show", "eth0").stdout
+            assert "xdp" not in json.loads(link)[0], link
+
+            # a restart is no boot: the rules file is not loaded again, the
+            # tables and the configuration are resumed
+            rules.write_text(f"-A -t {VIP}:443 -s rr\n")
+            proc = subprocess.Popen(["ip", "netns", "exec", ns, LVSXDP, "service", "--config",
+                                     str(defaults), "run"], env=senv, stdout=log, stderr=log)
+            assert notify.recv(4096).decode().startswith("READY=1\n")
+            assert f"{VIP}:443" not in cli(env, ns, "ipvsadm", "-S", "-n").stdout
+            conns = cli(env, ns, "ipvsadm", "-L", "-n", "-c").stdout
+            assert sum(f"{VIP}:80" in line for line in conns.splitlines()) == 2, conns
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=60)
+            notify.close()
+            log.close()
+        text = (tmp_path / "service.log").read_text()
+        assert "Traceback" not in text, text
+        assert "Service already exists" in text
