@@ -5,6 +5,7 @@ real packets through the attached program and the listings' counters."""
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -237,3 +238,84 @@ def test_service_run_restores_at_boot_supervises_the_agent_reloads_and_stops(tmp
         text = (tmp_path / "service.log").read_text()
         assert "Traceback" not in text, text
         assert "Service already exists" in text
+
+
+def test_a_kernel_rule_lvsxdp_cannot_follow_is_shown_and_the_chain_is_not_polled(tmp_path):
+    """iptables-save runs when the nftables generation moves, not four
+    times a second; a rule lvsxdp cannot follow is a PROBLEM in status, a
+    line in top and a metric."""
+    with namespaces(tmp_path, "lxo") as ([ns], env):
+        wire(ns)
+        calls = tmp_path / "calls"
+        bindir = tmp_path / "bin"
+        bindir.mkdir()
+        real = shutil.which("iptables-save")
+        (bindir / "iptables-save").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n'
+                                              f'exec {real} "$@"\n')
+        (bindir / "iptables-save").chmod(0o755)
+        env = dict(env, PATH=f"{bindir}:{env['PATH']}")
+        cli(env, ns, "up", "eth0", *SMALL)
+
+        def saves():
+            lines = calls.read_text().splitlines() if calls.exists() else []
+            return sum(line.startswith("-t mangle") for line in lines)
+
+        time.sleep(1)
+        before = saves()
+        time.sleep(4)
+        assert saves() == before  # nothing changed: not one fork in 4 s
+
+        rule = ["-A", "PREROUTING", "-m", "conntrack", "--ctstate", "NEW", "-j", "MARK",
+                "--set-mark", "1"]
+        run(ns, "iptables", "-t", "mangle", *rule)
+        shown = ("-A PREROUTING -m conntrack --ctstate NEW -j MARK --set-xmark "
+                 "0x1/0xffffffff")
+        record = tmp_path / "run" / f"{ns}.agent.json"
+        assert wait_for(lambda: record.exists() and json.loads(record.read_text())[
+            "skipped_rules"], 5)
+        assert saves() - before in (1, 2)  # the change, and maybe the nft table's creation
+
+        status = cli(env, ns, "status", check=False)
+        assert status.returncode == 1
+        assert [line for line in status.stdout.splitlines() if line.startswith("PROBLEM")] == [
+            f"PROBLEM   kernel mangle rule not followed: {shown} (match \"conntrack\" is not "
+            "supported by lvsxdp (supported: tcp, udp, multiport, comment)): packets it marks "
+            "get no firewall-mark service"]
+        data = json.loads(cli(env, ns, "top", "--json", "--interval", "0").stdout)
+        assert [r["rule"] for r in data["director"]["kernel_rules_skipped"]] == [shown]
+        screen = cli(env, ns, "top", "--once", "--interval", "0").stdout
+        assert "kernel rule NOT FOLLOWED: -A PREROUTING -m conntrack --ctstate NEW" in screen
+
+        port = 20000 + secrets.randbelow(20000)
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, LVSXDP, "metrics", "--listen",
+                                 f"127.0.0.1:{port}"], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            proc.stdout.readline()
+            code = (f"import urllib.request; print(urllib.request.urlopen("
+                    f"'http://127.0.0.1:{port}/metrics', timeout=10).read().decode())")
+            text = ok(netns_exec(ns, env, LVSXDP.replace("lvsxdp", "python"), "-c", code))
+            assert f'lvsxdp_kernel_rule_skipped{{rule="{shown}"}} 1.0' in text, text
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+        run(ns, "iptables", "-t", "mangle", "-D", "PREROUTING", *rule[2:])
+        assert wait_for(lambda: not json.loads(record.read_text())["skipped_rules"], 5)
+        assert cli(env, ns, "status").returncode == 0
+
+
+def test_metrics_listen_on_127_0_0_1_by_default(tmp_path):
+    with namespaces(tmp_path, "lxo") as ([ns], env):
+        wire(ns)
+        cli(env, ns, "up", "eth0", *SMALL)
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, LVSXDP, "metrics"], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout.readline() == (f"lvsxdp metrics of {ns} on "
+                                              "http://127.0.0.1:9652/metrics\n")
+            listening = run(ns, "ss", "-Htln").stdout.split()
+            assert "127.0.0.1:9652" in listening and "0.0.0.0:9652" not in listening
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
