@@ -247,6 +247,10 @@ NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
     ("status",),
     ("-n", "lxnobody-none", "ipvsadm", "-L", "-n"),
     ("sysctl", "-w", "net.ipv4.vs.expire_nodest_conn=1"),
+    ("restart", "eth0"),
+    ("top", "--once"),
+    ("metrics",),
+    ("service", "--config", "/nonexistent", "run"),
 ])
 def test_commands_as_a_user_say_what_is_wrong_in_one_line(tmp_path, args):
     # a state dir of its own that the user may read, a run dir it may not write

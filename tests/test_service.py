@@ -319,3 +319,39 @@ def test_metrics_listen_on_127_0_0_1_by_default(tmp_path):
         finally:
             proc.terminate()
             proc.wait(timeout=30)
+
+
+def test_status_exits_1_with_a_problem_line_for_each_thing_wrong(tmp_path):
+    with namespaces(tmp_path, "lxo") as ([ns], env):
+        wire(ns)
+        cli(env, ns, "up", "eth0", *SMALL)
+        cli(env, ns, "ipvsadm", "-A", "-t", f"{VIP}:80", "-s", "rr")
+        cli(env, ns, "ipvsadm", "-a", "-t", f"{VIP}:80", "-r", REAL, "-g")
+        assert "PROBLEM" not in cli(env, ns, "status").stdout
+        # a real no neighbour answers for, a real no route leads to
+        cli(env, ns, "ipvsadm", "-a", "-t", f"{VIP}:80", "-r", "198.18.2.101", "-g")
+        cli(env, ns, "ipvsadm", "-a", "-t", f"{VIP}:80", "-r", "198.18.9.1", "-g")
+        # the program detached by hand, the agent killed
+        run(ns, "ip", "link", "set", "dev", "eth0", "xdpgeneric", "off")
+        pid = runtime_record(tmp_path, ns)["agent_pid"]
+        os.kill(pid, signal.SIGKILL)
+        assert wait_for(lambda: not alive(pid))
+        out = cli(env, ns, "status", check=False)
+        assert out.returncode == 1 and out.stderr == ""
+        problems = [line for line in out.stdout.splitlines() if line.startswith("PROBLEM")]
+        assert problems == [
+            "PROBLEM   no XDP program attached to eth0: nothing forwards there "
+            "(`lvsxdp restart eth0` attaches it)",
+            f"PROBLEM   the agent (pid {pid}) is not running: nothing follows the reals' routes "
+            "and MACs or tidies the tables (`lvsxdp restart eth0` starts one)",
+            "PROBLEM   real 198.18.2.101 UNREACHABLE: no MAC on eth0 yet (the neighbour entry "
+            "is not resolved)",
+            "PROBLEM   real 198.18.9.1 UNREACHABLE: no route (Network is unreachable)",
+        ], out.stdout
+        st = json.loads(cli(env, ns, "status", "--json", check=False).stdout)
+        assert st["problems"] == [p.removeprefix("PROBLEM   ") for p in problems]
+        # restart mends what it can: program and agent
+        cli(env, ns, "restart", "eth0")
+        out = cli(env, ns, "status", check=False)
+        assert out.returncode == 1
+        assert sum(line.startswith("PROBLEM") for line in out.stdout.splitlines()) == 2
