@@ -110,7 +110,7 @@ class Watch:
             return f"nftables generation, re-read every {SAFETY_S:g} s"
         if self.backend == "none":
             return f"no {SAVE}: looked for every {SAFETY_S:g} s"
-        return f"every {LEGACY_S:g} s ({self.backend})"
+        return f"reading them every {LEGACY_S:g} s ({self.backend}, no generation to watch)"
 
     def due(self) -> bool:
         now = time.monotonic()
@@ -124,7 +124,7 @@ class Watch:
                 return True
             return False
         if now >= self.next_read:
-            self.next_read = now + (LEGACY_S if self.backend == "legacy" else SAFETY_S)
+            self.next_read = now + (SAFETY_S if self.backend == "none" else LEGACY_S)
             return True
         return False
 
