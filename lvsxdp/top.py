@@ -674,7 +674,8 @@ class TableReader(threading.Thread):
                         self.error = "director stopped"
                     else:
                         with maps:
-                            self.latest = read_tables(maps, runtime.load_config_readonly(p))
+                            self.latest = read_tables(maps, runtime.load_config_readonly(
+                                p, warn=False))
                         self.error = None
                 except (OSError, RuntimeError_) as e:
                     self.error = str(e)
@@ -737,7 +738,11 @@ class Live:
             return
         with maps:
             cur = sample(maps)
-        self.config = runtime.load_config_readonly(p)
+        try:
+            self.config = runtime.load_config(p)
+            damaged = ""
+        except RuntimeError_ as e:  # on the screen, not on stderr under it
+            self.config, damaged = runtime.load_config_readonly(p, warn=False), str(e)
         self.context = _context(p)
         if self.cur is not None and self.cur.cfg.netns_cookie == cur.cfg.netns_cookie \
                 and self.cur.cfg.started == cur.cfg.started:
@@ -745,7 +750,7 @@ class Live:
         else:
             self.prev = None  # first tick, or another director: no rates yet
         self.cur, self.now = cur, cur.at
-        self.message = self.reader.error or ""
+        self.message = self.reader.error or damaged
 
     def status(self) -> str:
         if self.prompt is not None:

@@ -210,6 +210,18 @@ def test_service_run_restores_at_boot_supervises_the_agent_reloads_and_stops(tmp
             listing = cli(env, ns, "ipvsadm", "-L", "-n", "--stats").stdout
             assert service_line(listing).split()[:3] == ["TCP", f"{VIP}:80", "2"]
 
+            # reload with one more interface: swapped in place, a new agent
+            defaults.write_text(defaults.read_text().replace('"eth0"', '"eth0 eth1"'))
+            proc.send_signal(signal.SIGHUP)
+            assert notify.recv(4096) == b"RELOADING=1"
+            assert notify.recv(4096) == b"READY=1"
+            info = runtime_record(tmp_path, ns)
+            assert info["ifaces"] == ["eth0", "eth1"] and info["prog_id"] != prog
+            assert alive(info["agent_pid"]) and not alive(pid)
+            pid = info["agent_pid"]
+            conns = cli(env, ns, "ipvsadm", "-L", "-n", "-c").stdout
+            assert sum(f"{VIP}:80" in line for line in conns.splitlines()) == 2, conns
+
             # stop: detached, agent gone, tables kept
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=60) == 0
