@@ -161,7 +161,8 @@ def status(as_json: bool) -> None:
     click.echo(f"director  {st['netns']}: {' '.join(st['ifaces'] or [str(st['iface'])])} "
                f"({st['mode']} XDP, prog {st['prog_id']}"
                f"{how.get(st.get('loops'), '')})")
-    click.echo(f"agent     pid {st['agent_pid']} {alive}")
+    by = f" (lvsxdp service pid {st['supervisor_pid']})" if st.get("supervisor_pid") else ""
+    click.echo(f"agent     pid {st['agent_pid']} {alive}{by}")
     click.echo(f"config    {st['services']} services, {st['reals']} real servers")
     click.echo(f"tables    {st['connections']}/{st['conn_table_size']} connections, "
                f"{st['templates']}/{st['template_table_size']} templates")

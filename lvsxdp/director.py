@@ -441,6 +441,7 @@ def status() -> dict:
             "loops": info.get("loops"),
             "agent_pid": info.get("agent_pid"),
             "agent_alive": alive,
+            "supervisor_pid": info.get("supervisor_pid"),  # `lvsxdp service run`
             "services": len(config.services),
             "reals": sum(len(s.reals) for s in config.services),
             "connections": sum(1 for e in snap.entries if not e.template),

@@ -158,6 +158,10 @@ def restore_rules(rules: Path) -> str:
     does); a bad line is reported and skipped, as ipvsadm -R does."""
     try:
         text = rules.read_text()
+    except FileNotFoundError:
+        # as Debian's init script: no file yet, nothing to load
+        return f"AUTO=true but no {rules} yet (`ipvsadm-save -n > {rules}` writes it): " \
+               "starting with the saved configuration"
     except OSError as e:
         raise RuntimeError_(f"AUTO=true but cannot read {rules}: {e.strerror}") from None
     director.ipvsadm_command(["-C"])
@@ -179,6 +183,8 @@ class Supervisor:
     def __init__(self, defaults: Path) -> None:
         self.defaults = defaults
         self.settings = read_defaults(defaults)
+        if os.geteuid() != 0:
+            raise RuntimeError_("lvsxdp service run needs root (it attaches XDP programs)")
         self.paths = runtime.paths()
         self.agent: subprocess.Popen | None = None
         self.agent_since = 0.0
@@ -293,20 +299,17 @@ class Supervisor:
 
 
 def run(defaults: Path) -> int:
+    from .loader import LoadError  # noqa: PLC0415
+    from .model import ConfigError  # noqa: PLC0415
+
     runtime.setup_logging("lvsxdp")
     try:
-        sup = Supervisor(defaults)
-        return sup.run()
-    except RuntimeError_ as e:
+        return Supervisor(defaults).run()
+    except (RuntimeError_, LoadError, ConfigError) as e:
         log.error("%s", e)
-        return 1
-    except Exception as e:  # noqa: BLE001 - the journal gets one line
-        from .loader import LoadError  # noqa: PLC0415
-
-        if isinstance(e, LoadError):
-            log.error("%s", e)
-            return 1
-        raise
+    except OSError as e:  # not root, mostly: the journal gets one line
+        log.error("%s%s", e.strerror or e, f": {e.filename}" if e.filename else "")
+    return 1
 
 
 def installed_exe() -> str:
