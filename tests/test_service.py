@@ -45,11 +45,15 @@ def wire(ns):
 
 
 def send_syns(ns, env, count):
+    """count TCP connections from one client, each a SYN and then the
+    client's ACK: ESTABLISHED (15 min), not SYN_RECV, which expires in 30 s,
+    sooner than a slow run of a test ends."""
     mac = run(ns, "cat", "/sys/class/net/eth0/address").stdout.strip()
     code = ("from scapy.all import Ether, IP, TCP, sendp\n"
-            f"sendp([Ether(dst={mac!r})/IP(src='198.18.2.50', dst={VIP!r})/"
-            f"TCP(sport=40000 + i, dport=80, flags='S') for i in range({count})], "
-            "iface='eth1', verbose=0)\n")
+            f"p = lambda i, f: Ether(dst={mac!r})/IP(src='198.18.2.50', dst={VIP!r})/"
+            "TCP(sport=40000 + i, dport=80, flags=f, seq=1000 + (f == 'A'), ack=0 if f == 'S' "
+            "else 5000)\n"
+            f"sendp([p(i, f) for i in range({count}) for f in 'SA'], iface='eth1', verbose=0)\n")
     ok(netns_exec(ns, env, str(LVSXDP).replace("lvsxdp", "python"), "-c", code))
 
 
@@ -72,7 +76,8 @@ def test_every_command_works_under_ip_netns_exec(tmp_path):
         assert ok(netns_exec(ns, env, LVSXDP.replace("lvsxdp", "ipvsadm"), "-L", "-n",
                              "--stats")) == stats
         conns = ok(lx(ns, env, "ipvsadm", "-L", "-n", "-c"))
-        assert sum(f"{VIP}:80" in line for line in conns.splitlines()) == 3, conns
+        assert sum("ESTABLISHED" in line and f"{VIP}:80" in line
+                   for line in conns.splitlines()) == 3, conns
 
         status = ok(lx(ns, env, "status"))
         assert status.startswith(f"director  {ns}: eth0 (generic XDP"), status
