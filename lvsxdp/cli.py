@@ -437,6 +437,99 @@ def service_run(defaults) -> None:
     sys.exit(service_mod.run(defaults))
 
 
+@main.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-f", "--use-file", "conf", metavar="FILE", default=None,
+              help="keepalived.conf to read (default /etc/keepalived/keepalived.conf).")
+@click.option("-n", "--dont-fork", is_flag=True, help="Stay in the foreground.")
+@click.option("-l", "--log-console", is_flag=True, help="Log to the console too.")
+@click.option("-D", "--log-detail", is_flag=True, help="Detailed log messages.")
+@click.option("-S", "--log-facility", type=click.IntRange(0, 7), default=None,
+              help="Syslog facility LOG_LOCAL[0-7] (default LOG_DAEMON).")
+@click.option("-g", "--log-file", default=None, metavar="FILE", help="Log to FILE too.")
+@click.option("-G", "--no-syslog", is_flag=True, help="Do not log to syslog.")
+@click.option("-t", "--config-test", is_flag=True,
+              help="Check the configuration, print its problems to stderr, exit.")
+@click.option("-d", "--dump-conf", is_flag=True,
+              help="Print the configuration as the ipvsadm lines lvsxdp applies, then run.")
+@click.option("-i", "--config-id", default=None, metavar="ID",
+              help="Take '@ID' lines, skip '@^ID' ones (default: the host name).")
+@click.option("-p", "--pid", "pidfile", default=None, metavar="FILE",
+              help="Pid file (default /run/lvsxdp/<netns>.keepalived.pid).")
+@click.option("-c", "--checkers_pid", "checkers_pid", default=None, metavar="FILE",
+              help="The same as --pid: the checkers are the only process.")
+@click.option("-I", "--dont-release-ipvs", is_flag=True,
+              help="Leave the virtual servers in the table on stop.")
+@click.option("-C", "--check", is_flag=True, help="Health checkers only (all lvsxdp runs).")
+@click.option("-P", "--vrrp", is_flag=True, help="VRRP only: lvsxdp has no VRRP.")
+@click.option("-R", "--dont-respawn", is_flag=True, help="Accepted: there is no child to "
+                                                         "respawn.")
+@click.option("-s", "--namespace", default=None, metavar="NAME",
+              help="Run in network namespace NAME (as `lvsxdp -n NAME`).")
+@click.option("-v", "--version", is_flag=True, help="Print the version and exit.")
+def keepalived(conf, dont_fork, log_console, log_detail, log_facility, log_file, no_syslog,
+               config_test, dump_conf, config_id, pidfile, checkers_pid, dont_release_ipvs,
+               check, vrrp, dont_respawn, namespace, version) -> None:
+    """keepalived's LVS part: virtual_server blocks and their health checkers.
+
+    Reads keepalived.conf (virtual_server, virtual_server_group, real_server,
+    TCP_CHECK, HTTP_GET, SSL_GET, MISC_CHECK; vrrp_* and global_defs are
+    ignored, and named once), sets up the director's services, runs the
+    checkers, and removes a failing real (inhibit_on_failure: weight 0)
+    until it passes again. SIGHUP re-reads the file (a bad file changes
+    nothing), SIGTERM stops and removes the virtual servers (not with -I).
+
+    \b
+    lvsxdp keepalived -t -f /etc/keepalived/keepalived.conf
+    lvsxdp keepalived -n -l -D
+    lvsxdp -n lxl-dir keepalived -f ./keepalived.conf -n -l
+    kill -HUP $(cat /run/lvsxdp/host.keepalived.pid)
+    """
+    from . import checkers  # noqa: PLC0415
+    from . import keepalived as conf_mod  # noqa: PLC0415
+
+    if version:
+        click.echo("Keepalived v2.2 configuration, health checkers run by lvsxdp "
+                   "(no VRRP, no IPVS: the table is lvsxdp's)")
+        return
+    if vrrp:
+        _die("keepalived -P (VRRP only): lvsxdp has no VRRP")
+    if namespace:
+        from . import runtime  # noqa: PLC0415
+
+        try:
+            runtime.enter_netns(namespace)
+        except RuntimeError_ as e:
+            _die(str(e))
+    path = conf or conf_mod.DEFAULT_CONF
+    try:
+        parsed = conf_mod.parse(path, config_id)
+    except ConfigError as e:
+        click.echo(str(e), err=True)
+        sys.exit(1)
+    if config_test:
+        for w in parsed.warnings:
+            click.echo(w, err=True)
+        return
+    if dump_conf:  # keepalived dumps, then runs
+        click.echo(checkers.dump(parsed), nl=False)
+    checkers.setup_logging(log_console, log_detail, log_facility, log_file, not no_syslog)
+    pid = checkers.pid_file(pidfile or checkers_pid)
+    running = checkers.running_pid(pid)
+    if running:
+        _die(f"keepalived is already running (pid {running}, {pid})")
+    os.makedirs(os.path.dirname(pid) or ".", exist_ok=True)
+    from . import runtime  # noqa: PLC0415
+
+    runtime.see_host_pins()  # under `ip netns exec`, the director's maps are the host's
+    try:
+        sys.exit(checkers.serve(path, config_id, pid, dont_release_ipvs, dont_fork))
+    except ConfigError as e:
+        click.echo(str(e), err=True)
+        sys.exit(1)
+    except RuntimeError_ as e:
+        _die(str(e))
+
+
 @main.command()
 @click.option("--keep", is_flag=True,
               help="Leave the lab up for exploring (lvsxdp -n lxl-dir ...); "

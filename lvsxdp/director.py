@@ -564,6 +564,28 @@ def _ipvsadm(cmd: ipvsadm.Command, stdin) -> tuple[str, list[str]]:
     return "", errors
 
 
+def edit(change) -> bool:
+    """Applies change(config) -> new Config in one step under the director's
+    lock: into the running maps (when a director runs here) and the saved
+    configuration, as one ipvsadm command would. The keepalived checkers
+    change services and reals this way. Returns whether anything changed."""
+    p = runtime.paths()
+    with runtime.locked(p):
+        config = runtime.load_config(p)
+        new = change(config)
+        if new is None or new.to_json() == config.to_json():
+            return False
+        maps = runtime.running_maps(p)
+        if maps is not None:
+            with maps:
+                if new.trash:
+                    from . import tables  # noqa: PLC0415 - numpy: only with a trash
+                    new.purge_trash(tables.named_refs(maps, runtime.monotonic_ns()))
+                runtime.apply_plan(maps, plan.build(new, _macs_for(maps, new)))
+        runtime.save_config(p, new)
+    return True
+
+
 def _macs_for(maps: runtime.Maps, config: Config) -> dict:
     """How to reach every real of config (plan.Hop by address) that the
     maps or the kernel know: a real added works at once, agent or not. The
