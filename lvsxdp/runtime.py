@@ -104,9 +104,9 @@ def _mnt_ns(pid: str) -> int | None:
 
 
 def _ancestors() -> list[str]:
-    """PID 1 first (the host's mounts, where the pins are), then this
-    process's parents, nearest first (PID 1 may be another namespace's init
-    or hidden from us)."""
+    """This process's parents, nearest first (whoever ran `ip netns exec`
+    sees the mounts it meant, also inside a container or a service with
+    mounts of its own), then PID 1 (the host's mounts)."""
     out, pid = [], os.getppid()
     while pid > 1:
         out.append(str(pid))
@@ -115,46 +115,53 @@ def _ancestors() -> list[str]:
                 pid = int(f.read().rpartition(")")[2].split()[1])
         except (OSError, ValueError, IndexError):
             break
-    return ["1", *out]
+    return [*out, "1"]
 
 
 def see_host_pins() -> None:
     """Under `ip netns exec NS` (a mount namespace of its own, /sys remounted
     and /sys/fs/bpf gone) the director's pins are out of sight: a command
     run there goes back to the mounts of the nearest process that sees the
-    bpffs (PID 1's, the host's, normally), keeping the network namespace it
-    names the director by, and its working directory (relative file names
-    stay valid). A no-op where the pins are visible or for a user who may
-    not (who could not change the director anyway)."""
+    bpffs (the one that ran `ip netns exec`, else PID 1's), keeping the
+    network namespace it names the director by, and its working directory
+    (relative file names stay valid). Mounts where lvsxdp's own files are
+    not are passed over. A no-op where the pins are visible or for a user
+    who may not (who could not change the director anyway)."""
     bpffs = PIN_ROOT.parent
     if os.geteuid() != 0 or _is_bpffs(bpffs):
         return
     mine = _mnt_ns("self")
-    for pid in _ancestors():
-        theirs = _mnt_ns(pid)
-        if theirs is None or theirs == mine:
-            continue
-        if not _is_bpffs(Path(f"/proc/{pid}/root/{bpffs.resolve()}")):
-            continue
-        try:
-            fd = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY)
-        except OSError:
-            continue
-        try:
-            cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
-        except OSError:
-            cwd = None
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            if libc.setns(fd, CLONE_NEWNS) == 0:
-                if cwd is not None:
-                    with contextlib.suppress(OSError):
-                        os.fchdir(cwd)
+    try:
+        home = os.open("/proc/self/ns/mnt", os.O_RDONLY)
+        cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    try:
+        for pid in _ancestors():
+            theirs = _mnt_ns(pid)
+            if theirs is None or theirs == mine:
+                continue
+            if not _is_bpffs(Path(f"/proc/{pid}/root/{bpffs.resolve()}")):
+                continue
+            try:
+                fd = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                if libc.setns(fd, CLONE_NEWNS) != 0:
+                    continue
+            finally:
+                os.close(fd)
+            if os.path.exists(__file__) and os.path.exists(sys.executable):
+                with contextlib.suppress(OSError):
+                    os.fchdir(cwd)
                 return
-        finally:
-            os.close(fd)
-            if cwd is not None:
-                os.close(cwd)
+            libc.setns(home, CLONE_NEWNS)  # lvsxdp itself is not there: back
+            os.fchdir(cwd)
+    finally:
+        os.close(home)
+        os.close(cwd)
 
 
 def ensure_bpffs() -> None:
