@@ -136,6 +136,10 @@ def see_host_pins() -> None:
         cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
         return
+    try:
+        where = os.getcwd()
+    except OSError:
+        where = None
     libc = ctypes.CDLL(None, use_errno=True)
     try:
         for pid in _ancestors():
@@ -154,8 +158,14 @@ def see_host_pins() -> None:
             finally:
                 os.close(fd)
             if os.path.exists(__file__) and os.path.exists(sys.executable):
-                with contextlib.suppress(OSError):
-                    os.fchdir(cwd)
+                # setns put us at the new root: back to the same directory by
+                # its name there (a directory fd of the old mounts would be
+                # one getcwd() cannot name, and compilers call it)
+                try:
+                    os.chdir(where or "/")
+                except OSError:
+                    with contextlib.suppress(OSError):
+                        os.fchdir(cwd)
                 return
             libc.setns(home, CLONE_NEWNS)  # lvsxdp itself is not there: back
             os.fchdir(cwd)

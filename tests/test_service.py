@@ -20,7 +20,7 @@ VIP, REAL, REAL_MAC = "198.18.2.1", "198.18.2.100", "02:00:00:00:00:64"
 SMALL = ("--mode", "generic", "--conns", "4096", "--templates", "4096")
 
 
-def netns_exec(ns, env, *args, stdin=None, timeout=90):
+def netns_exec(ns, env, *args, stdin=None, timeout=600):  # `up` in an emulated VM: minutes
     return subprocess.run(["ip", "netns", "exec", ns, *args], env=env, input=stdin,
                           capture_output=True, text=True, timeout=timeout)
 
