@@ -52,13 +52,25 @@ static __always_inline u32 service_index(struct lvs_svc_key *k)
 	return idx ? *idx : LVS_MAX_SERVICES;
 }
 
-/* Returns the service index, or LVS_MAX_SERVICES for none. */
-static __always_inline u32 find_service(struct packet *pkt)
+/* The flags of the VIP the packet is addressed to, or NULL: no VIP. */
+static __always_inline u32 *vip_lookup(struct packet *pkt)
+{
+	struct lvs_vip_key vk = {};
+
+	vk.family = pkt->tuple.family;
+	__builtin_memcpy(vk.addr, pkt->tuple.vaddr, 16);
+	return vips.lookup(&vk);
+}
+
+/* Returns the service index, or LVS_MAX_SERVICES for none. vip_flags: the
+ * packet's vip_lookup if the caller made it, else NULL. Marks are looked at
+ * only when a firewall-mark service exists: without one no mark can match. */
+static __always_inline u32 find_service(struct packet *pkt, struct lvs_config *cfg,
+					u32 *vip_flags)
 {
 	struct lvs_svc_key k = {};
-	struct lvs_vip_key vk = {};
-	u32 mark = classify_mark(pkt);
-	u32 *vip_flags, idx;
+	u32 mark = (cfg->flags & LVS_CFG_F_FWMARK) ? classify_mark(pkt) : 0;
+	u32 idx;
 	u16 dport;
 
 	k.family = pkt->tuple.family;
@@ -69,9 +81,8 @@ static __always_inline u32 find_service(struct packet *pkt)
 			return idx;
 		k.fwmark = 0;
 	}
-	vk.family = pkt->tuple.family;
-	__builtin_memcpy(vk.addr, pkt->tuple.vaddr, 16);
-	vip_flags = vips.lookup(&vk);
+	if (!vip_flags)
+		vip_flags = vip_lookup(pkt);
 	if (!vip_flags)
 		return LVS_MAX_SERVICES;
 

@@ -22,6 +22,7 @@
 #include "conn.h"
 #include "persist.h"
 #include "classify.h"
+#include "fwd.h"
 
 #ifdef LVSXDP_BENCH
 #include "bench.h"
@@ -66,9 +67,21 @@ static __always_inline int forward(struct xdp_md *ctx, struct packet *pkt, void 
 				   struct lvs_real *r, u32 svc, int new_conn)
 {
 	int same = r->ifindex == ctx->ingress_ifindex;
+	u32 prog = 0;
 
-	if (!same && pkt->len > r->mtu)
-		return count_reason(LVS_R_TOO_BIG, XDP_DROP);
+	/* NAT, tunnels and the ICMP error for an over-MTU packet are programs
+	 * of their own (bpf/fwd.h), reached by one tail call site */
+	if (r->fwd == LVS_FWD_MASQ)
+		prog = LVS_PROG_NAT;
+	else if (r->fwd == LVS_FWD_TUNNEL)
+		prog = LVS_PROG_TUNNEL;
+	else if (!same && pkt->len > r->mtu)
+		prog = LVS_PROG_TOO_BIG;
+	if (prog) {
+		fwd_call(ctx, prog, LVS_REF_IDX(r->ref), svc, new_conn, r->mtu);
+		return count_reason(prog == LVS_PROG_TOO_BIG ? LVS_R_TOO_BIG : LVS_R_NO_REAL,
+				    XDP_DROP);
+	}
 	dr_decrease_ttl(pkt, data_end);
 	__builtin_memcpy(pkt->eth->h_dest, r->mac, ETH_ALEN);
 	__builtin_memcpy(pkt->eth->h_source, r->smac, ETH_ALEN);
@@ -95,7 +108,7 @@ static __always_inline int lvs_packet(struct xdp_md *ctx, int resumed)
 	struct lvs_conn *c, fresh = {};
 	struct lvs_conn4_key k4 = {};
 	struct lvs_real *r;
-	u32 zero = 0, svc_idx, ref;
+	u32 zero = 0, svc_idx, ref, *vip_flags = 0;
 	int reason, tier;
 	u64 now;
 
@@ -108,10 +121,30 @@ static __always_inline int lvs_packet(struct xdp_md *ctx, int resumed)
 	cfg = config.lookup(&zero);
 	if (!cfg)
 		return XDP_PASS;
-	if (!mac_is(pkt.eth->h_dest, cfg->mac))
+	if (!mac_is(pkt.eth->h_dest, cfg->mac)) {
+		/* a masquerading real's reply to its gateway (bpf/nat.h) */
+		if (cfg->flags & LVS_CFG_F_NAT)
+			progs.call(ctx, LVS_PROG_NAT_REPLY);
 		return count_reason(LVS_R_NOT_FOR_US, XDP_PASS);
+	}
 	if (martian(&pkt))
 		return count_reason(LVS_R_MARTIAN, XDP_PASS);
+	/* A SYN mostly opens a connection, and a SYN to no VIP (the host's own
+	 * traffic, scans) can have none: the small, hot VIP set turns it away
+	 * before the large connection tables are read. Exact, since a removed
+	 * service's address stays in vips while its connections may live, and
+	 * skipped when firewall-mark services make any address a service's. */
+	if (pkt.tuple.proto == IPPROTO_TCP &&
+	    (pkt.tcp_flags & (TCPF_SYN | TCPF_ACK | TCPF_RST)) == TCPF_SYN &&
+	    !(cfg->flags & LVS_CFG_F_FWMARK)) {
+		vip_flags = vip_lookup(&pkt);
+		if (!vip_flags) {
+			/* a masquerading real may open one to a client too */
+			if (cfg->flags & LVS_CFG_F_NAT)
+				progs.call(ctx, LVS_PROG_NAT_REPLY);
+			return count_reason(LVS_R_NO_SERVICE, XDP_PASS);
+		}
+	}
 	now = bpf_ktime_get_coarse_ns();
 
 	/* A packet of a known connection. */
@@ -174,9 +207,12 @@ static __always_inline int lvs_packet(struct xdp_md *ctx, int resumed)
 	}
 
 	/* A new connection: find its service as ip_vs_service_find does. */
-	svc_idx = find_service(&pkt);
-	if (svc_idx >= LVS_MAX_SERVICES)
+	svc_idx = find_service(&pkt, cfg, vip_flags);
+	if (svc_idx >= LVS_MAX_SERVICES) {
+		if (cfg->flags & LVS_CFG_F_NAT)
+			progs.call(ctx, LVS_PROG_NAT_REPLY);
 		return count_reason(LVS_R_NO_SERVICE, XDP_PASS);
+	}
 	/* Only a SYN without RST starts a TCP connection (no sloppy_tcp). */
 	if (pkt.tuple.proto == IPPROTO_TCP &&
 	    (pkt.tcp_flags & (TCPF_SYN | TCPF_RST)) != TCPF_SYN)
@@ -277,3 +313,8 @@ int lvsxdp_sched_fallback(struct xdp_md *ctx)
 {
 	return sched_chunk(ctx, LVS_PROG_SCHED_FALLBACK);
 }
+
+/* Forwarding other than DR, each a program the packet path tail-calls. */
+#include "nat.h"
+#include "tunnel.h"
+#include "icmp.h"

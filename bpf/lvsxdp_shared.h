@@ -113,6 +113,16 @@ struct lvs_service {
 #define LVS_REF_IDX(ref) ((ref) & 0xffff)
 
 #define LVS_FWD_ROUTE 0		/* -g, direct routing */
+#define LVS_FWD_MASQ 1		/* -m, NAT (bpf/nat.h) */
+#define LVS_FWD_TUNNEL 2	/* -i, IP-in-IP or GUE (bpf/tunnel.h) */
+
+/* --tun-type, numbered as IPVS numbers them (IP_VS_CONN_F_TUNNEL_TYPE_*) */
+#define LVS_TUN_IPIP 0		/* IPv4 in IPv4; IPv6 in IPv6 for an IPv6 real */
+#define LVS_TUN_GUE 1		/* in UDP with a 4-byte GUE header */
+#define LVS_TUN_GRE 2		/* refused by the control plane */
+/* --tun-csum etc. (IP_VS_TUNNEL_ENCAP_FLAG_*) */
+#define LVS_TUN_F_CSUM (1 << 0)
+#define LVS_TUN_F_REMCSUM (1 << 1)
 
 struct lvs_real {
 	__u32 ref;
@@ -134,6 +144,49 @@ struct lvs_real {
 	__u8 smac[6];		/* the egress interface's MAC: the frame's source */
 	__u16 tx_slot;		/* the egress interface in tx_ports (bpf_redirect_map) */
 	__u32 mtu;		/* the egress interface's: a larger packet is not sent */
+	/* -i: the director's address on the egress interface, the outer
+	 * packet's source (chosen by the control plane as the kernel chooses
+	 * a source for the route to the real) */
+	__u32 tun_saddr[4];
+	__be16 tun_port;	/* --tun-port (GUE) */
+	__u8 tun_type;		/* LVS_TUN_* */
+	__u8 tun_flags;		/* LVS_TUN_F_* */
+	__u32 pad2;
+};
+
+/* A served interface (ifaces, keyed by ifindex): whose MAC a NAT reply is
+ * sent to, and its slot in tx_ports. */
+struct lvs_iface {
+	__u8 mac[6];
+	__u16 slot;
+	__u32 mtu;
+};
+
+/* NAT (-m): what a reply from the real is translated back to. Keyed by the
+ * reply's own tuple as the parser reads it (lvs_tuple: caddr/cport the
+ * real's address and port, vaddr/vport the client's). */
+struct lvs_nat_rev {
+	__u32 vaddr[4];		/* the VIP the client asked */
+	__be16 vport;
+	__u16 svc;
+	__u32 real;		/* ref */
+	__u8 cmac[6];		/* the client's previous hop, as its packet came in:
+				 * used when the FIB knows the route but not yet
+				 * the neighbour */
+	__u16 pad;
+	__u32 cifindex;		/* the interface the client's packet came in on */
+};
+
+/* The hand-over from the packet path to the forwarding programs it
+ * tail-calls (NAT, tunnel, ICMP too big): per CPU, written just before the
+ * call within one packet's run. */
+struct lvs_fwd_scratch {
+	__u32 real;		/* index in reals */
+	__u32 mtu;		/* LVS_PROG_TOO_BIG: the MTU to report */
+	__u16 svc;
+	__u8 new_conn;
+	__u8 pad;
+	__u32 pad2;
 };
 
 /* The interfaces `lvsxdp up` serves, by slot in tx_ports: the first (slot 0)
@@ -226,6 +279,10 @@ struct lvs_template {
 /* Director-wide settings (one entry). */
 #define LVS_CFG_F_EXPIRE_NODEST_CONN (1 << 0)
 #define LVS_CFG_F_EXPIRE_QUIESCENT_TEMPLATE (1 << 1)
+/* Some firewall-mark service exists (or one in the trash): any address may
+ * be a service's, so the VIP set cannot turn a packet away early. */
+#define LVS_CFG_F_FWMARK (1 << 2)
+#define LVS_CFG_F_NAT (1 << 3)	/* some real masquerades: look for its replies */
 
 struct lvs_config {
 	__u64 timeout_ns[LVS_S_SLOTS];	/* per connection state (--set) */
@@ -269,12 +326,14 @@ struct lvs_mark_key {
 	__u32 port;	/* class of protocol and destination port */
 };
 
-/* Counters, per CPU. DR sees only the client's direction, so there are no
- * out-counters (ipvsadm shows them as 0, as IPVS does for DR). */
+/* Counters, per CPU. DR and tunnels see only the client's direction: their
+ * out-counters stay 0, as IPVS's do; NAT counts the reals' replies there. */
 struct lvs_stats {
 	__u64 conns;
 	__u64 packets;
 	__u64 bytes;
+	__u64 out_packets;
+	__u64 out_bytes;
 };
 
 /* Rate estimates of one service or real (`ipvsadm -L --rate`), as IPVS's
@@ -322,7 +381,11 @@ struct lvs_sched_scratch {
 #define LVS_PROG_SCHED_SEQ 1		/* rr, wrr */
 #define LVS_PROG_SCHED_LEAST 2		/* lc, wlc, sed, nq */
 #define LVS_PROG_SCHED_FALLBACK 3	/* sh, mh with -b *-fallback */
-#define LVS_PROGS 4
+#define LVS_PROG_NAT 4			/* -m: the client's packet to the real (bpf/nat.h) */
+#define LVS_PROG_NAT_REPLY 5		/* -m: the real's reply back to the client */
+#define LVS_PROG_TUNNEL 6		/* -i (bpf/tunnel.h) */
+#define LVS_PROG_TOO_BIG 7		/* ICMP fragmentation needed / packet too big (bpf/icmp.h) */
+#define LVS_PROGS 8
 
 /* Why a packet was not forwarded: every such packet is counted by reason. */
 #define LVS_R_NOT_IP 0		/* not IPv4/IPv6 (ARP, LLDP, ...): pass */
@@ -348,9 +411,14 @@ struct lvs_sched_scratch {
 				 * or broadcast destination: pass, the kernel drops it */
 #define LVS_R_TTL_EXCEEDED 16	/* TTL or hop limit <= 1 at the forward: pass, the kernel
 				 * sends ICMP time exceeded */
-#define LVS_R_TOO_BIG 17		/* larger than the egress interface's MTU: drop (IPVS sends
-				 * ICMP fragmentation needed / packet too big; lvsxdp does
-				 * not yet, README "Forwarding") */
-#define LVS_R_COUNT 18
+#define LVS_R_TOO_BIG 17		/* larger than the egress interface's MTU (after a tunnel's
+				 * headers): answered with ICMP fragmentation needed / packet
+				 * too big as IPVS does; an IPv4 packet without DF (IPVS
+				 * would fragment it) is dropped */
+#define LVS_R_NO_ROUTE 18	/* a NAT reply whose client the FIB has no route (or
+				 * neighbour) to: drop */
+#define LVS_R_NO_HEADROOM 19	/* no room to prepend a tunnel's or an ICMP error's
+				 * headers (bpf_xdp_adjust_head failed): drop */
+#define LVS_R_COUNT 20
 
 #endif

@@ -52,12 +52,33 @@ BPF_TABLE_PINNED("array", u32, struct lvs_load_fix, real_load_fix, LVS_MAX_REALS
 			     ((held) < LVS_MIN_TIER ? (held) : LVS_MIN_TIER))
 #define LVSXDP_SYN_MAX LVS_TIER_SIZE(LVSXDP_CONN_MAX)
 #define LVSXDP_TPL_NEW_MAX LVS_TIER_SIZE(LVSXDP_TPL_MAX)
+/* Memory: the IPv6 connections and the held templates take memory as they
+ * fill (BPF_F_NO_PREALLOC): preallocated at the defaults they were 174 of
+ * the maps' 385 MB, empty or not. The IPv4 connection table stays
+ * preallocated: allocated on use, the known-connection path measured about
+ * 6% slower (tools/bench_xdp.py, a_established per call; README,
+ * "Performance"). The flags only decide how a table is created: tables
+ * pinned by an earlier lvsxdp keep theirs until `down --flush`. The
+ * LVSXDP_*_FLAGS defines let tools/bench_xdp.py -D measure either way. */
+#ifndef LVSXDP_CONNS4_FLAGS
+#define LVSXDP_CONNS4_FLAGS 0
+#endif
+#ifndef LVSXDP_CONNS6_FLAGS
+#define LVSXDP_CONNS6_FLAGS BPF_F_NO_PREALLOC
+#endif
+#ifndef LVSXDP_TPL_FLAGS
+#define LVSXDP_TPL_FLAGS BPF_F_NO_PREALLOC
+#endif
 BPF_TABLE_PINNED("hash", struct lvs_conn4_key, struct lvs_conn, conns4, LVSXDP_CONN_MAX,
-		 PIN(conns4));
+		 PIN(conns4), LVSXDP_CONNS4_FLAGS);
 BPF_TABLE_PINNED("hash", struct lvs_tuple, struct lvs_conn, conns6, LVSXDP_CONN_MAX,
-		 PIN(conns6));
+		 PIN(conns6), LVSXDP_CONNS6_FLAGS);
 BPF_TABLE_PINNED("hash", struct lvs_tuple, struct lvs_template, templates, LVSXDP_TPL_MAX,
-		 PIN(templates));
+		 PIN(templates), LVSXDP_TPL_FLAGS);
+/* The embryonic tier keeps the common LRU list: per-CPU lists
+ * (BPF_F_NO_COMMON_LRU) measured slower for new flows (peerbench b 1.4 ->
+ * 1.6, c 2.5 -> 3.0, d 2.0 -> 2.9 x Katran) and give a one-CPU flood only
+ * its CPU's share of the tier. */
 BPF_TABLE_PINNED("lru_hash", struct lvs_conn4_key, struct lvs_conn, syn4, LVSXDP_SYN_MAX,
 		 PIN(syn4));
 BPF_TABLE_PINNED("lru_hash", struct lvs_tuple, struct lvs_conn, syn6, LVSXDP_SYN_MAX,
@@ -82,5 +103,14 @@ BPF_TABLE_PINNED("array", u32, struct lvs_est, real_est, LVS_MAX_REALS, PIN(real
 BPF_TABLE_PINNED("prog", u32, u32, progs, LVS_PROGS, PIN(progs));
 BPF_TABLE_PINNED("percpu_array", u32, struct lvs_sched_scratch, sched_scratch, 1,
 		 PIN(sched_scratch));
+/* Forwarding other than DR (nat.h, tunnel.h, icmp.h): the served interfaces
+ * by ifindex, the reverse of each NAT connection, and the hand-over to the
+ * programs the packet path tail-calls. nat_rev takes memory only as NAT
+ * connections come (a director without NAT pays nothing) and never evicts:
+ * the agent removes the entries whose connection is gone. */
+BPF_TABLE_PINNED("hash", u32, struct lvs_iface, ifaces, LVS_MAX_IFACES, PIN(ifaces));
+BPF_TABLE_PINNED("hash", struct lvs_tuple, struct lvs_nat_rev, nat_rev, 2 * LVSXDP_CONN_MAX,
+		 PIN(nat_rev), BPF_F_NO_PREALLOC);
+BPF_TABLE_PINNED("percpu_array", u32, struct lvs_fwd_scratch, fwd_scratch, 1, PIN(fwd_scratch));
 
 #endif

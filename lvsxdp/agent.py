@@ -236,8 +236,13 @@ def sweep(maps: runtime.Maps, config, now: int) -> dict:
     controls; then corrects the reals' connection counts. One batched read
     of each table, whole-table arithmetic in numpy: only the entries that
     change cost a call each. Returns what it did, by kind."""
-    done = {"conns_deleted": 0, "templates_deleted": 0, "templates_lowered": 0}
+    done = {"conns_deleted": 0, "templates_deleted": 0, "templates_lowered": 0,
+            "nat_deleted": 0}
     step = maps.read_config().extend_ns
+    # NAT's reverse entries before the connections: an entry is made after
+    # its connection, so every one read here has its connection in the
+    # later read unless that connection is gone.
+    nkeys, nrev = tables.read_map(maps.nat_rev, tables.TUPLE, tables.NAT_REV)
     # Templates are read before connections: a connection that vouches after
     # this read changes its template, which the re-read before a write sees.
     tkeys, tpl = tables.read_templates(maps)
@@ -250,6 +255,12 @@ def sweep(maps: runtime.Maps, config, now: int) -> dict:
         if fresh is not None and now >= fresh.expires and maps.conns.delete(k):
             done["conns_deleted"] += 1
     ckeys, conns = ckeys[~expired], conns[~expired]
+    if len(nkeys):
+        live = {k.tobytes() for k in ckeys}
+        for i, want in enumerate(tables.nat_conn_keys(nkeys, nrev)):
+            if want.tobytes() not in live and maps.nat_rev.delete(
+                    shared.Tuple.from_buffer_copy(nkeys[i].tobytes())):
+                done["nat_deleted"] += 1
 
     params = tables.ServiceParams.of(config)
     svc = np.minimum(conns["svc"], shared.MAX_SERVICES - 1)

@@ -258,6 +258,15 @@ def _bring_up(names: list[str], mode: str, conns: int | None,
                         maps.tx_ports.update(ctypes.c_uint32(i), ctypes.c_uint32(port))
                     else:
                         maps.tx_ports.delete(ctypes.c_uint32(i))
+            # NAT replies come in on any served interface, and leave by
+            # the one the kernel routes the client to
+            for key in list(maps.ifaces.keys()):
+                if key.value not in {i.ifindex for i in ifaces}:
+                    maps.ifaces.delete(key)
+            for i in ifaces:
+                entry = shared.Iface(slot=i.slot, mtu=i.mtu)
+                entry.mac[:] = list(i.mac)
+                maps.ifaces.update(ctypes.c_uint32(i.ifindex), entry)
             hops = routes.resolve(ipr, _real_addrs(config), ifaces)
             runtime.apply_plan(maps, plan.build(config, hops, ifindex, mac))
             apply_marks(maps, config, kernel_mark_rules()[0])
@@ -489,12 +498,13 @@ def unreachable_reals(maps: runtime.Maps, config: Config) -> dict:
         ifaces = routes.served(ipr, routes.served_ports(maps))
         hops = routes.resolve(ipr, addrs, ifaces)
     except Exception as e:  # an interface went away: say so for every real
-        return {str(a): f"cannot look up routes ({e})" for a in sorted(addrs)}
+        return {str(a): f"cannot look up routes ({e})" for a in sorted(addrs, key=_addr_order)}
     finally:
         ipr.close()
     known = runtime.known_macs(maps)
+    tunnelled = {r.addr for s in config.services for r in s.reals if r.fwd == "tunnel"}
     out = {}
-    for addr in sorted(addrs):
+    for addr in sorted(addrs, key=_addr_order):
         hop = hops.get(addr)
         if hop is None:
             continue
@@ -503,6 +513,9 @@ def unreachable_reals(maps: runtime.Maps, config: Config) -> dict:
         elif not hop.mac and addr not in known:
             name = next((i.name for i in ifaces if i.ifindex == hop.ifindex), hop.ifindex)
             out[str(addr)] = f"no MAC on {name} yet (the neighbour entry is not resolved)"
+        elif not hop.saddr and addr in tunnelled:
+            out[str(addr)] = "no source address on the route to it for the tunnel's outer " \
+                             "header (give the egress interface an address)"
     return out
 
 
@@ -674,3 +687,8 @@ def sysctl_command(args: list[str]) -> str:
                     runtime.apply_plan(maps, plan.build(new, macs))
             runtime.save_config(p, new)
     return "".join(line + "\n" for line in out)
+
+
+def _addr_order(addr) -> tuple:
+    """IPv4 before IPv6 (addresses of two families do not compare)."""
+    return addr.version, addr

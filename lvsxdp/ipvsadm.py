@@ -54,7 +54,7 @@ _ARG_OPTIONS = {
     "-y": "l-threshold", "--l-threshold": "l-threshold",
     "-b": "sched-flags", "--sched-flags": "sched-flags",
     "--pe": "pe", "--mcast-interface": "mcast-interface", "--syncid": "syncid",
-    "-j": "tun-type", "--tun-type": "tun-type",
+    "-j": "tun-type", "--tun-type": "tun-type", "--tun-port": "tun-port",
 }
 # flag options
 _FLAG_OPTIONS = {
@@ -69,6 +69,7 @@ _FLAG_OPTIONS = {
     "--persistent-conn": "persistent-conn", "--thresholds": "thresholds",
     "--timeout": "timeout", "--sort": "sort", "--nosort": "nosort", "--daemon": "daemon",
     "-X": "exact", "--tun-info": "tun-info",
+    "--tun-nocsum": "tun-nocsum", "--tun-csum": "tun-csum", "--tun-remcsum": "tun-remcsum",
 }
 _SHORT_FLAGS = {k[1] for k in _FLAG_OPTIONS if len(k) == 2} | {
     k[1] for k in _COMMANDS if len(k) == 2
@@ -455,6 +456,78 @@ def _inet_aton(text: str) -> int | None:
     return value << last_bits | nums[-1]
 
 
+# ipvsadm's tunnel names (tunnames), flag letters (tunflags) and options
+# (tun_flags_opts), by IPVS's numbers
+TUN_NAMES = ("ipip", "gue", "gre")
+TUN_FLAG_NAMES = ("-c", "+c", "r+c")
+TUN_FLAG_OPTS = ("--tun-nocsum", "--tun-csum", "--tun-remcsum")
+_TUN_OPTS = ("tun-port", "tun-nocsum", "tun-csum", "tun-remcsum")
+# tunnel_types_v_options: per type, tun-port tun-nocsum tun-csum tun-remcsum
+_TUN_ROWS = {"ipip": "xxxx", "gue": "+111", "gre": "x111"}
+
+
+def _forwarding(cmd: Command) -> tuple[str, dict]:
+    """-g / -i / -m and the tunnel options, checked as ipvsadm checks them
+    (parse_options, then process_options' tunnel_opt_check); returns the
+    method and the RealServer fields of a tunnel."""
+    tun_type = cmd.opts.get("tun-type", "ipip")
+    if tun_type not in TUN_NAMES:
+        raise _fail("illegal tunnel type specified")
+    tun_port = 0
+    if "tun-port" in cmd.opts:
+        tun_port = _number(cmd.opts["tun-port"], 1, 65535, "illegal tunnel port specified")
+    fwd = "tunnel" if cmd.opts.get("ipip") else "masq" if cmd.opts.get("masquerading") \
+        else "route"
+    tun_given = "tun-type" in cmd.opts or any(o in cmd.opts for o in _TUN_OPTS)
+    if tun_given and fwd != "tunnel":
+        raise _fail("Tunnel options conflict with forward method")
+    if fwd != "tunnel":
+        return fwd, {"tun_type": "ipip", "tun_port": 0, "tun_flags": 0}
+    last = None
+    for opt, rule in zip(_TUN_OPTS, _TUN_ROWS[tun_type], strict=True):
+        if opt not in cmd.opts:
+            if rule == "+":
+                raise _fail(f"You need to supply the '{opt}' option for the '{tun_type}' "
+                            "tunnel type")
+            continue
+        if rule == "x":
+            raise _fail(f"Illegal '{opt}' option with the '{tun_type}' tunnel type")
+        if rule == "1":
+            if last is not None:
+                raise _fail(f"The option '{opt}' conflicts with the '{last}' option in the "
+                            f"'{tun_type}' tunnel type")
+            last = opt
+    if tun_type == "gre":
+        raise _kernel("lvsxdp has no GRE tunnels (--tun-type gre): use ipip or gue")
+    if "tun-remcsum" in cmd.opts:
+        raise _kernel("lvsxdp has no remote checksum offload (--tun-remcsum): use "
+                      "--tun-csum or --tun-nocsum")
+    flags = shared.TUN_F_CSUM if "tun-csum" in cmd.opts else 0
+    return fwd, {"tun_type": tun_type, "tun_port": tun_port, "tun_flags": flags}
+
+
+def _tun_info(r) -> str:
+    """fwd_tun_info: what --tun-info shows of a real."""
+    if r.fwd != "tunnel":
+        return "n/a"
+    if r.tun_type == "gue":
+        return f"gue:{r.tun_port}:{TUN_FLAG_NAMES[r.tun_flags]}"
+    if r.tun_type == "gre":
+        return f"gre:{TUN_FLAG_NAMES[r.tun_flags]}"
+    return r.tun_type
+
+
+def _tun_rule(r) -> str:
+    """print_tunnel_rule's tail: what -S adds after -w for a tunnel."""
+    if r.fwd != "tunnel":
+        return ""
+    if r.tun_type == "gue":
+        return f" --tun-type gue --tun-port {r.tun_port} {TUN_FLAG_OPTS[r.tun_flags]}"
+    if r.tun_type == "gre":
+        return f" --tun-type gre {TUN_FLAG_OPTS[r.tun_flags]}"
+    return f" --tun-type {r.tun_type}"
+
+
 def _server_change(new: Config, cmd: Command) -> None:
     key, _ = _service_key(cmd)
     svc = new.find_service(key)
@@ -473,18 +546,17 @@ def _server_change(new: Config, cmd: Command) -> None:
         upper = _number(cmd.opts["u-threshold"], 0, MAX_THRESHOLD, "illegal u_threshold specified")
     if "l-threshold" in cmd.opts:
         lower = _number(cmd.opts["l-threshold"], 0, MAX_THRESHOLD, "illegal l_threshold specified")
-    fwd = "route"
-    for flag in ("ipip", "masquerading"):
-        if cmd.opts.get(flag):
-            raise _kernel(f"lvsxdp forwards by direct routing only (-g): not -{flag[0]}")
-    if "tun-type" in cmd.opts:
-        raise _kernel("lvsxdp forwards by direct routing only (-g): no --tun-type")
+    fwd, tun = _forwarding(cmd)
     if svc is None:
         raise _kernel("Service not defined")
     if (addr.version == 6) != (svc.family == shared.AF_INET6):
-        raise _fail("real server and virtual service address families differ")
+        if fwd != "tunnel":
+            raise _fail("Different address family is allowed only for tunneling servers")
+        raise _kernel("lvsxdp tunnels IPv4 in IPv4 and IPv6 in IPv6 only: the real and the "
+                      "service differ in address family")
     # Not masquerading: the real port is the service port (ipvsadm does this).
-    port = svc.port
+    if fwd != "masq" or port is None:
+        port = svc.port
     existing = svc.find_real(addr, port)
     if cmd.op == "delete-server":
         if existing is None:
@@ -506,7 +578,7 @@ def _server_change(new: Config, cmd: Command) -> None:
         # IPVS adds a destination at the head of the service's list: listings
         # show the newest first, and rr starts with it.
         real = RealServer(addr=addr, port=port, weight=weight, fwd=fwd,
-                          u_threshold=upper, l_threshold=lower, last_weight=weight)
+                          u_threshold=upper, l_threshold=lower, last_weight=weight, **tun)
         trashed = new.revive(svc, addr, port)
         if trashed is not None:  # its connections and templates resume
             real.index, real.ref = trashed.index, trashed.ref
@@ -520,6 +592,8 @@ def _server_change(new: Config, cmd: Command) -> None:
                 existing.last_weight = weight or existing.weight
             existing.weight = weight
         existing.fwd = fwd
+        for name, value in tun.items():
+            setattr(existing, name, value)
         existing.u_threshold = upper
         existing.l_threshold = lower
 
@@ -546,6 +620,8 @@ class RealCounts:
     cps: int = 0  # --rate: ip_vs_est.c's estimates, already decoded
     pps: int = 0
     bps: int = 0
+    out_packets: int = 0  # --stats, NAT only: replies translated back
+    out_bytes: int = 0
 
 
 @dataclass
@@ -760,7 +836,8 @@ def _service_entry(svc: Service, opts: set[str], snap: Snapshot) -> str:
     c = snap.services.get(svc.index, RealCounts())
     if "stats" in opts:
         line = _printf("%-33s", name) + "".join(
-            print_largenum(v, exact) for v in (c.conns, c.packets, 0, c.bytes, 0))
+            print_largenum(v, exact) for v in (c.conns, c.packets, c.out_packets, c.bytes,
+                                               c.out_bytes))
     elif "rate" in opts:
         line = _printf("%-33s", name) + "".join(
             print_largenum(v, exact) for v in (c.cps, c.pps, 0, c.bps, 0))
@@ -785,7 +862,8 @@ def _service_entry(svc: Service, opts: set[str], snap: Snapshot) -> str:
         rc = snap.reals.get(r.index, RealCounts())
         if "stats" in opts:
             lines.append(_printf("  -> %-28s", dname) + "".join(
-                print_largenum(v, exact) for v in (rc.conns, rc.packets, 0, rc.bytes, 0))
+                print_largenum(v, exact) for v in (rc.conns, rc.packets, rc.out_packets,
+                                                   rc.bytes, rc.out_bytes))
                 + "\n")
         elif "rate" in opts:
             # cps and the pps are %8llu here, never abbreviated (ipvsadm's own quirk)
@@ -798,9 +876,9 @@ def _service_entry(svc: Service, opts: set[str], snap: Snapshot) -> str:
             lines.append(_printf("  -> %-28s %-9u %-11u %-10u %-10u\n", dname, r.weight,
                                  rc.persistent, rc.active, rc.inactive))
         elif "tun-info" in opts:
-            # fwd_tun_info is NULL for all but tunnels: "n/a"
             lines.append(_printf("  -> %-28s %-7s %-13s %-6d %-10u %-10u\n", dname,
-                                 FWD_NAMES[r.fwd][0], "n/a", r.weight, rc.active, rc.inactive))
+                                 FWD_NAMES[r.fwd][0], _tun_info(r), r.weight, rc.active,
+                                 rc.inactive))
         else:
             lines.append(_printf("  -> %-28s %-7s %-6d %-10u %-10u\n", dname,
                                  FWD_NAMES[r.fwd][0], r.weight, rc.active, rc.inactive))
@@ -915,7 +993,7 @@ def format_save(config: Config, cmd: Command | None = None) -> str:
         lines.append(line)
         for r in _glibc_msort(svc.reals, _cmp_dests):
             lines.append(f"-a {name} -r {_name(r.addr, r.port, svc.proto, numeric)} "
-                         f"{FWD_NAMES[r.fwd][1]} -w {r.weight}")
+                         f"{FWD_NAMES[r.fwd][1]} -w {r.weight}{_tun_rule(r)}")
     return "".join(line + "\n" for line in lines)
 
 

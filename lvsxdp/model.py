@@ -39,7 +39,10 @@ class RealServer:
     addr: Address
     port: int
     weight: int = 1
-    fwd: str = "route"
+    fwd: str = "route"  # "route" (-g), "masq" (-m), "tunnel" (-i)
+    tun_type: str = "ipip"  # -i: "ipip" (ip6ip6 for IPv6) or "gue"
+    tun_port: int = 0  # --tun-port (gue)
+    tun_flags: int = 0  # shared.TUN_F_CSUM with --tun-csum
     u_threshold: int = 0  # -x: no new connections at this many (0: no limit)
     l_threshold: int = 0  # -y: take new ones again below this many
     last_weight: int = 0  # the latest weight > 0 (mh keeps a quiesced real's table slots)

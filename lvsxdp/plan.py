@@ -38,6 +38,7 @@ class Hop:
     slot: int = 0              # its slot in tx_ports
     mtu: int = 0               # its MTU
     unreachable: str = ""      # why no interface lvsxdp serves reaches the real
+    saddr: str = ""            # the route's source: the director's address there (-i)
 
 
 def hop_of(value, ifindex: int, own_mac: bytes) -> Hop:
@@ -271,6 +272,8 @@ def build(config: Config, macs: dict, ifindex: int = 0, own_mac: bytes = bytes(6
     plan = Plan(config=cfg)
 
     for svc in config.services:
+        if svc.fwmark:
+            cfg.flags |= shared.CFG_F_FWMARK
         proto = 0 if svc.fwmark else {"tcp": 6, "udp": 17}[svc.proto]
         if not svc.fwmark:
             vk = shared.VipKey(family=svc.family)
@@ -292,10 +295,18 @@ def build(config: Config, macs: dict, ifindex: int = 0, own_mac: bytes = bytes(6
             hop = hop_of(macs.get(r.addr), ifindex, own_mac)
             real = shared.Real(ref=r.ref, svc=svc.index, weight=r.weight,
                                flags=shared.REAL_F_AVAILABLE, port=shared.htons(r.port),
-                               family=svc.family, fwd=shared.FWD_ROUTE,
-                               u_threshold=r.u_threshold, l_threshold=r.l_threshold)
+                               family=svc.family, fwd=shared.FWDS[r.fwd],
+                               u_threshold=r.u_threshold, l_threshold=r.l_threshold,
+                               tun_type=shared.TUN_TYPES[r.tun_type],
+                               tun_port=shared.htons(r.tun_port), tun_flags=r.tun_flags)
             shared.set_words(real.addr, r.addr)
-            if hop.mac and not hop.unreachable:
+            if r.fwd == "masq":
+                cfg.flags |= shared.CFG_F_NAT
+            # a tunnel needs the director's address on the way to the real
+            tunnel_ok = r.fwd != "tunnel" or bool(hop.saddr)
+            if hop.saddr:
+                shared.set_words(real.tun_saddr, ipaddress.ip_address(hop.saddr))
+            if hop.mac and not hop.unreachable and tunnel_ok:
                 real.mac[:] = list(hop.mac)
                 real.smac[:] = list(hop.smac)
                 real.ifindex, real.tx_slot, real.mtu = hop.ifindex, hop.slot, hop.mtu
@@ -320,6 +331,15 @@ def build(config: Config, macs: dict, ifindex: int = 0, own_mac: bytes = bytes(6
     # available (their connections' packets are dropped) until revived.
     live = {svc.key(): svc.index for svc in config.services}
     for ghost, r in config.trashed():
+        # The data plane turns away packets to no VIP before it looks for
+        # their connection: a removed service's address stays known (no
+        # service under it) while connections of it may live.
+        if ghost.fwmark:
+            cfg.flags |= shared.CFG_F_FWMARK
+        else:
+            vk = shared.VipKey(family=ghost.family)
+            shared.set_words(vk.addr, ghost.addr)
+            plan.vips.setdefault(bytes(vk), (vk, 0))
         real = shared.Real(ref=r.ref, svc=live.get(ghost.key(), shared.MAX_SERVICES - 1),
                            weight=r.weight, flags=shared.REAL_F_TRASH,
                            port=shared.htons(r.port), family=ghost.family, fwd=shared.FWD_ROUTE)

@@ -73,6 +73,7 @@ class Route:
     """The kernel's route to a real: its interface, or why there is none."""
     ifindex: int = 0
     unreachable: str = ""
+    src: str = ""  # the address the kernel would send from (RTA_PREFSRC)
 
 
 def route_to(ipr, addr, ifaces: list[Iface]) -> Route:
@@ -99,7 +100,7 @@ def route_to(ipr, addr, ifaces: list[Iface]) -> Route:
             name = f"ifindex {oif}"
         return Route(oif, f"routed via {name}, which lvsxdp does not serve "
                           f"(`lvsxdp up {' '.join([*(i.name for i in ifaces), name])}`)")
-    return Route(oif)
+    return Route(oif, src=msg.get_attr("RTA_PREFSRC") or "")
 
 
 def neighbours(ipr, ifindex: int, addrs) -> dict:
@@ -129,7 +130,7 @@ def hops(ipr, routes: dict, ifaces: list[Iface]) -> dict:
         macs = neighbours(ipr, ifindex, want)
         for addr in want:
             out[addr] = Hop(mac=macs.get(addr), ifindex=ifindex, smac=iface.mac,
-                            slot=iface.slot, mtu=iface.mtu)
+                            slot=iface.slot, mtu=iface.mtu, saddr=routes[addr].src)
     for addr, r in routes.items():
         if r.unreachable:
             out[addr] = Hop(mac=None, ifindex=r.ifindex, unreachable=r.unreachable)

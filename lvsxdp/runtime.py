@@ -518,12 +518,14 @@ def pinned(p: Paths, name: str) -> bpfsys.Map | None:
 # their layout changed, they are re-created empty. The others hold live state.
 REFILLED_MAPS = {"config", "vips", "services", "svc_conf", "reals", "sched_ring", "sched_pos",
                  "mark_cfg", "mark_dst", "mark_src", "mark_port", "mark_combo", "svc_stats",
-                 "real_stats", "reasons", "progs", "sched_scratch", "tx_ports"}
+                 "real_stats", "reasons", "progs", "sched_scratch", "tx_ports", "ifaces",
+                 "fwd_scratch"}
 
 
 # Maps whose size is one of the header's constants: a reason (or an
 # interface slot) more is a new layout too.
-FIXED_ENTRIES = {"reasons": len(shared.REASONS), "tx_ports": shared.MAX_IFACES}
+FIXED_ENTRIES = {"reasons": len(shared.REASONS), "tx_ports": shared.MAX_IFACES,
+                 "progs": shared.PROGS}
 
 
 def stale_layouts(p: Paths) -> list[str]:
@@ -581,9 +583,10 @@ def known_macs(maps: Maps) -> dict:
     out = {}
     for _, r in maps.reals.used():
         if r.flags & shared.REAL_F_MAC_VALID:
+            saddr = shared.words_addr(r.family, r.tun_saddr) if any(r.tun_saddr) else ""
             out[shared.words_addr(r.family, r.addr)] = Hop(
                 mac=bytes(r.mac), ifindex=r.ifindex, smac=bytes(r.smac), slot=r.tx_slot,
-                mtu=r.mtu)
+                mtu=r.mtu, saddr=str(saddr) if saddr else "")
     return out
 
 

@@ -44,6 +44,15 @@ REAL_F_MAC_VALID = 1 << 1
 REAL_F_TRASH = 1 << 2
 
 FWD_ROUTE = 0
+FWD_MASQ = 1
+FWD_TUNNEL = 2
+FWDS = {"route": FWD_ROUTE, "masq": FWD_MASQ, "tunnel": FWD_TUNNEL}
+TUN_IPIP = 0
+TUN_GUE = 1
+TUN_GRE = 2
+TUN_TYPES = {"ipip": TUN_IPIP, "gue": TUN_GUE, "gre": TUN_GRE}
+TUN_F_CSUM = 1 << 0
+TUN_F_REMCSUM = 1 << 1
 MAX_IFACES = 64
 
 # Kernels without may_goto walk a scheduler in a program of its own
@@ -53,14 +62,22 @@ PROG_RESUME = 0
 PROG_SCHED_SEQ = 1
 PROG_SCHED_LEAST = 2
 PROG_SCHED_FALLBACK = 3
-PROGS = 4
+PROG_NAT = 4
+PROG_NAT_REPLY = 5
+PROG_TUNNEL = 6
+PROG_TOO_BIG = 7
+PROGS = 8
 # The program in each slot of the progs array.
 PROG_NAMES = {PROG_RESUME: "lvsxdp_resume", PROG_SCHED_SEQ: "lvsxdp_sched_seq",
               PROG_SCHED_LEAST: "lvsxdp_sched_least",
-              PROG_SCHED_FALLBACK: "lvsxdp_sched_fallback"}
+              PROG_SCHED_FALLBACK: "lvsxdp_sched_fallback", PROG_NAT: "lvsxdp_nat",
+              PROG_NAT_REPLY: "lvsxdp_nat_reply", PROG_TUNNEL: "lvsxdp_tunnel",
+              PROG_TOO_BIG: "lvsxdp_too_big"}
 
 CFG_F_EXPIRE_NODEST_CONN = 1 << 0
 CFG_F_EXPIRE_QUIESCENT_TEMPLATE = 1 << 1
+CFG_F_FWMARK = 1 << 2
+CFG_F_NAT = 1 << 3
 
 # IPVS's TCP states (include/uapi/linux/ip_vs.h order), then UDP's one state.
 STATES = [
@@ -82,7 +99,7 @@ DEFAULT_TIMEOUTS = {
 REASONS = [
     "not_ip", "truncated", "bad_ip", "fragment", "ipv6_ext", "not_tcp_udp",
     "not_for_us", "no_service", "not_syn", "no_real", "real_gone", "map_full", "held_full",
-    "bad_csum", "bad_options", "martian", "ttl_exceeded", "too_big",
+    "bad_csum", "bad_options", "martian", "ttl_exceeded", "too_big", "no_route", "no_headroom",
 ]
 R = {name: i for i, name in enumerate(REASONS)}
 
@@ -127,7 +144,23 @@ class Real(ctypes.Structure):
         ("addr", u32 * 4), ("port", u16), ("family", u8), ("fwd", u8),
         ("u_threshold", u32), ("l_threshold", u32),
         ("ifindex", u32), ("smac", u8 * 6), ("tx_slot", u16), ("mtu", u32),
+        ("tun_saddr", u32 * 4), ("tun_port", u16), ("tun_type", u8), ("tun_flags", u8),
+        ("pad2", u32),
     ]
+
+
+class Iface(ctypes.Structure):
+    _fields_ = [("mac", u8 * 6), ("slot", u16), ("mtu", u32)]
+
+
+class NatRev(ctypes.Structure):
+    _fields_ = [("vaddr", u32 * 4), ("vport", u16), ("svc", u16), ("real", u32),
+                ("cmac", u8 * 6), ("pad", u16), ("cifindex", u32)]
+
+
+class FwdScratch(ctypes.Structure):
+    _fields_ = [("real", u32), ("mtu", u32), ("svc", u16), ("new_conn", u8), ("pad", u8),
+                ("pad2", u32)]
 
 
 class Load(ctypes.Structure):
@@ -160,7 +193,7 @@ BPF_MAP_TYPE_LRU_HASH = 9
 MAP_KINDS = {
     "conns4": BPF_MAP_TYPE_HASH, "conns6": BPF_MAP_TYPE_HASH, "templates": BPF_MAP_TYPE_HASH,
     "syn4": BPF_MAP_TYPE_LRU_HASH, "syn6": BPF_MAP_TYPE_LRU_HASH,
-    "tpl_new": BPF_MAP_TYPE_LRU_HASH,
+    "tpl_new": BPF_MAP_TYPE_LRU_HASH, "nat_rev": BPF_MAP_TYPE_HASH,
 }
 
 
@@ -199,7 +232,8 @@ class MarkKey(ctypes.Structure):
 
 
 class Stats(ctypes.Structure):
-    _fields_ = [("conns", u64), ("packets", u64), ("bytes", u64)]
+    _fields_ = [("conns", u64), ("packets", u64), ("bytes", u64), ("out_packets", u64),
+                ("out_bytes", u64)]
 
 
 class Est(ctypes.Structure):
@@ -250,6 +284,9 @@ MAPS = {
     "progs": (u32, u32),
     "tx_ports": (u32, u32),
     "sched_scratch": (u32, SchedScratch),
+    "ifaces": (u32, Iface),
+    "nat_rev": (Tuple, NatRev),
+    "fwd_scratch": (u32, FwdScratch),
 }
 
 

@@ -158,6 +158,10 @@ def _counts(stats_map, est_map, index: int, owner: int) -> RealCounts:
     key = ctypes.c_uint32(index)
     conns, packets, nbytes = stats_sum(stats_map.lookup(key))
     c = RealCounts(conns=conns, packets=packets, bytes=nbytes)
+    per_cpu = stats_map.lookup(key)
+    if per_cpu is not None:  # NAT's replies (DR and tunnels have none, as in IPVS)
+        c.out_packets = sum(s.out_packets for s in per_cpu) & U64
+        c.out_bytes = sum(s.out_bytes for s in per_cpu) & U64
     e = est_map.lookup(key)
     if e is not None and e.owner == owner:
         c.cps, c.pps, c.bps = est_rates(e)

@@ -16,6 +16,7 @@ CONN4_KEY = np.dtype(shared.Conn4Key)
 CONN = np.dtype(shared.Conn)
 TEMPLATE = np.dtype(shared.Template)
 REAL = np.dtype(shared.Real)
+NAT_REV = np.dtype(shared.NatRev)
 ESTABLISHED = shared.S["ESTABLISHED"]
 
 
@@ -202,4 +203,17 @@ def count_per_template(tkeys: np.ndarray, ckeys: np.ndarray) -> np.ndarray:
     inverse, pos, groups = _join(tkeys, ckeys)
     counts = np.bincount(inverse, minlength=groups).astype(np.uint32)
     out[pos >= 0] = counts[pos[pos >= 0]]
+    return out
+
+
+def nat_conn_keys(nkeys: np.ndarray, nrev: np.ndarray) -> np.ndarray:
+    """The connection (TUPLE) each NAT reverse entry (bpf/nat.h: keyed by the
+    reply's tuple) belongs to."""
+    out = np.zeros(len(nkeys), TUPLE)
+    for name in ("family", "proto"):
+        out[name] = nkeys[name]
+    out["cport"] = nkeys["vport"]
+    out["caddr"] = nkeys["vaddr"]
+    out["vport"] = nrev["vport"]
+    out["vaddr"] = nrev["vaddr"]
     return out

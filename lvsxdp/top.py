@@ -54,7 +54,7 @@ from .tables import (
 # all the same (map_full: without an entry; held_full: left in the embryonic
 # tier); the others are passed to the kernel (the hostile ones too: bad_csum,
 # bad_options, martian, ttl_exceeded, which the kernel drops or answers).
-DROP_REASONS = ("no_real", "real_gone")
+DROP_REASONS = ("no_real", "real_gone", "too_big", "no_route", "no_headroom")
 FORWARD_REASONS = ("map_full", "held_full")
 SORTS = ("conns", "left", "client", "service", "real", "age")
 # Sorts whose natural order is descending (most connections, newest first).

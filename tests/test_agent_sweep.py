@@ -38,7 +38,8 @@ def test_closed_connection_releases_its_template_at_fin_timeout(fresh_director):
 
     # what the data plane did is exact: the agent has nothing to lower
     done = agent.sweep(d.maps, d.config, runtime.monotonic_ns())
-    assert done == {"conns_deleted": 0, "templates_deleted": 0, "templates_lowered": 0}
+    assert done == {"conns_deleted": 0, "templates_deleted": 0, "templates_lowered": 0,
+                    "nat_deleted": 0}
     _, t = only(d.templates())
     _, c = only(d.conns())
     assert t.ctl_until == c.vouched
@@ -55,7 +56,8 @@ def test_expired_connection_and_dead_template_are_removed(fresh_director):
     d.maps.conns.update(k, c)
 
     done = agent.sweep(d.maps, d.config, now)
-    assert done == {"conns_deleted": 1, "templates_deleted": 0, "templates_lowered": 1}
+    assert done == {"conns_deleted": 1, "templates_deleted": 0, "templates_lowered": 1,
+                    "nat_deleted": 0}
     assert d.conns() == []
     k, t = only(d.templates())
     # no connection holds it: it dies at its timeout
@@ -79,7 +81,8 @@ def test_template_past_its_timeout_is_kept_while_a_connection_lives(fresh_direct
     d.maps.templates.update(k, t)
 
     assert agent.sweep(d.maps, d.config, now) == {
-        "conns_deleted": 0, "templates_deleted": 0, "templates_lowered": 0}
+        "conns_deleted": 0, "templates_deleted": 0, "templates_lowered": 0,
+                    "nat_deleted": 0}
     _, t = only(d.templates())
     step = d.maps.read_config().extend_ns
     assert step == 120 * S
@@ -95,3 +98,21 @@ def test_template_past_its_timeout_is_kept_while_a_connection_lives(fresh_direct
     assert act == "XDP_TX"
     real = d.maps.reals.lookup(ctypes.c_uint32(shared.ref_index(real_before)))
     assert out == P.forwarded_to(P.tcp("198.18.2.50", 40001, 443), bytes(real.mac))
+
+
+def test_nat_reverse_entries_go_with_their_connections(fresh_director):
+    d = fresh_director
+    d.ipvsadm("-A -t 198.18.2.1:80 -s rr", "-a -t 198.18.2.1:80 -r 198.18.2.100:8080 -m")
+    assert d.run(P.tcp("198.18.2.50", 40000, 80))[0] == "XDP_TX"
+    k, rev = only(d.maps.nat_rev.items())
+    assert (shared.ntohs(k.cport), shared.ntohs(k.vport), shared.ntohs(rev.vport)) == (
+        8080, 40000, 80)
+    now = runtime.monotonic_ns()
+    assert agent.sweep(d.maps, d.config, now)["nat_deleted"] == 0
+    assert len(d.maps.nat_rev.items()) == 1
+    ck, c = only(d.conns())
+    c.expires = now - 1
+    d.maps.conns.update(ck, c)
+    done = agent.sweep(d.maps, d.config, now)
+    assert (done["conns_deleted"], done["nat_deleted"]) == (1, 1)
+    assert d.maps.nat_rev.items() == []

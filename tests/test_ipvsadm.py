@@ -1,6 +1,7 @@
 """ipvsadm's command lines and listings, without BPF: parsing, the checks
 ipvsadm makes, and its output formats byte for byte."""
 
+import ipaddress
 import shlex
 
 import pytest
@@ -189,8 +190,8 @@ BAD_LINES = [
     ("-a -t 198.18.2.1:0 -r 198.18.2.150 -w -1", "illegal weight specified"),
     ("-a -t 198.18.2.1:0", "You need to supply the 'real-server' option for the 'add-server' "
                            "command"),
-    ("-a -t 198.18.2.1:0 -r 2001:db8::5", "real server and virtual service address families "
-                                          "differ"),
+    ("-a -t 198.18.2.1:0 -r 2001:db8::5", "Different address family is allowed only for "
+                                          "tunneling servers"),
     ("-d -t 198.18.2.1:0 -r 198.18.2.150", "No such destination"),
     ("-e -t 198.18.2.1:0 -r 198.18.2.150 -w 2", "No such destination"),
     ("--frobnicate", "Try `ipvsadm -h' or 'ipvsadm --help' for more information."),
@@ -215,8 +216,9 @@ def test_bad_line_gives_one_line_and_changes_nothing(line, message):
 UNSUPPORTED_YET = [
     ("-A -t 198.18.2.1:80 -s lblc", "lvsxdp has no scheduler lblc"),
     ("-A -t 198.18.2.1:80 -s fo", "lvsxdp has no scheduler fo"),
-    ("-a -t 198.18.2.1:0 -r 198.18.2.150 -m", "lvsxdp forwards by direct routing only"),
-    ("-a -t 198.18.2.1:0 -r 198.18.2.150 -i", "lvsxdp forwards by direct routing only"),
+    ("-a -t 198.18.2.1:0 -r 198.18.2.150 -i --tun-type gre", "lvsxdp has no GRE tunnels"),
+    ("-a -t 198.18.2.1:0 -r 198.18.2.150 -i --tun-type gue --tun-port 6080 --tun-remcsum",
+     "lvsxdp has no remote checksum offload"),
     ("-A --sctp-service 198.18.2.1:80 -s rr", "lvsxdp balances TCP and UDP only"),
     ("-A -u 198.18.2.1:53 -s rr -o", "lvsxdp has no one-packet scheduling"),
 ]
@@ -246,3 +248,83 @@ def test_long_options_and_bundled_flags():
         "TCP  198.18.2.1:0 rr persistent 30",
         "  -> 198.18.2.100:0               Route   2      0          0         ",
     ]
+
+
+FORWARDING = [
+    "-A -t 198.18.2.1:80 -s rr",
+    "-a -t 198.18.2.1:80 -r 198.18.2.100 -g",
+    "-a -t 198.18.2.1:80 -r 198.18.2.210 -m",
+    "-a -t 198.18.2.1:80 -r 198.18.2.211:8080 -m",
+    "-a -t 198.18.2.1:80 -r 198.18.2.212 -i",
+    "-a -t 198.18.2.1:80 -r 198.18.2.213 -i --tun-type gue --tun-port 6080",
+    "-a -t 198.18.2.1:80 -r 198.18.2.214 -i --tun-type gue --tun-port 6081 --tun-csum",
+]
+
+
+def test_every_forwarding_method_lists_saves_and_restores_as_ipvsadm_does():
+    config = configure(FORWARDING)
+    assert listing(config, "-L", "-n").splitlines()[3:] == [
+        "TCP  198.18.2.1:80 rr",
+        "  -> 198.18.2.100:80              Route   1      0          0         ",
+        "  -> 198.18.2.210:80              Masq    1      0          0         ",
+        "  -> 198.18.2.211:8080            Masq    1      0          0         ",
+        "  -> 198.18.2.212:80              Tunnel  1      0          0         ",
+        "  -> 198.18.2.213:80              Tunnel  1      0          0         ",
+        "  -> 198.18.2.214:80              Tunnel  1      0          0         ",
+    ]
+    # print_title and fwd_tun_info
+    assert listing(config, "-L", "-n", "--tun-info").splitlines()[2:] == [
+        "  -> RemoteAddress:Port           Forward TunnelInfo    Weight ActiveConn InActConn",
+        "TCP  198.18.2.1:80 rr",
+        "  -> 198.18.2.100:80              Route   n/a           1      0          0         ",
+        "  -> 198.18.2.210:80              Masq    n/a           1      0          0         ",
+        "  -> 198.18.2.211:8080            Masq    n/a           1      0          0         ",
+        "  -> 198.18.2.212:80              Tunnel  ipip          1      0          0         ",
+        "  -> 198.18.2.213:80              Tunnel  gue:6080:-c   1      0          0         ",
+        "  -> 198.18.2.214:80              Tunnel  gue:6081:+c   1      0          0         ",
+    ]
+    saved = ipvsadm.format_save(config)
+    assert saved.splitlines()[1:] == [
+        "-a -t 198.18.2.1:80 -r 198.18.2.100:80 -g -w 1",
+        "-a -t 198.18.2.1:80 -r 198.18.2.210:80 -m -w 1",
+        "-a -t 198.18.2.1:80 -r 198.18.2.211:8080 -m -w 1",
+        "-a -t 198.18.2.1:80 -r 198.18.2.212:80 -i -w 1 --tun-type ipip",
+        "-a -t 198.18.2.1:80 -r 198.18.2.213:80 -i -w 1 --tun-type gue --tun-port 6080 "
+        "--tun-nocsum",
+        "-a -t 198.18.2.1:80 -r 198.18.2.214:80 -i -w 1 --tun-type gue --tun-port 6081 "
+        "--tun-csum",
+    ]
+    restored, errors = ipvsadm.restore(Config(), saved)
+    assert errors == []
+    assert ipvsadm.format_save(restored) == saved
+    # -e sets the method it names, and the tunnel's settings go with it
+    config = configure(["-e -t 198.18.2.1:80 -r 198.18.2.213 -m"], config)
+    real = config.services[0].find_real(ipaddress.ip_address("198.18.2.213"), 80)
+    assert (real.fwd, real.tun_type, real.tun_port) == ("masq", "ipip", 0)
+
+
+@pytest.mark.parametrize("line,message", [
+    ("-a -t 198.18.2.1:0 -r 198.18.2.150 -g --tun-type ipip",
+     "Tunnel options conflict with forward method"),
+    ("-a -t 198.18.2.1:0 -r 198.18.2.150 -m --tun-port 5",
+     "Tunnel options conflict with forward method"),
+    ("-a -t 198.18.2.1:0 -r 198.18.2.150 -i --tun-type gue",
+     "You need to supply the 'tun-port' option for the 'gue' tunnel type"),
+    ("-a -t 198.18.2.1:0 -r 198.18.2.150 -i --tun-port 5",
+     "Illegal 'tun-port' option with the 'ipip' tunnel type"),
+    ("-a -t 198.18.2.1:0 -r 198.18.2.150 -i --tun-type gue --tun-port 5 --tun-nocsum "
+     "--tun-csum", "The option 'tun-csum' conflicts with the 'tun-nocsum' option in the "
+     "'gue' tunnel type"),
+    ("-a -t 198.18.2.1:0 -r 198.18.2.150 -i --tun-type vxlan", "illegal tunnel type specified"),
+    ("-a -t 198.18.2.1:0 -r 198.18.2.150 -i --tun-type gue --tun-port 0",
+     "illegal tunnel port specified"),
+    ("-a -t 198.18.2.1:0 -r 198.18.2.150 -g -m",
+     "multiple 'forwarding-method' options specified"),
+])
+def test_tunnel_options_are_checked_as_ipvsadm_checks_them(line, message):
+    config = configure(SEED_PCC)
+    before = config.to_json()
+    with pytest.raises(ConfigError) as err:
+        ipvsadm.apply(config, ipvsadm.parse(shlex.split(line)))
+    assert (str(err.value), err.value.code) == (message, 2)
+    assert config.to_json() == before

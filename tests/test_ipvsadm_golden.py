@@ -52,12 +52,6 @@ DEVIATIONS = {
     "-A -t 198.18.2.1:99 -s rr -p -M 33": (
         "lvsxdp: a persistent netmask must be contiguous (33 is not)", 2,
         r"198\.18\.2\.1:99\b"),
-    "-a -t 198.18.2.1:80 -r 198.18.2.212 -i": (
-        "lvsxdp forwards by direct routing only (-g): not -i", 255, r"198\.18\.2\.212:"),
-    "-a -t 198.18.2.1:80 -r 198.18.2.210 -m": (
-        "lvsxdp forwards by direct routing only (-g): not -m", 255, r"198\.18\.2\.210:"),
-    "-a -t 198.18.2.1:80 -r 198.18.2.211:8080 -m": (
-        "lvsxdp forwards by direct routing only (-g): not -m", 255, r"198\.18\.2\.211:"),
     "-A -t 198.18.2.1:92 -s lblc": (
         "lvsxdp has no scheduler lblc (rr wrr lc wlc sed nq sh dh mh)", 255,
         r"198\.18\.2\.1:92\b"),

@@ -100,7 +100,8 @@ def test_metrics_are_the_maps_numbers_and_a_stopped_director_reads_as_down(tmp_p
                     assert got[backend("lvsxdp_backend_weight", addr)] == 1
                     assert got[backend("lvsxdp_backend_mac_known", addr)] == 1
                 for i, reason in enumerate(shared.REASONS):
-                    action = "drop" if reason in ("no_real", "real_gone") else (
+                    action = "drop" if reason in ("no_real", "real_gone", "too_big",
+                                                  "no_route", "no_headroom") else (
                         "forward" if reason in ("map_full", "held_full") else "pass")
                     key = ("lvsxdp_not_forwarded_packets_total", ("action", action),
                            ("reason", reason))

@@ -13,6 +13,8 @@ from __future__ import annotations
 import functools
 import ipaddress
 import math
+import shlex
+import time
 
 import packets as P
 import pytest
@@ -26,7 +28,7 @@ from checks import (
     tuple_key,
 )
 
-from lvsxdp import ipvsadm, shared, snapshot
+from lvsxdp import iptables, ipvsadm, runtime, shared, snapshot
 from lvsxdp.runtime import monotonic_ns
 
 # Runs on each kernel of the matrix too (make test-kernels).
@@ -142,6 +144,15 @@ def test_template_past_its_timeout_is_extended_while_it_controls_a_live_connecti
     expect_forwarded(pcc, P.tcp(ALICE, 40000, 80, "PA", payload=b"more"), R200)
 
 
+def wait_for_clock_past(seconds: int) -> None:
+    """The data plane's clock starts at boot: a timestamp `seconds` in the past
+    exists only once the machine has been up that long (a fresh VM of the
+    kernel matrix may not have been)."""
+    short = seconds * NS - monotonic_ns()
+    if short > 0:
+        time.sleep(short / NS)
+
+
 @pytest.mark.parametrize(("controlled_s", "age_s", "alive"), [
     (1, 119, True),     # last connection died 1 s in: one 120 s step
     (1, 121, False),
@@ -159,6 +170,7 @@ def test_extended_template_dies_at_the_first_120s_step_after_its_last_connection
     firing that finds none: alive until expires + k * 120 s, k the least
     with expires + k * 120 s >= ctl_until."""
     expect_forwarded(pcc, P.tcp(ALICE, 40000, 80), R200)
+    wait_for_clock_past(age_s + 1)
     expires = monotonic_ns() - age_s * NS
     ctl_until = expires + controlled_s * NS
     rewrite(pcc.maps.conns, tuple_key("tcp", ALICE, 40000, VIP, 80), expires=ctl_until)
@@ -464,3 +476,29 @@ def test_full_size_frame_is_forwarded_byte_for_byte(pcc):
     frame = P.tcp(ALICE, 40000, 80, "PA", payload=payload)
     assert len(frame) == 1514
     expect_forwarded(pcc, frame, R200)
+
+
+def test_a_removed_services_address_stays_known_while_its_connections_may_live(pcc):
+    """A SYN to no VIP is turned away before the connection tables are read;
+    a deleted service's VIP is still one while its reals sit in the trash:
+    its connections' packets, a retransmitted SYN too, meet the trash rule
+    (dropped) and are not passed as to no service."""
+    expect_forwarded(pcc, P.tcp(ALICE, 40000, 80, "S"), R200)
+    expect_left_alone(pcc, P.tcp(ALICE, 40000, 80, "S", dst="198.18.2.9"), "XDP_PASS",
+                      "no_service")
+    pcc.ipvsadm(f"-D -t {VIP}:0")
+    for flags in ("S", "A"):
+        expect_left_alone(pcc, P.tcp(ALICE, 40000, 80, flags), "XDP_DROP", "real_gone")
+    expect_left_alone(pcc, P.tcp(BOB, 40000, 80, "S"), "XDP_PASS", "no_service")
+
+
+def test_a_mark_service_in_the_trash_keeps_its_connections_on_any_address(d):
+    """With a firewall-mark service any address can be a service's: the VIP
+    set cannot turn a SYN away, also after the service was removed."""
+    rules = iptables.parse(shlex.split("-t mangle -A PREROUTING -d 198.18.2.9 -p tcp "
+                                       "--dport 80 -j MARK --set-mark 5")).rules
+    runtime.apply_marks(d.maps, iptables.compile_rules(rules, "eth0"))
+    d.ipvsadm("-A -f 5 -s rr -p", f"-a -f 5 -r {R100} -g")
+    expect_forwarded(d, P.tcp(ALICE, 40000, 80, "S", dst="198.18.2.9"), R100)
+    d.ipvsadm("-D -f 5")
+    expect_left_alone(d, P.tcp(ALICE, 40000, 80, "S", dst="198.18.2.9"), "XDP_DROP", "real_gone")

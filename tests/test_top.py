@@ -199,7 +199,10 @@ def test_counters_and_rates_come_from_the_per_cpu_maps(fresh_director):
     assert reasons["no_service"]["pps"] == pytest.approx(1 / dt, rel=0.01)
     assert reasons["no_real"]["action"] == "drop"
     assert reasons["martian"]["packets"] == 1 and reasons["martian"]["action"] == "pass"
-    assert [r["action"] for r in data["not_forwarded"][-4:]] == ["pass"] * 4
+    assert [reasons[n]["action"] for n in ("bad_csum", "bad_options", "martian",
+                                            "ttl_exceeded")] == ["pass"] * 4
+    assert [reasons[n]["action"] for n in ("too_big", "no_route", "no_headroom")] == \
+        ["drop"] * 3
     assert reasons["map_full"]["action"] == reasons["held_full"]["action"] == "forward"
 
 

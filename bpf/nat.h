@@ -1,0 +1,214 @@
+/* NAT (-m), as ip_vs_nat_xmit and ip_vs_out do it: the client's packet goes
+ * to the real's address and port (checksums updated incrementally), and the
+ * real's reply - the director is its gateway - comes back from the VIP and
+ * the service's port. The connection table is the packet path's; nat_rev
+ * maps each connection's reply tuple back to the VIP. */
+#ifndef LVSXDP_NAT_H
+#define LVSXDP_NAT_H
+
+/* OutPkts and OutBytes: a reply translated back. */
+static __always_inline void count_reply(u32 svc, u32 real_idx, u32 len)
+{
+	struct lvs_stats *s = svc_stats.lookup(&svc);
+
+	if (s) {
+		s->out_packets += 1;
+		s->out_bytes += len;
+	}
+	s = real_stats.lookup(&real_idx);
+	if (s) {
+		s->out_packets += 1;
+		s->out_bytes += len;
+	}
+}
+
+/* Rewrites one end of the packet: the destination (to_real: the client's
+ * packet) or the source (the reply), address and port, with the IPv4
+ * header's and the TCP or UDP checksum. Returns 0, -1 when a header is not
+ * in the frame. */
+static __always_inline int nat_rewrite(void *l3, void *data_end, struct packet *pkt,
+				       int to_real, const __u32 *addr, __be16 port)
+{
+	__u32 delta = 0;
+	__be16 *p;
+	void *l4;
+	int i;
+
+	if (pkt->tuple.family == LVS_AF_INET) {
+		struct iphdr *ip = l3;
+		__be32 *a;
+
+		if ((void *)(ip + 1) > data_end)
+			return -1;
+		a = to_real ? &ip->daddr : &ip->saddr;
+		delta = csum_delta32(*a, addr[0]);
+		ip->check = csum_apply(ip->check, delta);
+		*a = addr[0];
+		l4 = l3 + ip->ihl * 4;
+	} else {
+		struct ipv6hdr *ip6 = l3;
+		__u32 *a;
+
+		if ((void *)(ip6 + 1) > data_end)
+			return -1;
+		a = to_real ? (__u32 *)&ip6->daddr : (__u32 *)&ip6->saddr;
+#pragma unroll
+		for (i = 0; i < 4; i++) {
+			delta += csum_delta32(a[i], addr[i]);
+			a[i] = addr[i];
+		}
+		l4 = ip6 + 1;
+	}
+	if (l4 + sizeof(struct udphdr) > data_end)
+		return -1;
+	p = (__be16 *)l4 + (to_real ? 1 : 0);
+	delta += csum_delta16(*p, port);
+	*p = port;
+	if (pkt->tuple.proto == IPPROTO_TCP) {
+		struct tcphdr *tcp = l4;
+
+		if ((void *)(tcp + 1) > data_end)
+			return -1;
+		tcp->check = csum_apply(tcp->check, delta);
+	} else {
+		struct udphdr *udp = l4;
+
+		/* an IPv4 datagram without a checksum keeps none; a sum
+		 * that comes out 0 is sent as 0xffff (CSUM_MANGLED_0) */
+		if (udp->check || pkt->tuple.family != LVS_AF_INET) {
+			udp->check = csum_apply(udp->check, delta);
+			if (!udp->check)
+				udp->check = 0xffff;
+		}
+	}
+	return 0;
+}
+
+/* LVS_PROG_NAT: the client's packet of a connection to a masquerading real,
+ * once the packet path has found or made the connection. */
+int lvsxdp_nat(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct lvs_fwd_scratch *s = 0;
+	struct lvs_nat_rev rev = {}, *known;
+	struct lvs_tuple key = {};
+	struct packet pkt = {};
+	struct lvs_real *r;
+	__be16 rport;
+	void *l3;
+
+	if (parse_packet(ctx, data, data_end, &pkt) >= 0)
+		return count_reason(LVS_R_TRUNCATED, XDP_DROP);
+	r = fwd_real(&s);
+	if (!r || !s)
+		return count_reason(LVS_R_NO_REAL, XDP_DROP);
+	if (r->ifindex != ctx->ingress_ifindex && pkt.len > r->mtu)
+		return fwd_too_big(ctx, r->mtu);
+	/* A real without a port of its own (a port-0 or firewall-mark
+	 * service) takes the port the client asked for (ip_vs_sched_persist). */
+	rport = r->port ? r->port : pkt.tuple.vport;
+	key.family = pkt.tuple.family;
+	key.proto = pkt.tuple.proto;
+	key.cport = rport;
+	key.vport = pkt.tuple.cport;
+	__builtin_memcpy(key.caddr, r->addr, 16);
+	__builtin_memcpy(key.vaddr, pkt.tuple.caddr, 16);
+	known = nat_rev.lookup(&key);
+	if (s->new_conn || !known || known->real != r->ref) {
+		__builtin_memcpy(rev.vaddr, pkt.tuple.vaddr, 16);
+		rev.vport = pkt.tuple.vport;
+		rev.svc = s->svc;
+		rev.real = r->ref;
+		__builtin_memcpy(rev.cmac, pkt.eth->h_source, ETH_ALEN);
+		rev.cifindex = ctx->ingress_ifindex;
+		if (nat_rev.update(&key, &rev))
+			count_reason(LVS_R_MAP_FULL, 0);
+	}
+	l3 = pkt.eth + 1;
+	if (has_vlan(pkt.eth))
+		l3 += sizeof(struct vlan_hdr);
+	if (nat_rewrite(l3, data_end, &pkt, 1, r->addr, rport))
+		return count_reason(LVS_R_TRUNCATED, XDP_DROP);
+	fwd_decrease_ttl(l3, data_end, pkt.tuple.family);
+	count_forward(s->svc, LVS_REF_IDX(r->ref), pkt.len, s->new_conn);
+	return fwd_to_real(ctx, pkt.eth, r);
+}
+
+/* LVS_PROG_NAT_REPLY: a packet the packet path found no service for, which
+ * may be a masquerading real's reply: from the VIP and the service's port
+ * again, to the client by the kernel's route (bpf_fib_lookup). Anything
+ * else goes on to the kernel as before. */
+int lvsxdp_nat_reply(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct bpf_fib_lookup fib = {};
+	struct lvs_iface *in, *out;
+	struct lvs_nat_rev *n;
+	struct lvs_config *cfg;
+	struct packet pkt = {};
+	u32 zero = 0, ifindex = ctx->ingress_ifindex, out_idx;
+	int rc, same;
+	void *l3;
+
+	if (parse_packet(ctx, data, data_end, &pkt) >= 0)
+		return count_reason(LVS_R_TRUNCATED, XDP_PASS);
+	cfg = config.lookup(&zero);
+	if (!cfg)
+		return XDP_PASS;
+	n = nat_rev.lookup(&pkt.tuple);
+	in = ifaces.lookup(&ifindex);
+	if (!n || !in || !mac_is(pkt.eth->h_dest, in->mac)) {
+		if (mac_is(pkt.eth->h_dest, cfg->mac))
+			return count_reason(LVS_R_NO_SERVICE, XDP_PASS);
+		return count_reason(LVS_R_NOT_FOR_US, XDP_PASS);
+	}
+	if (ttl_exhausted(&pkt))
+		return count_reason(LVS_R_TTL_EXCEEDED, XDP_PASS);
+	fib.family = pkt.tuple.family;
+	fib.l4_protocol = pkt.tuple.proto;
+	fib.sport = n->vport;
+	fib.dport = pkt.tuple.vport;
+	fib.tot_len = pkt.len;
+	fib.ifindex = ifindex;
+	if (pkt.tuple.family == LVS_AF_INET) {
+		fib.ipv4_src = n->vaddr[0];
+		fib.ipv4_dst = pkt.tuple.vaddr[0];
+	} else {
+		__builtin_memcpy(fib.ipv6_src, n->vaddr, 16);
+		__builtin_memcpy(fib.ipv6_dst, pkt.tuple.vaddr, 16);
+	}
+	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
+	if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED)
+		return count_reason(LVS_R_TOO_BIG, XDP_DROP);
+	out_idx = fib.ifindex;
+	out = ifaces.lookup(&out_idx);
+	if (!out)
+		return count_reason(LVS_R_NO_ROUTE, XDP_DROP);
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH && out_idx == n->cifindex) {
+		/* the kernel never saw the client (XDP took its packets): its
+		 * previous hop is where its packet came from */
+		__builtin_memcpy(fib.dmac, n->cmac, ETH_ALEN);
+		__builtin_memcpy(fib.smac, out->mac, ETH_ALEN);
+	} else if (rc != BPF_FIB_LKUP_RET_SUCCESS) {
+		return count_reason(LVS_R_NO_ROUTE, XDP_DROP);
+	}
+	l3 = pkt.eth + 1;
+	if (has_vlan(pkt.eth))
+		l3 += sizeof(struct vlan_hdr);
+	if (nat_rewrite(l3, data_end, &pkt, 0, n->vaddr, n->vport))
+		return count_reason(LVS_R_TRUNCATED, XDP_DROP);
+	fwd_decrease_ttl(l3, data_end, pkt.tuple.family);
+	if ((void *)(pkt.eth + 1) > data_end)
+		return XDP_DROP;
+	__builtin_memcpy(pkt.eth->h_dest, fib.dmac, ETH_ALEN);
+	__builtin_memcpy(pkt.eth->h_source, fib.smac, ETH_ALEN);
+	count_reply(n->svc, LVS_REF_IDX(n->real), pkt.len);
+	same = out_idx == ifindex;
+	if (same)
+		return XDP_TX;
+	return tx_ports.redirect_map(out->slot, 0);
+}
+
+#endif
