@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import load, plan, routes, runtime, shared, snapshot, tables
+from . import load, netfilter, plan, routes, runtime, shared, snapshot, tables
 from .director import apply_marks, kernel_mark_rules
 from .model import ConfigError
 from .snapshot import EST_INTERVAL, template_dead_at
@@ -64,7 +64,10 @@ class Agent:
         self.next_routes = 0.0
         self.ifaces = routes.served(self.ipr, routes.served_ports(self.maps))
         self.marks_in: tuple | None = None  # the mark rules the maps hold
-        self.skipped_rules: list[str] = []
+        self.skipped_rules: list[dict] | None = None
+        self.kernel_rules: list = []
+        self.rules_watch = netfilter.Watch()
+        self.reload = False
         self.managed: set = set()
         self.stop = False
         self.netns_ino = os.stat("/proc/self/ns/net").st_ino
@@ -74,6 +77,8 @@ class Agent:
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, self._on_term)
+        signal.signal(signal.SIGHUP, self._on_hup)
+        log.info("following the kernel's mangle rules by %s", self.rules_watch.how)
         self.refresh(force=True)
         (runtime.RUN_DIR / f"{self.paths.key}.ready").touch()
         next_sweep = 0.0
@@ -83,7 +88,7 @@ class Agent:
                 log.info("maps are gone or belong to another namespace: exiting")
                 return
             try:
-                self.refresh()
+                self.refresh(force=self.reload)
                 if time.monotonic() >= next_sweep:
                     started = time.monotonic()
                     self.sweep()
@@ -96,6 +101,12 @@ class Agent:
 
     def _on_term(self, *_):
         self.stop = True
+
+    def _on_hup(self, *_):
+        # `systemctl reload`: read everything again at the next pass; the
+        # maps change only where the configuration did
+        log.info("SIGHUP: reading the configuration and the kernel's rules again")
+        self.reload = True
 
     def still_ours(self) -> bool:
         """False once the maps are gone or another director owns them, or
@@ -115,7 +126,8 @@ class Agent:
                 log.info("network namespace %s was deleted: removing the director's pins",
                          self.paths.key)
                 shutil.rmtree(self.paths.pins, ignore_errors=True)
-                for leftover in (self.paths.runtime, runtime.RUN_DIR / f"{self.paths.key}.ready"):
+                for leftover in (self.paths.runtime, self.paths.agent,
+                                 runtime.RUN_DIR / f"{self.paths.key}.ready"):
                     leftover.unlink(missing_ok=True)
                 return False
         return True
@@ -125,11 +137,16 @@ class Agent:
         """Brings the maps in line with the configuration, the reals' MACs
         and the kernel's mangle rules, whichever changed. One locked pass:
         the MACs are those of the configuration that is applied."""
-        kernel_rules, skipped = kernel_mark_rules()
-        if skipped != self.skipped_rules:
-            for line in skipped:
-                log.warning("kernel mangle rule not followed: %s", line)
-            self.skipped_rules = skipped
+        self.reload = False
+        if self.rules_watch.due() or force:
+            self.kernel_rules, skipped = kernel_mark_rules()
+            if skipped != self.skipped_rules:
+                for s in skipped:
+                    log.warning("kernel mangle rule not followed: %s (%s)", s["rule"], s["why"])
+                self.skipped_rules = skipped
+                runtime.write_agent(self.paths, {"pid": os.getpid(),
+                                                 "skipped_rules": skipped})
+        kernel_rules = self.kernel_rules
         with runtime.locked(self.paths):
             try:
                 mtime = self.paths.state.stat().st_mtime_ns
@@ -280,8 +297,7 @@ def sweep(maps: runtime.Maps, config, now: int) -> dict:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s lvsxdp-agent[%(process)d] %(message)s")
+    runtime.setup_logging("lvsxdp-agent")
     try:
         agent = Agent()
     except Exception as e:

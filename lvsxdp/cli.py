@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -16,8 +17,8 @@ SIZES = click.IntRange(1024, 1 << 26)
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-n", "--netns", metavar="NETNS",
-              help="Act on the director of this network namespace (like `ip -n`). "
-                   "Use this rather than `ip netns exec`, which hides /sys/fs/bpf.")
+              help="Act on the director of this network namespace (like `ip -n`; "
+                   "`ip netns exec NETNS lvsxdp ...` works too).")
 def main(netns: str | None) -> None:
     """lvsxdp: LVS persistence and direct routing in XDP.
 
@@ -28,9 +29,12 @@ def main(netns: str | None) -> None:
     lvsxdp ipvsadm -L -n -c
     lvsxdp -n director status
     """
-    if netns:
-        from . import runtime  # noqa: PLC0415
+    from . import runtime  # noqa: PLC0415
 
+    # `ip netns exec` hides the pins: every command goes back to the host's
+    # mounts (the network namespace, which names the director, stays)
+    runtime.see_host_pins()
+    if netns:
         try:
             runtime.enter_netns(netns)
         except RuntimeError_ as e:
@@ -134,6 +138,11 @@ def down(ifaces: tuple[str, ...], flush: bool) -> None:
 def status(as_json: bool) -> None:
     """Is a director running here, and how is it doing.
 
+    Exits 1 when anything is wrong, with one PROBLEM line for each: no
+    director, a served interface without its program, the agent dead, a
+    real the data plane cannot reach (no route, no MAC), a kernel mangle
+    rule lvsxdp cannot follow, a damaged saved configuration.
+
     \b
     lvsxdp status
     lvsxdp -n director status --json
@@ -146,20 +155,22 @@ def status(as_json: bool) -> None:
         _die(str(e))
     if as_json:
         click.echo(json.dumps(st, sort_keys=True))
-        return
+        sys.exit(1 if st["problems"] else 0)
     alive = "running" if st["agent_alive"] else "NOT RUNNING"
     how = {"may_goto": ", walks by may_goto", "bounded": ", walks in bounded chunks"}
     click.echo(f"director  {st['netns']}: {' '.join(st['ifaces'] or [str(st['iface'])])} "
                f"({st['mode']} XDP, prog {st['prog_id']}"
                f"{how.get(st.get('loops'), '')})")
-    click.echo(f"agent     pid {st['agent_pid']} {alive}")
+    by = f" (lvsxdp service pid {st['supervisor_pid']})" if st.get("supervisor_pid") else ""
+    click.echo(f"agent     pid {st['agent_pid']} {alive}{by}")
     click.echo(f"config    {st['services']} services, {st['reals']} real servers")
     click.echo(f"tables    {st['connections']}/{st['conn_table_size']} connections, "
                f"{st['templates']}/{st['template_table_size']} templates")
     dropped = ", ".join(f"{k} {v}" for k, v in st["not_forwarded"].items() if v) or "none"
     click.echo(f"not fwd   {dropped}")
-    for addr, why in st["reals_unreachable"].items():
-        click.echo(f"real      {addr} UNREACHABLE: {why}")
+    for problem in st["problems"]:
+        click.echo(f"PROBLEM   {problem}")
+    sys.exit(1 if st["problems"] else 0)
 
 
 @main.command(context_settings={"ignore_unknown_options": True,
@@ -328,14 +339,16 @@ def top(once: bool, as_json: bool, interval: float, sort: str, reverse: bool,
 
 
 @main.command()
-@click.option("--listen", default=":9652", show_default=True, metavar="[ADDR]:PORT",
-              help="Where to serve /metrics (in the director's network namespace).")
+@click.option("--listen", default="127.0.0.1:9652", show_default=True, metavar="[ADDR]:PORT",
+              help="Where to serve /metrics (in the director's network namespace); "
+                   "`:9652` listens on every address, the VIPs included.")
 def metrics(listen: str) -> None:
     """Serve the director's numbers to Prometheus (text format over HTTP).
 
     Counters per service and real (connections, packets, bytes), drops by
-    reason, connection and template counts, weights, MAC state. Read from
-    the maps at each scrape.
+    reason, connection and template counts, weights, MAC state, the kernel
+    mangle rules lvsxdp cannot follow. Read from the maps at each scrape.
+    Listens on 127.0.0.1 unless told otherwise.
 
     \b
     lvsxdp metrics
@@ -380,6 +393,48 @@ def sysctl(args: tuple[str, ...]) -> None:
         sys.exit(2)
     except RuntimeError_ as e:
         _die(str(e))
+
+
+@main.group(invoke_without_command=True)
+@click.option("--unit", is_flag=True, help="Print the systemd unit (lvsxdp.service).")
+@click.option("--example", is_flag=True, help="Print an example /etc/default/lvsxdp.")
+@click.option("--config", "defaults", metavar="FILE", default="/etc/default/lvsxdp",
+              show_default=True, help="The settings file `service run` reads.")
+@click.pass_context
+def service(ctx, unit: bool, example: bool, defaults: str) -> None:
+    """lvsxdp as a system service (systemd, or any service manager).
+
+    `service run` brings the director up on IFACES, loads RULES at boot when
+    AUTO=true (as Debian's ipvsadm package does), and restarts the agent if
+    it dies. SIGHUP re-reads FILE without touching forwarding; SIGTERM
+    detaches and keeps the tables, so a restart resumes every session.
+
+    \b
+    lvsxdp service --example > /etc/default/lvsxdp
+    lvsxdp service --unit > /etc/systemd/system/lvsxdp.service
+    systemctl daemon-reload && systemctl enable --now lvsxdp
+    ipvsadm-save -n > /etc/ipvsadm.rules     # what AUTO=true loads at boot
+    """
+    from . import service as service_mod  # noqa: PLC0415
+
+    ctx.obj = Path(defaults)
+    if ctx.invoked_subcommand is not None:
+        return
+    if unit == example:
+        _die("say --unit, --example, or `service run`", 2)
+    if unit:
+        click.echo(service_mod.unit(service_mod.installed_exe(), Path(defaults)), nl=False)
+    else:
+        click.echo(service_mod.EXAMPLE, nl=False)
+
+
+@service.command("run")
+@click.pass_obj
+def service_run(defaults) -> None:
+    """Run the director as a service, in the foreground (the unit's ExecStart)."""
+    from . import service as service_mod  # noqa: PLC0415
+
+    sys.exit(service_mod.run(defaults))
 
 
 @main.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -83,20 +83,12 @@ def _real_addrs(config: Config) -> set:
     return {r.addr for s in config.services for r in s.reals}
 
 
-def kernel_mark_rules() -> tuple[list, list[str]]:
-    """The kernel's own mangle PREROUTING rules in this namespace (what an
-    operator typed with plain iptables): the ones lvsxdp can follow, and the
-    ones it cannot, with why."""
-    from . import iptables  # noqa: PLC0415
+def kernel_mark_rules() -> tuple[list, list[dict]]:
+    """The kernel's own mangle PREROUTING rules in this namespace: the ones
+    lvsxdp can follow, and the ones it cannot ({"rule", "why"})."""
+    from . import netfilter  # noqa: PLC0415
 
-    try:
-        out = subprocess.run(["iptables-save", "-t", "mangle"], capture_output=True, text=True,
-                             timeout=10, check=False)
-    except (FileNotFoundError, subprocess.TimeoutExpired):
-        return [], []
-    if out.returncode != 0:
-        return [], []
-    return iptables.parse_save(out.stdout)
+    return netfilter.kernel_rules()
 
 
 def apply_marks(maps: runtime.Maps, config: Config, kernel_rules: list) -> None:
@@ -133,12 +125,13 @@ def served_names(info: dict | None) -> list[str]:
 
 
 def up(ifaces, mode: str = "auto", conns: int | None = None,
-       templates: int | None = None) -> str:
+       templates: int | None = None, agent: bool = True) -> str:
     """Starts the director on ifaces (the first is the VIP side, the others
     where reals may be), or reloads the running one in place; resumes the
-    tables a plain `down` kept."""
+    tables a plain `down` kept. agent=False: the caller (the service's
+    supervisor) starts the agent itself."""
     names = _names(ifaces)
-    info, how = _bring_up(names, mode, conns, templates)
+    info, how = _bring_up(names, mode, conns, templates, agent)
     iface = " ".join(names)
     verb = "reloaded" if how["running"] else "up"
     note = ""
@@ -151,7 +144,7 @@ def up(ifaces, mode: str = "auto", conns: int | None = None,
             f"scheduler walks by {how['loops']}, agent pid {info['agent_pid']}{note})")
 
 
-def restart(ifaces, mode: str = "auto") -> str:
+def restart(ifaces, mode: str = "auto", agent: bool = True) -> str:
     """The operator's restart: the running director's reload, which compiles
     while the old program forwards and swaps the new one in atomically, so
     every connection and template is kept. Refused when none runs here."""
@@ -166,7 +159,7 @@ def restart(ifaces, mode: str = "auto") -> str:
     if len(names) == 1:
         names = served_names(before)  # the interfaces it serves now
     iface = " ".join(names)
-    info, how = _bring_up(names, mode, None, None)
+    info, how = _bring_up(names, mode, None, None, agent)
     swap = "swapped in place"
     if before.get("mode") != info["mode"]:
         swap = f"re-attached from {before.get('mode')} XDP: a mode change cannot swap in place"
@@ -178,7 +171,7 @@ def restart(ifaces, mode: str = "auto") -> str:
 
 
 def _bring_up(names: list[str], mode: str, conns: int | None,
-              templates: int | None) -> tuple[dict, dict]:
+              templates: int | None, agent: bool = True) -> tuple[dict, dict]:
     """up's work: compile while whatever is attached forwards, refill the
     pinned maps, swap the program in, start a new agent. Returns the runtime
     record and how it went."""
@@ -186,6 +179,10 @@ def _bring_up(names: list[str], mode: str, conns: int | None,
 
     if mode not in XDP_FLAGS:
         raise RuntimeError_(f"unknown XDP mode {mode!r} (native, generic, auto)")
+    try:
+        loader.check_kernel()
+    except loader.LoadError as e:
+        raise RuntimeError_(str(e)) from None
     p = runtime.paths()
     runtime.load_config(p)  # a damaged saved configuration stops `up` before it pins anything
     runtime.ensure_bpffs()
@@ -305,7 +302,7 @@ def _bring_up(names: list[str], mode: str, conns: int | None,
         # A new agent with the code and the maps of this `up`: one left from
         # before would go on with an older lvsxdp and maps just replaced.
         _stop_agent(info)
-        info["agent_pid"] = _start_agent(p)
+        info["agent_pid"] = _start_agent(p) if agent else None
         runtime.write_runtime(p, info)
         return info, {"running": running, "resumed": not running and not fresh,
                       "dropped": dropped,
@@ -332,22 +329,30 @@ def _stop_agent(info: dict | None) -> None:
 
 
 def _start_agent(p: Paths) -> int:
+    return start_agent(p).pid
+
+
+def start_agent(p: Paths, logfile: bool = True) -> subprocess.Popen:
+    """Starts the agent and waits until it is ready. Its output goes to
+    the log file in /run, or (logfile=False: the service) where ours goes,
+    the journal."""
     runtime.RUN_DIR.mkdir(parents=True, exist_ok=True)
     ready = runtime.RUN_DIR / f"{p.key}.ready"
     with contextlib.suppress(FileNotFoundError):
         ready.unlink()
-    log = open(p.log, "a")
+    log = open(p.log, "a") if logfile else None
     env = dict(os.environ, LVSXDP_NETNS=p.key)
     proc = subprocess.Popen([sys.executable, "-m", "lvsxdp.agent"], stdin=subprocess.DEVNULL,
-                            stdout=log, stderr=log, env=env, start_new_session=True,
+                            stdout=log, stderr=log, env=env, start_new_session=logfile,
                             close_fds=True)
-    log.close()
+    if log is not None:
+        log.close()
     # ready in well under a second here; an emulated VM under load (the
     # kernel matrix's) has taken more than 10 s to import numpy and pyroute2
     deadline = time.monotonic() + AGENT_START_S
     while time.monotonic() < deadline:
         if ready.exists():
-            return proc.pid
+            return proc
         if proc.poll() is not None:
             raise RuntimeError_(f"the agent exited at start (see {p.log})")
         time.sleep(0.05)
@@ -388,7 +393,7 @@ def down(iface: str, flush: bool = False) -> str:
     _stop_agent(info)
     # the log stays (in /run) for reading after the fact; without the
     # runtime record nothing reads kept tables as a running director
-    for leftover in (p.runtime, p.lock, runtime.RUN_DIR / f"{p.key}.ready"):
+    for leftover in (p.runtime, p.lock, p.agent, runtime.RUN_DIR / f"{p.key}.ready"):
         leftover.unlink(missing_ok=True)
     if flush or not owned:
         _remove_pins(p)
@@ -399,6 +404,10 @@ def down(iface: str, flush: bool = False) -> str:
 
 
 def status() -> dict:
+    """The running director's state, and every problem found: a served
+    interface without the director's program, the agent dead, a real the
+    data plane cannot reach, a kernel mangle rule lvsxdp does not follow, a
+    damaged saved configuration."""
     p = runtime.paths()
     maps = runtime.running_maps(p)
     if maps is None:
@@ -407,23 +416,41 @@ def status() -> dict:
             "; `lvsxdp down` kept its tables (`lvsxdp up IFACE` resumes them)" if kept else ""))
     with maps:
         info = runtime.read_runtime(p) or {}
-        config = runtime.load_config(p)
+        problems = []
+        try:
+            config = runtime.load_config(p)
+        except RuntimeError_ as e:
+            problems.append(str(e))
+            config = runtime.load_config_readonly(p, warn=False)
         from . import snapshot  # noqa: PLC0415
 
         snap = snapshot.read(maps, config)
         reasons = {}
         for i, name in enumerate(shared.REASONS):
             reasons[name] = sum(v.value for v in maps.reasons.lookup(ctypes.c_uint32(i)))
+        problems += _attach_problems(info)
+        alive = agent_alive(info)
+        if not alive:
+            problems.append(f"the agent (pid {info.get('agent_pid')}) is not running: nothing "
+                            "follows the reals' routes and MACs or tidies the tables "
+                            f"(`lvsxdp restart {info.get('iface') or 'IFACE'}` starts one)")
+        unreachable = unreachable_reals(maps, config)
+        problems += [f"real {addr} UNREACHABLE: {why}" for addr, why in unreachable.items()]
+        _, skipped = kernel_mark_rules()
+        problems += [f"kernel mangle rule not followed: {s['rule']} ({s['why']}): packets it "
+                     "marks get no firewall-mark service" for s in skipped]
         return {
             "netns": p.key,
             "iface": info.get("iface"),
             "ifaces": served_names(info),
-            "reals_unreachable": unreachable_reals(maps, config),
+            "reals_unreachable": unreachable,
+            "kernel_rules_skipped": skipped,
             "mode": info.get("mode"),
             "prog_id": info.get("prog_id"),
             "loops": info.get("loops"),
             "agent_pid": info.get("agent_pid"),
-            "agent_alive": agent_alive(info),
+            "agent_alive": alive,
+            "supervisor_pid": info.get("supervisor_pid"),  # `lvsxdp service run`
             "services": len(config.services),
             "reals": sum(len(s.reals) for s in config.services),
             "connections": sum(1 for e in snap.entries if not e.template),
@@ -431,7 +458,31 @@ def status() -> dict:
             "conn_table_size": maps.conns.max_entries,
             "template_table_size": maps.templates.max_entries,
             "not_forwarded": reasons,
+            "problems": problems,
         }
+
+
+def _attach_problems(info: dict) -> list[str]:
+    """Served interfaces that do not run the director's program (detached
+    by hand, or by another tool)."""
+    out = []
+    ipr = _ipr()
+    try:
+        for name in served_names(info):
+            try:
+                _, _, attached = link_info(ipr, name)
+            except RuntimeError_:
+                out.append(f"{name} is gone: nothing forwards there")
+                continue
+            if not attached:
+                out.append(f"no XDP program attached to {name}: nothing forwards there "
+                           f"(`lvsxdp restart {info.get('iface')}` attaches it)")
+            elif attached.get("prog_id") != info.get("prog_id"):
+                out.append(f"{name} runs XDP program {attached.get('prog_id')}, not the "
+                           f"director's ({info.get('prog_id')})")
+    finally:
+        ipr.close()
+    return out
 
 
 # -- ipvsadm -------------------------------------------------------------------
@@ -482,9 +533,11 @@ def _ipvsadm(cmd: ipvsadm.Command, stdin) -> tuple[str, list[str]]:
     p = runtime.paths()
     errors: list[str] = []
     if cmd.op in ("list", "save"):
-        config = runtime.load_config(p)
         if cmd.op == "save":
-            return ipvsadm.format_save(config, cmd), errors
+            # what -S prints is saved as the rules (ipvsadm-save > rules):
+            # never a part of a damaged configuration
+            return ipvsadm.format_save(runtime.load_config(p), cmd), errors
+        config = runtime.load_config_readonly(p)
         maps = runtime.running_maps(p)
         if maps is None:
             snap = ipvsadm.Snapshot()

@@ -55,6 +55,25 @@ def kernel_has_may_goto() -> bool:
     return _may_goto
 
 
+# The newest helper the program calls is bpf_xdp_load_bytes (5.18; parse.h
+# reads IPv4 options with it); bpf_ktime_get_coarse_ns needs 5.11 and the
+# agent's managed neighbours 5.16.
+MIN_KERNEL = (5, 18)
+
+
+def check_kernel(release: str | None = None) -> None:
+    """One line, before anything is compiled or pinned, when the kernel is
+    older than what the program needs (rather than a verifier dump)."""
+    release = release or platform.release()
+    try:
+        have = tuple(int(x) for x in release.split("-")[0].split(".")[:2])
+    except ValueError:
+        return  # a release lvsxdp cannot read: let the verifier judge
+    if have < MIN_KERNEL:
+        raise LoadError(f"this kernel ({release}) is too old: lvsxdp needs Linux "
+                        f"{MIN_KERNEL[0]}.{MIN_KERNEL[1]} or newer (Debian 12's 6.1 will do)")
+
+
 def loops_for_kernel() -> str:
     """How the schedulers' loops are built for this kernel (bpf/sched.h):
     LVSXDP_LOOPS=bounded forces the way older kernels take, on any kernel."""

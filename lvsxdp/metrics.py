@@ -45,6 +45,13 @@ def families(data: dict | None, scrape_seconds: float = 0.0) -> list:
     agent = GaugeMetricFamily("lvsxdp_agent_up", "1 when the director's agent runs.")
     agent.add_metric([], 1 if d["agent_alive"] else 0)
     out += [info, agent]
+    skipped = GaugeMetricFamily("lvsxdp_kernel_rule_skipped",
+                                "1 for each kernel mangle PREROUTING rule lvsxdp cannot follow "
+                                "(its packets get no firewall-mark service).",
+                                labels=["rule"])
+    for rule in d.get("kernel_rules_skipped") or []:
+        skipped.add_metric([rule["rule"]], 1)
+    out.append(skipped)
     if d["uptime"] is not None:
         out.append(GaugeMetricFamily("lvsxdp_uptime_seconds", "Since `lvsxdp up` first ran.",
                                      value=d["uptime"]))
@@ -149,7 +156,7 @@ class DirectorCollector:
         if maps is None:
             return families(None)
         with maps:
-            config = runtime.load_config(p)
+            config = runtime.load_config_readonly(p)
             cur = top.sample(maps)
             tables = top.read_tables(maps, config, cur.reals)
         data = top.build(config, cur, None, tables, None, **top._context(p))
@@ -157,7 +164,9 @@ class DirectorCollector:
 
 
 def parse_listen(text: str) -> tuple[str, int]:
-    """"[ADDR]:PORT" (ADDR may be [v6]) -> (addr, port); no ADDR: all."""
+    """"[ADDR]:PORT" (ADDR may be [v6]) -> (addr, port); no ADDR (":9652"):
+    every address, which the operator asks for explicitly (the default is
+    127.0.0.1:9652: not the VIP, not the world)."""
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
         raise RuntimeError_(f"--listen wants [ADDR]:PORT, not {text!r}")

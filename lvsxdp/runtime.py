@@ -4,7 +4,8 @@ maps, its configuration file, and writing a Plan into the maps.
 One director per network namespace, as IPVS has one table per namespace.
 Its pins live under /sys/fs/bpf/lvsxdp/<netns>, so directors in different
 namespaces of one host never share state. `ip netns exec` hides /sys/fs/bpf
-(it remounts /sys), which is why lvsxdp takes `-n NETNS` itself.
+(it remounts /sys): lvsxdp then goes back to the host's mounts to find them
+(see_host_pins), and also takes `-n NETNS` itself.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import fcntl
 import json
 import os
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,25 +96,82 @@ def _is_bpffs(path: Path) -> bool:
 CLONE_NEWNS = 0x00020000
 
 
+def _mnt_ns(pid: str) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}/ns/mnt").st_ino
+    except OSError:
+        return None
+
+
+def _ancestors() -> list[str]:
+    """This process's parents, nearest first (whoever ran `ip netns exec`
+    sees the mounts it meant, also inside a container or a service with
+    mounts of its own), then PID 1 (the host's mounts)."""
+    out, pid = [], os.getppid()
+    while pid > 1:
+        out.append(str(pid))
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                pid = int(f.read().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return [*out, "1"]
+
+
 def see_host_pins() -> None:
     """Under `ip netns exec NS` (a mount namespace of its own, /sys remounted
     and /sys/fs/bpf gone) the director's pins are out of sight: a command
-    run there goes back to the host's mounts, keeping the network namespace
-    it names the director by. A no-op where the pins are visible or for a
-    user who may not (who could not change the director anyway)."""
-    if os.geteuid() != 0 or _is_bpffs(PIN_ROOT.parent):
+    run there goes back to the mounts of the nearest process that sees the
+    bpffs (the one that ran `ip netns exec`, else PID 1's), keeping the
+    network namespace it names the director by, and its working directory
+    (relative file names stay valid). Mounts where lvsxdp's own files are
+    not are passed over. A no-op where the pins are visible or for a user
+    who may not (who could not change the director anyway)."""
+    bpffs = PIN_ROOT.parent
+    if os.geteuid() != 0 or _is_bpffs(bpffs):
         return
+    mine = _mnt_ns("self")
     try:
-        if os.stat("/proc/1/ns/mnt").st_ino == os.stat("/proc/self/ns/mnt").st_ino:
-            return
-        fd = os.open("/proc/1/ns/mnt", os.O_RDONLY)
+        home = os.open("/proc/self/ns/mnt", os.O_RDONLY)
+        cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
         return
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.setns(fd, CLONE_NEWNS)
+        where = os.getcwd()
+    except OSError:
+        where = None
+    libc = ctypes.CDLL(None, use_errno=True)
+    try:
+        for pid in _ancestors():
+            theirs = _mnt_ns(pid)
+            if theirs is None or theirs == mine:
+                continue
+            if not _is_bpffs(Path(f"/proc/{pid}/root/{bpffs.resolve()}")):
+                continue
+            try:
+                fd = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                if libc.setns(fd, CLONE_NEWNS) != 0:
+                    continue
+            finally:
+                os.close(fd)
+            if os.path.exists(__file__) and os.path.exists(sys.executable):
+                # setns put us at the new root: back to the same directory by
+                # its name there (a directory fd of the old mounts would be
+                # one getcwd() cannot name, and compilers call it)
+                try:
+                    os.chdir(where or "/")
+                except OSError:
+                    with contextlib.suppress(OSError):
+                        os.fchdir(cwd)
+                return
+            libc.setns(home, CLONE_NEWNS)  # lvsxdp itself is not there: back
+            os.fchdir(cwd)
     finally:
-        os.close(fd)
+        os.close(home)
+        os.close(cwd)
 
 
 def ensure_bpffs() -> None:
@@ -127,14 +186,20 @@ def ensure_bpffs() -> None:
                 sysfs_src = dev
     if sysfs_src not in ("", "sysfs"):
         raise RuntimeError_(
-            f"{bpffs} is not shared with the host here (inside `ip netns exec`?): "
-            "use `lvsxdp -n NETNS ...` instead"
+            f"{bpffs} is not shared with the host here (inside `ip netns exec`, and no "
+            "process of the host in sight?): use `lvsxdp -n NETNS ...` instead"
         )
-    bpffs.mkdir(parents=True, exist_ok=True)
+    # no bpffs (a host that does not mount it): mount it, as systemd would
+    try:
+        bpffs.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RuntimeError_(f"no bpffs at {bpffs}, and it cannot be made: {e.strerror}"
+                            ) from None
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.mount(b"bpf", str(bpffs).encode(), b"bpf", 0, None) != 0:
         err = ctypes.get_errno()
-        raise RuntimeError_(f"cannot mount bpffs on {bpffs}: {os.strerror(err)}")
+        raise RuntimeError_(f"no bpffs at {bpffs}, and it cannot be mounted: "
+                            f"{os.strerror(err)}")
 
 
 @dataclass
@@ -160,6 +225,12 @@ class Paths:
     @property
     def log(self) -> Path:
         return RUN_DIR / f"{self.key}.log"
+
+    @property
+    def agent(self) -> Path:
+        """What the agent tells the read-only commands (the kernel rules it
+        cannot follow), rewritten when that changes."""
+        return RUN_DIR / f"{self.key}.agent.json"
 
 
 def paths() -> Paths:
@@ -194,6 +265,55 @@ def load_config(p: Paths) -> Config:
                             "fix it or remove it") from None
 
 
+_warned: set[str] = set()
+
+
+def load_config_readonly(p: Paths, warn: bool = True) -> Config:
+    """The saved configuration for a command that only reads (status, top,
+    metrics, listings): a damaged file is read as far as it goes - every
+    service, rule and setting that still makes sense - with one warning
+    line (once per process), rather than stopping the command."""
+    try:
+        return load_config(p)
+    except RuntimeError_ as e:
+        msg = str(e).removesuffix(": fix it or remove it")
+    config, dropped = _partial_config(p)
+    if warn and msg not in _warned:
+        _warned.add(msg)
+        prog = os.path.basename(sys.argv[0] or "lvsxdp")
+        print(f"{prog}: warning: {msg}: read what is readable ({len(config.services)} "
+              f"services, {dropped} parts left out)", file=sys.stderr, flush=True)
+    return config
+
+
+def _partial_config(p: Paths) -> tuple[Config, int]:
+    from .model import Settings  # noqa: PLC0415
+
+    try:
+        raw = json.loads(p.state.read_text())
+    except (OSError, ValueError):
+        return Config(), 1
+    if not isinstance(raw, dict):
+        return Config(), 1
+    config, dropped = Config(), 0
+    for name in ("services", "trash", "mark_rules"):
+        items = raw.get(name, [])
+        for item in items if isinstance(items, list) else [items]:
+            try:
+                got = Config.from_json(json.dumps({name: [item]}))
+            except Exception:  # noqa: BLE001 - whatever a hand edit made of it
+                dropped += 1
+                continue
+            getattr(config, name).extend(getattr(got, name))
+    try:
+        config.settings = Settings(**raw.get("settings", {}))
+    except Exception:  # noqa: BLE001
+        dropped += 1
+    with contextlib.suppress(TypeError, ValueError):
+        config.generation = int(raw.get("generation", 0))
+    return config, dropped
+
+
 def save_config(p: Paths, config: Config) -> None:
     p.state.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.state.with_suffix(f".tmp{os.getpid()}")
@@ -206,6 +326,21 @@ def read_runtime(p: Paths) -> dict | None:
         return json.loads(p.runtime.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
+
+
+def read_agent(p: Paths) -> dict:
+    try:
+        out = json.loads(p.agent.read_text())
+    except (OSError, ValueError):
+        return {}
+    return out if isinstance(out, dict) else {}
+
+
+def write_agent(p: Paths, info: dict) -> None:
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    tmp = p.agent.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(info, indent=1, sort_keys=True))
+    os.replace(tmp, p.agent)
 
 
 def write_runtime(p: Paths, info: dict) -> None:
@@ -559,3 +694,31 @@ def apply_marks(maps: Maps, tables) -> None:
     for k in list(maps.mark_combo.keys()):
         if k.gen != gen:
             maps.mark_combo.delete(k)
+
+
+def setup_logging(ident: str) -> None:
+    """Log lines to where an operator looks: under systemd (JOURNAL_STREAM)
+    stderr is the journal; elsewhere syslog (/dev/log, which journald reads
+    too) and stderr (the agent's file in /run when `up` started it)."""
+    import logging  # noqa: PLC0415
+    import logging.handlers  # noqa: PLC0415
+
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    stderr = logging.StreamHandler(sys.stderr)
+    if os.environ.get("JOURNAL_STREAM"):
+        stderr.setFormatter(logging.Formatter("%(message)s"))
+        root.addHandler(stderr)
+        return
+    stderr.setFormatter(logging.Formatter(f"%(asctime)s {ident}[%(process)d] %(message)s"))
+    root.addHandler(stderr)
+    if os.path.exists("/dev/log"):
+        try:
+            syslog = logging.handlers.SysLogHandler(
+                "/dev/log", facility=logging.handlers.SysLogHandler.LOG_DAEMON)
+        except OSError:
+            return  # no syslog daemon listening: stderr alone
+        syslog.setFormatter(logging.Formatter(f"{ident}[%(process)d]: %(message)s"))
+        root.addHandler(syslog)

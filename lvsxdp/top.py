@@ -266,7 +266,8 @@ def _seconds(ns: int) -> int:
 
 def build(config: Config, cur: Counters, prev: Counters | None, tables: Tables | None,
           view: View | None, now: int | None = None, info: dict | None = None,
-          netns: str | None = None, agent_alive: bool | None = None) -> dict:
+          netns: str | None = None, agent_alive: bool | None = None,
+          skipped: list | None = None) -> dict:
     """The frame's data: what `top` draws and `top --json` prints (view
     None: no affinity rows, for metrics)."""
     if now is None:
@@ -351,6 +352,9 @@ def build(config: Config, cur: Counters, prev: Counters | None, tables: Tables |
             "netns": netns, "iface": info.get("iface"), "mode": info.get("mode"),
             "prog_id": info.get("prog_id"), "agent_pid": info.get("agent_pid"),
             "agent_alive": agent_alive, "uptime": uptime,
+            # kernel mangle rules lvsxdp cannot follow: their packets get no
+            # firewall-mark service
+            "kernel_rules_skipped": list(skipped or []),
         },
         "time": cur.wall,
         "interval": round(dt, 3) if prev is not None else None,
@@ -536,9 +540,14 @@ def render(data: dict, height: int = 24, status: str = "", keys: bool = True):
                               human(r["bps"]), share,
                               Text("yes", style="") if r["mac_known"] else
                               Text("no", style="red"))
-    used = 3 + 1 + sum(1 + max(1, len(s["reals"])) for s in data["services"])
+    skipped = d.get("kernel_rules_skipped") or []
+    used = 3 + len(skipped) + 1 + sum(1 + max(1, len(s["reals"])) for s in data["services"])
 
-    parts = [head, line2, line3, svc_table]
+    parts = [head, line2, line3]
+    for rule in skipped:
+        parts.append(Text(f"kernel rule NOT FOLLOWED: {rule['rule']} ({rule['why']})",
+                          style="bold red", no_wrap=True, overflow="ellipsis"))
+    parts.append(svc_table)
     a = data["affinity"]
     if a is not None:
         title = Text("Affinity", style="bold")
@@ -604,14 +613,15 @@ def _context(p: runtime.Paths) -> dict:
     from .director import agent_alive  # noqa: PLC0415
 
     info = runtime.read_runtime(p) or {}
-    return {"info": info, "netns": p.key, "agent_alive": agent_alive(info)}
+    return {"info": info, "netns": p.key, "agent_alive": agent_alive(info),
+            "skipped": runtime.read_agent(p).get("skipped_rules", [])}
 
 
 def frame(view: View, interval: float) -> dict:
     """One frame's data, rates measured over `interval` seconds (0: none)."""
     p, maps = _director()
     with maps:
-        config = runtime.load_config(p)
+        config = runtime.load_config_readonly(p)
         prev = None
         if interval > 0:
             prev = sample(maps)
@@ -664,7 +674,8 @@ class TableReader(threading.Thread):
                         self.error = "director stopped"
                     else:
                         with maps:
-                            self.latest = read_tables(maps, runtime.load_config(p))
+                            self.latest = read_tables(maps, runtime.load_config_readonly(
+                                p, warn=False))
                         self.error = None
                 except (OSError, RuntimeError_) as e:
                     self.error = str(e)
@@ -727,7 +738,11 @@ class Live:
             return
         with maps:
             cur = sample(maps)
-        self.config = runtime.load_config(p)
+        try:
+            self.config = runtime.load_config(p)
+            damaged = ""
+        except RuntimeError_ as e:  # on the screen, not on stderr under it
+            self.config, damaged = runtime.load_config_readonly(p, warn=False), str(e)
         self.context = _context(p)
         if self.cur is not None and self.cur.cfg.netns_cookie == cur.cfg.netns_cookie \
                 and self.cur.cfg.started == cur.cfg.started:
@@ -735,7 +750,7 @@ class Live:
         else:
             self.prev = None  # first tick, or another director: no rates yet
         self.cur, self.now = cur, cur.at
-        self.message = self.reader.error or ""
+        self.message = self.reader.error or damaged
 
     def status(self) -> str:
         if self.prompt is not None:

@@ -3,6 +3,7 @@ clear line on stderr, a non-zero exit, and the configuration - the saved
 file and every map the data plane reads it from - byte for byte as before."""
 
 import ctypes
+import json
 import os
 import subprocess
 import tempfile
@@ -32,7 +33,7 @@ BAD = [
     ("ipvsadm", "-a -t 198.18.2.1:0 -r 198.18.2.100"),
     ("ipvsadm", "-a -t 198.18.2.9:0 -r 198.18.2.100"),
     ("ipvsadm", "-a -t 198.18.2.1:0 -r 198.18.2.150 -w 70000"),
-    ("ipvsadm", "-a -t 198.18.2.1:0 -r 198.18.2.150 -m"),
+    ("ipvsadm", "-a -t 198.18.2.1:0 -r 198.18.2.150 -i --tun-type gre"),
     ("ipvsadm", "-d -f 10 -r 198.18.2.200"),
     ("ipvsadm", "-D -t 198.18.2.1:80"),
     ("ipvsadm", "--frobnicate"),
@@ -159,16 +160,81 @@ def test_a_damaged_state_file_is_named_not_a_traceback(tmp_path, garbage):
         state = tmp_path / "state" / f"{ns}.json"
         state.parent.mkdir(parents=True, exist_ok=True)
         state.write_text(garbage)
-        for args in (("ipvsadm", "-L", "-n"), ("ipvsadm", "-S", "-n"),
-                     ("ipvsadm", "-A", "-t", "198.18.2.1:80", "-s", "rr"), ("up", "eth0")):
+        # what changes or saves the configuration stops, naming the file
+        for args in (("ipvsadm", "-S", "-n"), ("ipvsadm", "-A", "-t", "198.18.2.1:80", "-s", "rr"),
+                     ("up", "eth0")):
             out = cli(env, ns, *args, check=False)
             msg = one_line_error(out)
             assert str(state) in msg and "damaged" in msg, msg
+        # a listing only reads: one warning line, and what is readable
+        out = cli(env, ns, "ipvsadm", "-L", "-n", check=False)
+        assert out.returncode == 0 and out.stdout.startswith("IP Virtual Server"), out.stderr
+        [warning] = out.stderr.splitlines()
+        assert warning.startswith("lvsxdp: warning: the saved configuration")
+        assert str(state) in warning
         assert state.read_text() == garbage  # nothing is written over it
         out = cli(env, ns, "status", check=False)
         assert one_line_error(out) == f"lvsxdp: no director is running in network namespace {ns}"
         assert not (tmp_path / "run" / f"{ns}.json").exists()
         assert not (runtime.PIN_ROOT / ns).exists()
+
+
+def test_read_only_commands_of_a_running_director_read_a_hand_edited_state(tmp_path):
+    """A hand edit that broke one service: status (a PROBLEM, exit 1), top
+    and the listings go on with the rest, one warning line each."""
+    with namespaces(tmp_path, "lxj") as ([ns], env):
+        cli(env, ns, "up", "eth0", "--mode", "generic", "--conns", "4096", "--templates", "4096")
+        cli(env, ns, "ipvsadm", "-A", "-t", "198.18.2.1:80", "-s", "rr")
+        cli(env, ns, "ipvsadm", "-A", "-t", "198.18.2.1:443", "-s", "rr")
+        state = tmp_path / "state" / f"{ns}.json"
+        raw = json.loads(state.read_text())
+        raw["services"][1]["addr"] = "198.18.2.999"
+        state.write_text(json.dumps(raw))
+        out = cli(env, ns, "status", check=False)
+        assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+        problems = [line for line in out.stdout.splitlines() if line.startswith("PROBLEM")]
+        assert len(problems) == 1 and "damaged" in problems[0], out.stdout
+        out = cli(env, ns, "top", "--json", "--interval", "0", check=False)
+        assert out.returncode == 0 and len(out.stderr.splitlines()) == 1, out.stderr
+        assert len(json.loads(out.stdout)["services"]) == 1
+        out = cli(env, ns, "ipvsadm", "-L", "-n", check=False)
+        assert out.returncode == 0 and len(out.stderr.splitlines()) == 1, out.stderr
+        assert out.stdout.count("TCP  198.18.2.1:") == 1
+
+
+def test_a_kernel_too_old_is_one_line_before_anything_is_pinned(tmp_path):
+    # setarch makes uname(2) say 2.6.x for this command alone
+    with namespaces(tmp_path, "lxk") as ([ns], env):
+        out = subprocess.run(["setarch", os.uname().machine, "--uname-2.6", LVSXDP, "-n", ns,
+                              "up", "eth0"], env=env, capture_output=True, text=True,
+                             timeout=60)
+        msg = one_line_error(out)
+        assert msg.startswith("lvsxdp: this kernel (2.6.") and "lvsxdp needs Linux 5.18" in msg
+        assert not (runtime.PIN_ROOT / ns).exists()
+
+
+def test_no_bpffs_is_mounted_for_up_and_one_line_when_it_cannot_be(tmp_path):
+    with namespaces(tmp_path, "lxb") as ([ns], env):
+        # a pin root whose parent is no bpffs and cannot be made (under a file)
+        (tmp_path / "file").write_text("")
+        bad = dict(env, LVSXDP_PIN_ROOT=str(tmp_path / "file" / "bpf" / "lvsxdp"))
+        out = cli(bad, ns, "up", "eth0", check=False)
+        assert one_line_error(out) == (f"lvsxdp: no bpffs at {tmp_path}/file/bpf, and it cannot "
+                                       "be made: Not a directory")
+        for args in (("status",), ("top", "--once"), ("ipvsadm", "-L", "-n")):
+            out = cli(bad, ns, *args, check=False)
+            assert "Traceback" not in out.stderr and len(out.stderr.splitlines()) <= 1, out.stderr
+        # absent but possible: `up` mounts it, as systemd would, in a mount
+        # namespace of the test's own so that it goes with it
+        pins = tmp_path / "bpf" / "lvsxdp"
+        out = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                              f"{LVSXDP} -n {ns} up eth0 --mode generic --conns 4096 "
+                              f"--templates 4096 && {LVSXDP} -n {ns} status --json; "
+                              f"{LVSXDP} -n {ns} down eth0 --flush"],
+                             env=dict(env, LVSXDP_PIN_ROOT=str(pins)), capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0 and "lvsxdp up on eth0" in out.stdout, out.stderr
+        assert '"agent_alive": true' in out.stdout
 
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
@@ -181,6 +247,10 @@ NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
     ("status",),
     ("-n", "lxnobody-none", "ipvsadm", "-L", "-n"),
     ("sysctl", "-w", "net.ipv4.vs.expire_nodest_conn=1"),
+    ("restart", "eth0"),
+    ("top", "--once"),
+    ("metrics",),
+    ("service", "--config", "/nonexistent", "run"),
 ])
 def test_commands_as_a_user_say_what_is_wrong_in_one_line(tmp_path, args):
     # a state dir of its own that the user may read, a run dir it may not write

@@ -3,6 +3,7 @@ ipvsadm-restore act on the director of the network namespace they run in
 (also under `ip netns exec`), and a wheel carries the BPF sources `up`
 compiles."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -92,3 +93,35 @@ def test_a_wheel_carries_the_bpf_sources_and_runs_installed(tmp_path):
     main_source, size = out.stdout.split()
     assert Path(main_source) == site / "lvsxdp" / "bpf" / "lvsxdp.bpf.c"
     assert int(size) > 10000
+
+    # `up` from the installed package alone: compiles its sources, starts
+    # its agent, from a directory that is no checkout
+    installed = str(venv / "bin" / "lvsxdp")
+    with namespaces(tmp_path, "lxw") as ([ns], env):
+        out = subprocess.run([installed, "-n", ns, "up", "eth0", "--mode", "generic", "--conns",
+                              "4096", "--templates", "4096"], env=env, capture_output=True,
+                             text=True, cwd=tmp_path, timeout=300)
+        assert out.returncode == 0 and out.stdout.startswith("lvsxdp up on eth0"), out.stderr
+        info = json.loads((tmp_path / "run" / f"{ns}.json").read_text())
+        with open(f"/proc/{info['agent_pid']}/cmdline", "rb") as f:
+            assert f.read().split(b"\0")[0].startswith(bytes(venv / "bin" / "python"))
+        out = subprocess.run([installed, "-n", ns, "down", "eth0", "--flush"], env=env,
+                             capture_output=True, text=True, cwd=tmp_path, timeout=120)
+        assert out.returncode == 0, out.stderr
+
+
+def test_pip_install_of_the_source_tree_is_not_editable_and_carries_bpf(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
+    for name in ("lvsxdp", "bpf"):
+        shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    venv = tmp_path / "venv"
+    subprocess.run(["/usr/bin/python3", "-m", "venv", "--system-site-packages", venv], check=True)
+    subprocess.run([venv / "bin" / "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--disable-pip-version-check", src], check=True)
+    shutil.rmtree(src)  # nothing may point back into it
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    for source in (REPO / "bpf").glob("*.[ch]"):
+        assert (site / "lvsxdp" / "bpf" / source.name).read_bytes() == source.read_bytes()
