@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # `make test` does not pay for them.
 VM_APT_PACKAGES := qemu-system-x86 qemu-utils mmdebstrap debian-archive-keyring e2fsprogs
 
-.PHONY: install lab test test-kernels bench lint clean
+.PHONY: install lab test test-kernels rig bench lint clean
 
 install: $(STAMP)
 	@mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
@@ -42,6 +42,18 @@ test-kernels: install
 			$(VM_APT_PACKAGES); \
 	fi
 	$(PY) tools/kernel_matrix.py $(KERNELS_ARGS)
+
+# The Vagrant rig (vagrant/): four Debian VMs, the seed's scenarios, then
+# lvsxdp / IPVS / bare XDP_TX throughput side by side. RIG_ARGS=--keep leaves it up.
+RIG_APT_PACKAGES := vagrant vagrant-libvirt libvirt-daemon-system libvirt-clients \
+	dnsmasq-base qemu-system-x86 qemu-utils mmdebstrap debian-archive-keyring e2fsprogs
+rig: install
+	@if ! dpkg -s $(RIG_APT_PACKAGES) >/dev/null 2>&1; then \
+		apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+			$(RIG_APT_PACKAGES); \
+	fi
+	$(PY) tools/rig/run.py $(RIG_ARGS)
 
 bench: install
 	$(PY) tools/bench_xdp.py
