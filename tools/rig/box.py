@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import subprocess
 import sys
 import tarfile
 from pathlib import Path
@@ -29,6 +28,7 @@ if __package__ in (None, ""):
 
 from tools.vm.errors import VmError  # noqa: E402
 from tools.vm.mirror import Mirror, find_mirror  # noqa: E402
+from tools.vm.rootfs import DPKG_EXCLUDES, run_step  # noqa: E402
 
 CACHE = Path("/var/tmp/lvsxdp-rig")
 
@@ -44,8 +44,6 @@ PACKAGES = (
     "nginx-light vsftpd openssl wrk"
 ).split()
 
-DPKG_EXCLUDES = ("/usr/share/doc/*", "/usr/share/man/*", "/usr/share/info/*",
-                 "/usr/share/locale/*")
 
 # The kernel needs these to find its root; everything else udev loads later.
 INITRD_MODULES = ("virtio_pci", "virtio_blk", "ext4")
@@ -91,13 +89,6 @@ def log(message: str) -> None:
     print(f"lvsxdp-rig: {message}", file=sys.stderr, flush=True)
 
 
-def _run(command: list[str], what: str) -> None:
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        tail = (done.stderr.strip() or done.stdout.strip()).splitlines()[-3:]
-        raise VmError(f"{what} failed ({command[0]} exit {done.returncode}): {' | '.join(tail)}")
-
-
 def _key(mirror: Mirror) -> str:
     own = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
     return json.dumps({"packages": PACKAGES, "mirror": [mirror.archive, mirror.security],
@@ -123,16 +114,16 @@ def _configure(root: Path) -> None:
     (conf / "conf.d/lvsxdp-rig").write_text("MODULES=list\nRESUME=none\nCOMPRESS=gzip\n")
     (conf / "modules").write_text("".join(f"{m}\n" for m in INITRD_MODULES))
     chroot = ["chroot", str(root)]
-    _run(chroot + ["useradd", "-m", "-s", "/bin/bash", "vagrant"], "useradd vagrant")
+    run_step(chroot + ["useradd", "-m", "-s", "/bin/bash", "vagrant"], "useradd vagrant")
     ssh = root / "home/vagrant/.ssh"
     ssh.mkdir(mode=0o700)
     shutil.copy(VAGRANT_PUB, ssh / "authorized_keys")
     (ssh / "authorized_keys").chmod(0o600)
-    _run(chroot + ["chown", "-R", "vagrant:vagrant", "/home/vagrant/.ssh"], "chown .ssh")
-    _run(chroot + ["systemctl", "enable", "systemd-networkd", "ssh"], "systemctl enable")
+    run_step(chroot + ["chown", "-R", "vagrant:vagrant", "/home/vagrant/.ssh"], "chown .ssh")
+    run_step(chroot + ["systemctl", "enable", "systemd-networkd", "ssh"], "systemctl enable")
     # The rig starts what it measures itself.
-    _run(chroot + ["systemctl", "disable", "nginx", "vsftpd"], "systemctl disable")
-    _run(chroot + ["update-initramfs", "-u", "-k", "all"], "update-initramfs")
+    run_step(chroot + ["systemctl", "disable", "nginx", "vsftpd"], "systemctl disable")
+    run_step(chroot + ["update-initramfs", "-u", "-k", "all"], "update-initramfs")
 
 
 def _tree(cache: Path, mirror: Mirror) -> Path:
@@ -144,7 +135,7 @@ def _tree(cache: Path, mirror: Mirror) -> Path:
     shutil.rmtree(tree, ignore_errors=True)
     sign = f"[signed-by={mirror.keyring}]"
     log(f"building the box's root filesystem with mmdebstrap from {mirror.archive}")
-    _run(["mmdebstrap", "--quiet", "--mode=root", "--variant=minbase", "--format=directory",
+    run_step(["mmdebstrap", "--quiet", "--mode=root", "--variant=minbase", "--format=directory",
           f"--include={','.join(PACKAGES)}",
           *[f"--dpkgopt=path-exclude={pattern}" for pattern in DPKG_EXCLUDES],
           "--dpkgopt=path-include=/usr/share/doc/*/copyright",
@@ -176,9 +167,9 @@ def ensure_box(cache: Path = CACHE) -> Path:
         shutil.copy(max(boot.glob("initrd.img-*")), work / "initrd.img")
         raw = work / "box.raw"
         log("writing the box image (mkfs.ext4 -d, qemu-img convert)")
-        _run(["mkfs.ext4", "-q", "-L", "rig-root", "-d", str(tree), str(raw), IMAGE_SIZE],
+        run_step(["mkfs.ext4", "-q", "-L", "rig-root", "-d", str(tree), str(raw), IMAGE_SIZE],
              "mkfs.ext4")
-        _run(["qemu-img", "convert", "-O", "qcow2", str(raw), str(work / "box.img")],
+        run_step(["qemu-img", "convert", "-O", "qcow2", str(raw), str(work / "box.img")],
              "qemu-img convert")
         raw.unlink()
         size = int(IMAGE_SIZE.rstrip("G"))

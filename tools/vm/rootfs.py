@@ -69,7 +69,7 @@ def log(message: str) -> None:
     print(f"lvxvm: {message}", file=sys.stderr, flush=True)
 
 
-def _run(command: list[str], what: str) -> None:
+def run_step(command: list[str], what: str) -> None:
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         tail = (done.stderr.strip() or done.stdout.strip()).splitlines()[-3:]
@@ -109,7 +109,7 @@ def ensure_base(cache: Path, mirror: Mirror) -> Path:
         f"deb {sign} {mirror.archive} bookworm-updates main",
         f"deb {sign} {mirror.security} bookworm-security main",
     ]
-    _run(command, "mmdebstrap")
+    run_step(command, "mmdebstrap")
     _configure_guest(tmp)
     write_init_stub(tmp)
     tmp.rename(root)
@@ -147,8 +147,8 @@ def ensure_kernel(cache: Path, root: Path, kernel: Kernel) -> BootFiles | None:
     _remove_kernel(root, kernel.release)
     for deb in kernel.debs:
         _unpack(deb, root)
-    _run(["chroot", str(root), "depmod", "-a", kernel.release], "depmod")
-    _run(["chroot", str(root), "mkinitramfs", "-o", f"/boot/initrd.img-{kernel.release}",
+    run_step(["chroot", str(root), "depmod", "-a", kernel.release], "depmod")
+    run_step(["chroot", str(root), "mkinitramfs", "-o", f"/boot/initrd.img-{kernel.release}",
           kernel.release], f"mkinitramfs {kernel.release}")
     # `build` is an absolute link, meant for the guest: follow it inside the tree.
     build = root / os.readlink(root / f"lib/modules/{kernel.release}/build").lstrip("/")
@@ -166,7 +166,7 @@ def _unpack(deb: Path, root: Path) -> None:
     scratch = root.parent / f"lvxvm-unpack-{os.getpid()}"
     shutil.rmtree(scratch, ignore_errors=True)
     try:
-        _run(["dpkg-deb", "-x", str(deb), str(scratch)], f"dpkg -x {deb.name}")
+        run_step(["dpkg-deb", "-x", str(deb), str(scratch)], f"dpkg -x {deb.name}")
         pack = subprocess.Popen(["tar", "-C", str(scratch), "-cf", "-", "."],
                                 stdout=subprocess.PIPE)
         done = subprocess.run(["tar", "-C", str(root), "--keep-directory-symlink", "-xf", "-"],
@@ -218,7 +218,7 @@ def ensure_image(cache: Path, root: Path, all_installed: list[str]) -> Path:
     size_mb = used + used // 4 + 1024
     tmp = image.with_suffix(".lvxvm-tmp")
     tmp.unlink(missing_ok=True)
-    _run(["mkfs.ext4", "-q", "-F", "-L", "lvxvm-root", "-E", "root_owner=0:0",
+    run_step(["mkfs.ext4", "-q", "-F", "-L", "lvxvm-root", "-E", "root_owner=0:0",
           "-d", str(root), str(tmp), f"{size_mb}M"], "mkfs.ext4")
     tmp.rename(image)
     return image
