@@ -28,15 +28,17 @@ DEFAULT_CONF = "/etc/keepalived/keepalived.conf"
 DEFAULT_DELAY_LOOP = 60.0  # KEEPALIVED_DEFAULT_DELAY
 DEFAULT_CONNECT_TIMEOUT = 5.0
 PERSISTENCE_DEFAULT = 360  # IPVS_SVC_PERSISTENT_TIMEOUT
-CHECKERS = ("TCP_CHECK", "HTTP_GET", "SSL_GET", "MISC_CHECK")
+CHECKERS = ("TCP_CHECK", "HTTP_GET", "SSL_GET", "MISC_CHECK", "UDP_CHECK", "PING_CHECK",
+            "DNS_CHECK", "SMTP_CHECK")
+# DNS_CHECK's `type` words (check_dns.c's DNS_TYPE table) and their codes
+DNS_TYPES = {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "MX": 15, "TXT": 16, "AAAA": 28}
 # keepalived's list (check_parser.c); lvsxdp's own ipvsadm refuses those it lacks
 SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "sh", "mh", "dh", "fo", "ovf", "lblcr", "sed",
               "nq")
 WEIGHT_LIMIT = 65535  # a real's weight is 16 bits in lvsxdp's maps
 # Checkers keepalived has and lvsxdp does not run: such a real is refused
 # rather than silently never checked.
-OTHER_CHECKERS = ("SMTP_CHECK", "DNS_CHECK", "UDP_CHECK", "PING_CHECK", "FILE_CHECK",
-                  "BFD_CHECK")
+OTHER_CHECKERS = ("FILE_CHECK", "BFD_CHECK")
 # Top-level blocks and keywords of other keepalived parts (VRRP, BFD, global
 # settings): read past, named once in a warning.
 IGNORED_TOP = ("global_defs", "vrrp_instance", "vrrp_sync_group", "vrrp_script",
@@ -68,7 +70,7 @@ class Url:
 
 @dataclass
 class Checker:
-    kind: str  # TCP_CHECK, HTTP_GET, SSL_GET, MISC_CHECK
+    kind: str  # one of CHECKERS
     where: str  # "FILE:LINE" of its block, for the log
     connect_ip: str | None = None
     connect_port: int | None = None
@@ -84,6 +86,14 @@ class Checker:
     misc_path: str | None = None
     misc_timeout: float | None = None
     misc_dynamic: bool = False
+    payload: bytes = b""  # UDP_CHECK's datagram
+    require_reply: bool = False  # UDP_CHECK: a reply, starting with reply_pattern
+    reply_pattern: bytes = b""
+    min_reply_length: int = 0
+    max_reply_length: int = 0  # 0: no limit
+    dns_type: str = "SOA"  # keepalived's defaults: an SOA query for the root
+    dns_name: str = "."
+    helo_name: str = "smtpchecker.keepalived.org"  # keepalived's SMTP_DEFAULT_HELO
 
     def identity(self) -> tuple:
         """What makes two checkers the same one across a reload."""
@@ -781,7 +791,7 @@ def _real_server(s: _Stmt, r: _Reader, ignored: dict, fwd: Fwd | None) -> RealSe
         elif kw == "notify_down":
             rs.notify_down = " ".join(e.words[1:])
         elif kw in CHECKERS:
-            rs.checkers.append(_checker(e, r, ignored))
+            rs.checkers += _checkers(e, r, ignored)
         elif kw in OTHER_CHECKERS:
             raise r.error(e.file, e.line, f"lvsxdp does not run {kw} (it runs "
                           f"{', '.join(CHECKERS)})")
@@ -790,6 +800,30 @@ def _real_server(s: _Stmt, r: _Reader, ignored: dict, fwd: Fwd | None) -> RealSe
         else:
             raise r.error(e.file, e.line, f"Unknown keyword '{kw}'")
     return rs
+
+
+def _checkers(s: _Stmt, r: _Reader, ignored: dict) -> list[Checker]:
+    """A checker block; an SMTP_CHECK's old `host { }` sub-blocks each make
+    a checker of their own, with the block's other settings, as keepalived
+    2.2 splits them."""
+    if s.words[0] != "SMTP_CHECK" or not any(e.words[0] == "host" for e in s.block or []):
+        return [_checker(s, r, ignored)]
+    rest = [e for e in s.block or [] if e.words[0] != "host"]
+    out = []
+    for e in s.block or []:
+        if e.words[0] == "host":
+            r.warn(e, "SMTP_CHECK host block is deprecated - please use a separate "
+                   "SMTP_CHECK for each host")
+            out.append(_checker(_Stmt(s.words, s.file, s.line, rest + (e.block or [])), r,
+                                ignored))
+    return out
+
+
+def _hex(s: _Stmt, r: _Reader, what: str) -> bytes:
+    text = "".join(s.words[1:])
+    if not re.fullmatch(r"([0-9a-fA-F]{2})*", text):
+        raise r.error(s.file, s.line, f"{what} {' '.join(s.words[1:])} is not hex bytes")
+    return bytes.fromhex(text)
 
 
 def _checker(s: _Stmt, r: _Reader, ignored: dict) -> Checker:
@@ -819,6 +853,23 @@ def _checker(s: _Stmt, r: _Reader, ignored: dict) -> Checker:
             c.misc_timeout = _seconds(e, r)
         elif kw == "misc_dynamic" and c.kind == "MISC_CHECK":
             c.misc_dynamic = True
+        elif c.kind == "UDP_CHECK" and kw == "payload":
+            c.payload = _hex(e, r, "payload")
+        elif c.kind == "UDP_CHECK" and kw == "require_reply":
+            c.require_reply = True
+            c.reply_pattern = _hex(e, r, "require_reply")
+        elif c.kind == "UDP_CHECK" and kw in ("min_reply_length", "max_reply_length"):
+            setattr(c, kw, _uint(e, r, 0, 65535))
+        elif c.kind == "DNS_CHECK" and kw == "type":
+            t = _arg(e, r).upper()
+            if t not in DNS_TYPES:
+                raise r.error(e.file, e.line, f"DNS_CHECK: unknown type '{e.words[1]}' "
+                              f"(one of {', '.join(DNS_TYPES)})")
+            c.dns_type = t
+        elif c.kind == "DNS_CHECK" and kw == "name":
+            c.dns_name = _dns_name(e, r)
+        elif c.kind == "SMTP_CHECK" and kw == "helo_name":
+            c.helo_name = _arg(e, r)
         elif kw in IGNORED_IN_CHECK:
             ignored.setdefault(kw)
         else:
@@ -827,7 +878,18 @@ def _checker(s: _Stmt, r: _Reader, ignored: dict) -> Checker:
         raise r.error(s.file, s.line, f"{c.kind} has no url")
     if c.kind == "MISC_CHECK" and not c.misc_path:
         raise r.error(s.file, s.line, "MISC_CHECK has no misc_path")
+    if c.max_reply_length and c.min_reply_length > c.max_reply_length:
+        raise r.error(s.file, s.line, f"UDP_CHECK min_reply_length {c.min_reply_length} > "
+                      f"max_reply_length {c.max_reply_length}")
     return c
+
+
+def _dns_name(s: _Stmt, r: _Reader) -> str:
+    name = _arg(s, r)
+    labels = name.rstrip(".").split(".") if name != "." else []
+    if len(name) > 253 or any(not 0 < len(x.encode()) <= 63 for x in labels):
+        raise r.error(s.file, s.line, f"DNS_CHECK: invalid name '{name}'")
+    return name
 
 
 def _url(s: _Stmt, r: _Reader) -> Url:

@@ -291,7 +291,21 @@ def test_a_range_in_a_group_expands_as_keepalived_does():
     ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n lb_algo lblc\n protocol TCP\n real_server "
      "198.18.2.100 80 {\n }\n}\n", 1, "lvsxdp has no scheduler"),
     ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n real_server 198.18.2.100 "
-     "80 {\n  SMTP_CHECK {\n  }\n }\n}\n", 5, "lvsxdp does not run SMTP_CHECK"),
+     "80 {\n  FILE_CHECK {\n  }\n }\n}\n", 5, "lvsxdp does not run FILE_CHECK"),
+    ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n real_server 198.18.2.100 "
+     "80 {\n  UDP_CHECK {\n   payload 0a0\n  }\n }\n}\n", 6, "payload 0a0 is not hex bytes"),
+    ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n real_server 198.18.2.100 "
+     "80 {\n  UDP_CHECK {\n   min_reply_length 9\n   max_reply_length 4\n  }\n }\n}\n", 5,
+     "UDP_CHECK min_reply_length 9 > max_reply_length 4"),
+    ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n real_server 198.18.2.100 "
+     "80 {\n  DNS_CHECK {\n   type SRVX\n  }\n }\n}\n", 6, "DNS_CHECK: unknown type 'SRVX'"),
+    ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n real_server 198.18.2.100 "
+     "80 {\n  DNS_CHECK {\n   name a..b\n  }\n }\n}\n", 6, "DNS_CHECK: invalid name 'a..b'"),
+    ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n real_server 198.18.2.100 "
+     "80 {\n  PING_CHECK {\n   payload 00\n  }\n }\n}\n", 6, "Unknown keyword 'payload'"),
+    ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n real_server 198.18.2.100 "
+     "80 {\n  SMTP_CHECK {\n   host {\n    connect_ip nope\n   }\n  }\n }\n}\n", 7,
+     "Invalid connect_ip IP address nope"),
     ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n real_server 198.18.2.100 "
      "80 {\n  weight 70000\n }\n}\n", 5, "Real server weight 70000 is outside range 0-65535"),
     ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n lb_algo nope\n}\n", 4,
@@ -318,6 +332,69 @@ def test_errors_name_the_file_and_line_as_keepalived_does(tmp_path, text, line, 
         keepalived.parse(str(path))
     assert str(e.value).startswith(f"({path}: Line {line}) ")
     assert msg in str(e.value)
+
+
+def test_udp_ping_dns_and_smtp_checks_read_with_keepalived_defaults():
+    conf = keepalived.parse_text("""\
+virtual_server 198.18.2.1 53 {
+    lb_kind DR
+    protocol UDP
+    real_server 198.18.2.100 53 {
+        UDP_CHECK {
+            payload 01 02ff
+            require_reply 0a0B
+            min_reply_length 2
+            max_reply_length 100
+            connect_timeout 2
+        }
+        UDP_CHECK {
+        }
+        PING_CHECK {
+            retry 3
+        }
+        DNS_CHECK {
+            type aaaa
+            name www.example.
+        }
+        DNS_CHECK {
+        }
+        SMTP_CHECK {
+            helo_name director.example
+            connect_port 2525
+        }
+    }
+    real_server 198.18.2.101 53 {
+        SMTP_CHECK {
+            connect_timeout 3
+            host {
+                connect_ip 198.18.2.201
+                connect_port 25
+            }
+            host {
+                connect_ip 198.18.2.202
+            }
+        }
+    }
+}
+""")
+    udp, udp_default, ping, dns, dns_default, smtp = conf.virtual_servers[0].reals[0].checkers
+    assert (udp.payload, udp.require_reply, udp.reply_pattern) == (b"\x01\x02\xff", True,
+                                                                   b"\n\x0b")
+    assert (udp.min_reply_length, udp.max_reply_length, udp.connect_timeout) == (2, 100, 2.0)
+    assert (udp_default.payload, udp_default.require_reply) == (b"", False)
+    assert (udp_default.retry, udp_default.delay_before_retry,
+            udp_default.connect_timeout) == (1, 1.0, 5.0)
+    assert ping.kind == "PING_CHECK" and ping.retry == 3
+    assert (dns.dns_type, dns.dns_name) == ("AAAA", "www.example.")
+    assert (dns_default.dns_type, dns_default.dns_name) == ("SOA", ".")
+    assert (smtp.helo_name, smtp.connect_port) == ("director.example", 2525)
+    # the old host blocks: a checker each, with the block's other settings
+    hosts = conf.virtual_servers[0].reals[1].checkers
+    assert [(c.kind, c.connect_ip, c.connect_port, c.connect_timeout, c.helo_name)
+            for c in hosts] == [
+        ("SMTP_CHECK", "198.18.2.201", 25, 3.0, "smtpchecker.keepalived.org"),
+        ("SMTP_CHECK", "198.18.2.202", None, 3.0, "smtpchecker.keepalived.org")]
+    assert sum("SMTP_CHECK host block is deprecated" in w for w in conf.warnings) == 2
 
 
 def test_two_virtual_servers_for_one_service_are_refused():
