@@ -41,7 +41,7 @@ from .model import Config, ConfigError
 
 log = logging.getLogger("lvsxdp.keepalived")
 USER_AGENT = "KeepAliveClient"  # what keepalived's HTTP_GET sends
-MAX_BODY = 1 << 20
+MAX_BODY = keepalived.MAX_BODY
 # a real without a port: the checker's well-known one (keepalived's
 # SMTP_DEFAULT_PORT, DNS_DEFAULT_PORT)
 DEFAULT_PORTS = {"SMTP_CHECK": 25, "DNS_CHECK": 53}
@@ -151,10 +151,16 @@ def _http_get(c: Checker, s: socket.socket, host: str, port: int,
     code = int(status[1])
     if not url.status_ok(code):
         return Verdict(False, f"{what}: HTTP status code {code}")
+    body = data[head_end + 4:]
+    if length is not None:
+        body = body[:length]
+    if url.regex is not None:
+        found = url.regex.search(body[:url.regex_max_offset or len(body)],
+                                 url.regex_min_offset) is not None
+        if found == url.regex_no_match:
+            return Verdict(False, f"{what}: regex {url.regex.pattern.decode()!r} "
+                                  f"{'matched' if found else 'did not match'}")
     if url.digest:
-        body = data[head_end + 4:]
-        if length is not None:
-            body = body[:length]
         got = hashlib.md5(body).hexdigest()  # noqa: S324 - keepalived's digest is MD5
         if got != url.digest:
             return Verdict(False, f"{what}: MD5 digest {got} is not {url.digest}")

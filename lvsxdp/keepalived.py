@@ -35,6 +35,10 @@ DNS_TYPES = {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "MX": 15, "TXT": 16, "AAAA":
 # keepalived's list (check_parser.c); lvsxdp's own ipvsadm refuses those it lacks
 SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "sh", "mh", "dh", "fo", "ovf", "lblcr", "sed",
               "nq")
+# url regex_options keepalived passes to PCRE2 that Python's re has
+REGEX_OPTIONS = {"caseless": re.IGNORECASE, "multiline": re.MULTILINE, "dotall": re.DOTALL,
+                 "extended": re.VERBOSE}
+MAX_BODY = 1 << 20  # what an HTTP_GET reads of a body
 WEIGHT_LIMIT = 65535  # a real's weight is 16 bits in lvsxdp's maps
 # Checkers keepalived has and lvsxdp does not run: such a real is refused
 # rather than silently never checked.
@@ -61,6 +65,10 @@ class Url:
     digest: str | None = None  # MD5 of the body, hex
     status_codes: list[tuple[int, int]] = field(default_factory=list)  # ranges; [] = 2xx
     virtualhost: str | None = None
+    regex: re.Pattern | None = None  # the body must match it (regex_no_match: must not)
+    regex_no_match: bool = False
+    regex_min_offset: int = 0
+    regex_max_offset: int = 0  # 0: the body's end
 
     def status_ok(self, code: int) -> bool:
         if not self.status_codes:
@@ -894,6 +902,7 @@ def _dns_name(s: _Stmt, r: _Reader) -> str:
 
 def _url(s: _Stmt, r: _Reader) -> Url:
     u = Url(path="")
+    pattern, flags = None, 0
     for e in s.block or []:
         kw = e.words[0]
         if kw == "path":
@@ -913,13 +922,34 @@ def _url(s: _Stmt, r: _Reader) -> Url:
                 _arg(e, r)
         elif kw == "virtualhost":
             u.virtualhost = _arg(e, r)
-        elif kw in ("regex", "regex_no_match", "regex_options", "regex_stack",
-                    "regex_min_offset", "regex_max_offset", "fast_recovery"):
+        elif kw == "regex":
+            pattern = " ".join(e.words[1:]) or _arg(e, r)
+        elif kw == "regex_no_match":
+            u.regex_no_match = True
+        elif kw == "regex_options":
+            for word in e.words[1:]:
+                if word not in REGEX_OPTIONS:
+                    raise r.error(e.file, e.line, f"Unknown regex option {word} (lvsxdp "
+                                  f"takes {', '.join(REGEX_OPTIONS)})")
+                flags |= REGEX_OPTIONS[word]
+        elif kw in ("regex_min_offset", "regex_max_offset"):
+            setattr(u, kw, _uint(e, r, 0, MAX_BODY))
+        elif kw == "regex_stack":
+            _uint(e, r)  # PCRE2's match stack size: nothing to size in Python's re
+        elif kw == "fast_recovery":
             raise r.error(e.file, e.line, f"lvsxdp does not check url {kw}")
         else:
             raise r.error(e.file, e.line, f"Unknown keyword '{kw}'")
     if not u.path:
         raise r.error(s.file, s.line, "HTTP/SSL_GET checker url has no path")
+    if pattern is not None:
+        try:
+            u.regex = re.compile(pattern.encode(), flags)
+        except re.error as e:
+            raise r.error(s.file, s.line, f"Invalid regex: '{pattern}' at offset {e.pos}: "
+                          f"{e.msg}") from None
+    if u.regex_max_offset and u.regex_min_offset > u.regex_max_offset:
+        raise r.error(s.file, s.line, "regex min offset > max offset")
     return u
 
 

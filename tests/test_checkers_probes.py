@@ -438,3 +438,22 @@ def test_smtp_check_banner_helo_quit(services):
         }}""", port=HTTP) == [[True, "", None], [False, f"SMTP connection to [{ADDR}]:tcp:"
                                                        f"{CLOSED} failed (Connection refused)",
                                                 None]]
+
+
+def test_http_get_url_regex_must_match_or_with_regex_no_match_must_not(ns):
+    def get(extra: str) -> list:
+        return probe(ns, f"HTTP_GET {{\n connect_timeout 2\n url {{\n  path /\n  {extra}\n }}\n"
+                         "}")[0]
+
+    # the body is "page /\n"
+    assert get('regex "^page /$"\n regex_options multiline') == [True, "", None]
+    assert get('regex "PAGE"\n regex_options caseless')[0] is True
+    ok, why, _ = get('regex "^nothing"')
+    assert not ok and why == f"HTTP_GET to [{ADDR}]:tcp:{HTTP}/: regex '^nothing' did not match"
+    ok, why, _ = get('regex "page"\n regex_no_match')
+    assert not ok and why.endswith("regex 'page' matched")
+    assert get('regex "nothing"\n regex_no_match')[0] is True
+    # offsets bound where a match may be: "page" starts at 0
+    assert get('regex "page"\n regex_min_offset 1')[0] is False
+    assert get('regex "pa"\n regex_max_offset 3')[0] is True
+    assert get('regex "page"\n regex_max_offset 3')[0] is False

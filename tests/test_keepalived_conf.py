@@ -293,6 +293,12 @@ def test_a_range_in_a_group_expands_as_keepalived_does():
     ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n real_server 198.18.2.100 "
      "80 {\n  FILE_CHECK {\n  }\n }\n}\n", 5, "lvsxdp does not run FILE_CHECK"),
     ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n real_server 198.18.2.100 "
+     "80 {\n  HTTP_GET {\n   url {\n    path /\n    regex \"a(\"\n   }\n  }\n }\n}\n", 6,
+     "Invalid regex: 'a(' at offset 1: missing ), unterminated subpattern"),
+    ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n real_server 198.18.2.100 "
+     "80 {\n  HTTP_GET {\n   url {\n    path /\n    regex_options ucp\n   }\n  }\n }\n}\n", 8,
+     "Unknown regex option ucp"),
+    ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n real_server 198.18.2.100 "
      "80 {\n  UDP_CHECK {\n   payload 0a0\n  }\n }\n}\n", 6, "payload 0a0 is not hex bytes"),
     ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n real_server 198.18.2.100 "
      "80 {\n  UDP_CHECK {\n   min_reply_length 9\n   max_reply_length 4\n  }\n }\n}\n", 5,
