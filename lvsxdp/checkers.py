@@ -24,6 +24,7 @@ import logging
 import os
 import queue
 import random
+import re
 import select
 import shlex
 import signal
@@ -84,6 +85,8 @@ def probe(c: Checker, addr, port: int) -> Verdict:
     """One attempt of checker c against the real addr:port."""
     if c.kind == "MISC_CHECK":
         return _misc(c)
+    if c.kind == "FILE_CHECK":
+        return _file(c)
     host, port = _target(c, addr, port or DEFAULT_PORTS.get(c.kind, 0))
     if c.kind == "UDP_CHECK":
         return _udp(c, host, port)
@@ -339,6 +342,47 @@ def _smtp(c: Checker, host: str, port: int) -> Verdict:
     return Verdict(True)
 
 
+def file_value(text: bytes) -> int:
+    """What C's strtol(text, NULL, 0) makes of a track file: leading
+    blanks, a sign, 0x hex or 0 octal, up to the first other character;
+    nothing readable is 0."""
+    m = re.match(rb"\s*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)", text)
+    if not m:
+        return 0
+    value = int(m.group(2), 0) if not m.group(2).startswith(b"0") or len(m.group(2)) == 1 \
+        or m.group(2)[1:2] in b"xX" else int(m.group(2), 8)
+    return -value if m.group(1) == b"-" else value
+
+
+def _file(c: Checker) -> Verdict:
+    tf = c.track_file
+    try:
+        with open(tf.path, "rb") as f:
+            value = file_value(f.read(127))
+    except OSError:
+        value = 0  # a missing file counts as 0, as keepalived takes it
+    fault = Verdict(False, f"tracked file {tf.name} now FAULT state")
+    if not c.file_weight:
+        # weight 0: any non-zero value is a failure (reverse: 0 is)
+        return fault if (value != 0) != c.file_reverse else Verdict(True)
+    delta = value * c.file_weight * (-1 if c.file_reverse else 1)
+    if delta <= -(1 << 31):  # keepalived's IPVS_WEIGHT_FAULT
+        return fault
+    return Verdict(True, weight=max(0, min(keepalived.WEIGHT_LIMIT, c.base_weight + delta)))
+
+
+def init_track_file(tf: keepalived.TrackFile) -> None:
+    """track_file's init_file: the value written when the file is missing
+    (or always, with overwrite)."""
+    if tf.init_value is None or (os.path.exists(tf.path) and not tf.init_overwrite):
+        return
+    try:
+        with open(tf.path, "w") as f:
+            f.write(f"{tf.init_value}\n")
+    except OSError as e:
+        log.error("track_file %s: cannot write %s: %s", tf.name, tf.path, e.strerror)
+
+
 def _misc(c: Checker) -> Verdict:
     try:
         argv = shlex.split(c.misc_path)
@@ -376,6 +420,8 @@ class CheckerRun(threading.Thread):
         # its first check goes down at once; once up, it has `retry` more.
         tries = c.retry
         delay = 0.0
+        if c.track_file is not None:
+            init_track_file(c.track_file)
         while not self.stop.wait(delay):
             verdict = probe(c, self.rs.addr, self.port)
             self.checks += 1

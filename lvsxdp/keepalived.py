@@ -29,7 +29,7 @@ DEFAULT_DELAY_LOOP = 60.0  # KEEPALIVED_DEFAULT_DELAY
 DEFAULT_CONNECT_TIMEOUT = 5.0
 PERSISTENCE_DEFAULT = 360  # IPVS_SVC_PERSISTENT_TIMEOUT
 CHECKERS = ("TCP_CHECK", "HTTP_GET", "SSL_GET", "MISC_CHECK", "UDP_CHECK", "PING_CHECK",
-            "DNS_CHECK", "SMTP_CHECK")
+            "DNS_CHECK", "SMTP_CHECK", "FILE_CHECK")
 # DNS_CHECK's `type` words (check_dns.c's DNS_TYPE table) and their codes
 DNS_TYPES = {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "MX": 15, "TXT": 16, "AAAA": 28}
 # keepalived's list (check_parser.c); lvsxdp's own ipvsadm refuses those it lacks
@@ -42,11 +42,11 @@ MAX_BODY = 1 << 20  # what an HTTP_GET reads of a body
 WEIGHT_LIMIT = 65535  # a real's weight is 16 bits in lvsxdp's maps
 # Checkers keepalived has and lvsxdp does not run: such a real is refused
 # rather than silently never checked.
-OTHER_CHECKERS = ("FILE_CHECK", "BFD_CHECK")
+OTHER_CHECKERS = ("BFD_CHECK",)
 # Top-level blocks and keywords of other keepalived parts (VRRP, BFD, global
 # settings): read past, named once in a warning.
 IGNORED_TOP = ("global_defs", "vrrp_instance", "vrrp_sync_group", "vrrp_script",
-               "vrrp_track_process", "track_file", "static_ipaddress", "static_routes",
+               "vrrp_track_process", "static_ipaddress", "static_routes",
                "static_rules", "linkbeat_interfaces", "garp_group", "bfd_instance", "SSL",
                "net_namespace", "net_namespace_ipvs", "instance", "use_pid_dir",
                "child_wait_time", "vrrp_track_file", "track_process")
@@ -77,6 +77,20 @@ class Url:
 
 
 @dataclass
+class TrackFile:
+    """A top-level `track_file NAME { file PATH; weight N [reverse]; init_file
+    [VALUE] [overwrite] }` (keepalived's track_file.c)."""
+
+    name: str
+    where: str
+    path: str = ""
+    weight: int = 1
+    reverse: bool = False
+    init_value: int | None = None  # init_file: written at start when missing
+    init_overwrite: bool = False
+
+
+@dataclass
 class Checker:
     kind: str  # one of CHECKERS
     where: str  # "FILE:LINE" of its block, for the log
@@ -102,6 +116,10 @@ class Checker:
     dns_type: str = "SOA"  # keepalived's defaults: an SOA query for the root
     dns_name: str = "."
     helo_name: str = "smtpchecker.keepalived.org"  # keepalived's SMTP_DEFAULT_HELO
+    track_file: TrackFile | None = None  # FILE_CHECK's
+    file_weight: int | None = None  # None: the track_file's weight and reverse
+    file_reverse: bool = False
+    base_weight: int = 0  # the real's configured weight, which the file's value moves
 
     def identity(self) -> tuple:
         """What makes two checkers the same one across a reload."""
@@ -287,6 +305,7 @@ class _Reader:
         self.files: list[str] = []
         self.warnings: list[str] = []
         self.depth = 0
+        self.track_files: dict[str, TrackFile] = {}
 
     def error(self, file: str, line: int, msg: str) -> ConfError:
         return ConfError(f"({file}: Line {line}) {msg}")
@@ -539,6 +558,9 @@ def _interpret(stmts: list[_Stmt], r: _Reader) -> KeepalivedConf:
             group_where[name] = s
         elif kw == "virtual_server":
             conf.virtual_servers.append(_virtual_server(s, r, ignored))
+        elif kw == "track_file":
+            tf = _track_file(s, r)
+            r.track_files[tf.name] = tf
         elif kw in IGNORED_TOP or kw.startswith("vrrp_"):
             ignored.setdefault(kw)
         else:
@@ -549,6 +571,40 @@ def _interpret(stmts: list[_Stmt], r: _Reader) -> KeepalivedConf:
     conf.ignored = list(ignored)
     _dry_run(conf)
     return conf
+
+
+def _track_file(s: _Stmt, r: _Reader) -> TrackFile:
+    tf = TrackFile(_arg(s, r), s.where)
+    for e in s.block or []:
+        kw = e.words[0]
+        if kw == "file":
+            tf.path = _arg(e, r)
+        elif kw == "weight":
+            tf.weight, tf.reverse = _file_weight(e, r)
+        elif kw == "init_file":
+            words = e.words[1:]
+            tf.init_overwrite = "overwrite" in words
+            words = [w for w in words if w != "overwrite"]
+            if len(words) > 1 or (words and not re.fullmatch(r"-?\d+", words[0])):
+                raise r.error(e.file, e.line, f"track file init_file {' '.join(e.words[1:])}"
+                              " is invalid")
+            tf.init_value = int(words[0]) if words else 0
+        else:
+            raise r.error(e.file, e.line, f"Unknown keyword '{kw}'")
+    if not tf.path:
+        raise r.error(s.file, s.line, f"No file set for track_file {tf.name}")
+    return tf
+
+
+def _file_weight(s: _Stmt, r: _Reader) -> tuple[int, bool]:
+    """`weight N [reverse|noreverse]` of a track_file or a FILE_CHECK."""
+    text = _arg(s, r)
+    if not re.fullmatch(r"-?\d+", text) or abs(int(text)) > WEIGHT_LIMIT:
+        raise r.error(s.file, s.line, f"weight for track file must be in [-{WEIGHT_LIMIT}.."
+                      f"{WEIGHT_LIMIT}] inclusive")
+    if len(s.words) > 2 and s.words[2] not in ("reverse", "noreverse"):
+        raise r.error(s.file, s.line, f"unknown track file weight option {s.words[2]}")
+    return int(text), len(s.words) > 2 and s.words[2] == "reverse"
 
 
 def _group(s: _Stmt, r: _Reader) -> list:
@@ -839,6 +895,8 @@ def _checker(s: _Stmt, r: _Reader, ignored: dict) -> Checker:
     http = c.kind in ("HTTP_GET", "SSL_GET")
     for e in s.block or []:
         kw = e.words[0]
+        if c.kind == "FILE_CHECK" and kw not in ("track_file", "weight"):
+            raise r.error(e.file, e.line, f"Unknown keyword '{kw}'")
         if kw == "connect_ip":
             c.connect_ip = str(_addr(_arg(e, r), e, r, "connect_ip"))
         elif kw == "connect_port":
@@ -878,6 +936,13 @@ def _checker(s: _Stmt, r: _Reader, ignored: dict) -> Checker:
             c.dns_name = _dns_name(e, r)
         elif c.kind == "SMTP_CHECK" and kw == "helo_name":
             c.helo_name = _arg(e, r)
+        elif c.kind == "FILE_CHECK" and kw == "track_file":
+            name = _arg(e, r)
+            if name not in r.track_files:
+                raise r.error(e.file, e.line, f"track_file {name} not found")
+            c.track_file = r.track_files[name]
+        elif c.kind == "FILE_CHECK" and kw == "weight":
+            c.file_weight, c.file_reverse = _file_weight(e, r)
         elif kw in IGNORED_IN_CHECK:
             ignored.setdefault(kw)
         else:
@@ -886,6 +951,13 @@ def _checker(s: _Stmt, r: _Reader, ignored: dict) -> Checker:
         raise r.error(s.file, s.line, f"{c.kind} has no url")
     if c.kind == "MISC_CHECK" and not c.misc_path:
         raise r.error(s.file, s.line, "MISC_CHECK has no misc_path")
+    if c.kind == "FILE_CHECK":
+        if c.track_file is None:
+            raise r.error(s.file, s.line, "FILE_CHECK has no track_file specified")
+        if not c.file_weight:  # 0 or unset: the track_file's
+            c.file_weight, c.file_reverse = c.track_file.weight, c.track_file.reverse
+        # the file's value counts at once: no alpha, no retries (check_file.c)
+        c.alpha, c.retry = False, 0
     if c.max_reply_length and c.min_reply_length > c.max_reply_length:
         raise r.error(s.file, s.line, f"UDP_CHECK min_reply_length {c.min_reply_length} > "
                       f"max_reply_length {c.max_reply_length}")
@@ -1070,6 +1142,13 @@ def _granularity(vs: VirtualServer, err) -> str:
 
 def _checker_defaults(c: Checker, rs: RealServer) -> None:
     """keepalived's checker defaults: the real's, else the checker kind's."""
+    c.base_weight = rs.weight
+    if c.kind == "FILE_CHECK":
+        # keepalived watches the file with inotify; a poll every second
+        # (or delay_loop, when shorter) stands in for it
+        c.delay_loop, c.delay_before_retry = min(rs.delay_loop, 1.0), 0.0
+        c.connect_timeout = 0.0
+        return
     if c.alpha is None:
         c.alpha = rs.alpha
     if c.delay_loop is None:

@@ -291,7 +291,19 @@ def test_a_range_in_a_group_expands_as_keepalived_does():
     ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n lb_algo lblc\n protocol TCP\n real_server "
      "198.18.2.100 80 {\n }\n}\n", 1, "lvsxdp has no scheduler"),
     ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n real_server 198.18.2.100 "
-     "80 {\n  FILE_CHECK {\n  }\n }\n}\n", 5, "lvsxdp does not run FILE_CHECK"),
+     "80 {\n  BFD_CHECK {\n  }\n }\n}\n", 5, "lvsxdp does not run BFD_CHECK"),
+    ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n real_server 198.18.2.100 "
+     "80 {\n  FILE_CHECK {\n  }\n }\n}\n", 5, "FILE_CHECK has no track_file specified"),
+    ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n real_server 198.18.2.100 "
+     "80 {\n  FILE_CHECK {\n   track_file nope\n  }\n }\n}\n", 6, "track_file nope not found"),
+    ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n real_server 198.18.2.100 "
+     "80 {\n  FILE_CHECK {\n   connect_port 80\n  }\n }\n}\n", 6,
+     "Unknown keyword 'connect_port'"),
+    ("track_file t {\n weight 2\n}\n", 1, "No file set for track_file t"),
+    ("track_file t {\n file /x\n weight 2 sideways\n}\n", 3,
+     "unknown track file weight option sideways"),
+    ("track_file t {\n file /x\n weight 70000\n}\n", 3,
+     "weight for track file must be in [-65535..65535] inclusive"),
     ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n real_server 198.18.2.100 "
      "80 {\n  HTTP_GET {\n   url {\n    path /\n    regex \"a(\"\n   }\n  }\n }\n}\n", 6,
      "Invalid regex: 'a(' at offset 1: missing ), unterminated subpattern"),
@@ -401,6 +413,74 @@ virtual_server 198.18.2.1 53 {
         ("SMTP_CHECK", "198.18.2.201", 25, 3.0, "smtpchecker.keepalived.org"),
         ("SMTP_CHECK", "198.18.2.202", None, 3.0, "smtpchecker.keepalived.org")]
     assert sum("SMTP_CHECK host block is deprecated" in w for w in conf.warnings) == 2
+
+
+FILE_CONF = """\
+track_file ready {
+    file %s
+    weight 3 reverse
+    init_file 5 overwrite
+}
+track_file gate {
+    file /nonexistent/gate
+}
+virtual_server 198.18.2.1 80 {
+    lb_kind DR
+    protocol TCP
+    delay_loop 10
+    real_server 198.18.2.100 80 {
+        weight 10
+        FILE_CHECK {
+            track_file ready
+        }
+        FILE_CHECK {
+            track_file gate
+            weight 0
+        }
+        FILE_CHECK {
+            track_file gate
+            weight 2
+        }
+    }
+}
+"""
+
+
+def test_file_check_weights_as_keepalived_moves_them(tmp_path):
+    path = tmp_path / "ready"
+    conf = keepalived.parse_text(FILE_CONF % path)
+    ready, gate0, gate2 = conf.virtual_servers[0].reals[0].checkers
+    assert (ready.track_file.name, ready.file_weight, ready.file_reverse) == ("ready", 3, True)
+    assert (ready.track_file.init_value, ready.track_file.init_overwrite) == (5, True)
+    # weight 0 in the FILE_CHECK: the track_file's (default 1, not reversed)
+    assert (gate0.file_weight, gate0.file_reverse, gate2.file_weight) == (1, False, 2)
+    # the file is watched (polled) every second, and counts at once
+    assert (ready.delay_loop, ready.retry, ready.alpha, ready.base_weight) == (1.0, 0, False, 10)
+
+    def verdict(c, text=None):
+        if text is not None:
+            path.write_text(text)
+        v = checkers.probe(c, ipaddress.ip_address("198.18.2.100"), 80)
+        return (v.ok, v.weight, v.why)
+
+    checkers.init_track_file(ready.track_file)
+    assert path.read_text() == "5\n"
+    # weight 3 reverse: the real's weight 10 moves by -3 per unit, floored at 0
+    assert verdict(ready) == (True, 0, "")
+    assert verdict(ready, "2") == (True, 4, "")
+    assert verdict(ready, "-0x2 junk") == (True, 16, "")
+    assert verdict(ready, "0\n") == (True, 10, "")
+    # a missing file is 0; weight 1 over a missing file: the weight stays
+    assert verdict(gate0) == (True, 10, "")
+    path.write_text("1")
+    gate0.track_file.path = gate2.track_file.path = str(path)
+    assert verdict(gate2) == (True, 12, "")
+    # a FILE_CHECK weight 0 over a track_file weight 0: non-zero is down
+    conf = keepalived.parse_text((FILE_CONF % path).replace("file /nonexistent/gate",
+                                                             f"file {path}\nweight 0"))
+    gate0 = conf.virtual_servers[0].reals[0].checkers[1]
+    assert verdict(gate0, "1") == (False, None, "tracked file gate now FAULT state")
+    assert verdict(gate0, "0") == (True, None, "")
 
 
 def test_two_virtual_servers_for_one_service_are_refused():
