@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import queue
 import subprocess
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -481,6 +483,26 @@ def test_file_check_weights_as_keepalived_moves_them(tmp_path):
     gate0 = conf.virtual_servers[0].reals[0].checkers[1]
     assert verdict(gate0, "1") == (False, None, "tracked file gate now FAULT state")
     assert verdict(gate0, "0") == (True, None, "")
+
+
+def test_a_file_checks_change_reaches_its_real_within_a_second(tmp_path):
+    path = tmp_path / "ready"
+    conf = keepalived.parse_text(FILE_CONF.replace("weight 3 reverse", "weight 0") % path)
+    rs = conf.virtual_servers[0].reals[0]
+    out: queue.Queue = queue.Queue()
+    run = checkers.CheckerRun(rs.checkers[0], rs, 80, out)
+    run.start()
+    try:
+        _, v = out.get(timeout=3)
+        assert path.read_text() == "5\n"  # init_file, at start
+        assert (v.ok, v.why) == (False, "tracked file ready now FAULT state")
+        written = time.monotonic()
+        path.write_text("0")
+        _, v = out.get(timeout=3)
+        assert v.ok and time.monotonic() - written <= 1.5
+    finally:
+        run.stop.set()
+        run.join()
 
 
 def test_two_virtual_servers_for_one_service_are_refused():
