@@ -3,7 +3,11 @@ turns their verdicts into the director's table (`lvsxdp keepalived`).
 
 Probes (one attempt each): TCP_CHECK (a connect), HTTP_GET and SSL_GET (a
 GET per url: status code, MD5 digest of the body), MISC_CHECK (a command;
-misc_dynamic: exit 2-255 sets the weight to status - 2). A checker runs every
+misc_dynamic: exit 2-255 sets the weight to status - 2), UDP_CHECK (a
+datagram: down on an ICMP port unreachable, or without the reply
+require_reply asks for), PING_CHECK (an ICMP/ICMPv6 echo), DNS_CHECK (a
+query over UDP: up on a reply with its id and NOERROR), SMTP_CHECK (220
+banner, HELO, 250, QUIT). A checker runs every
 delay_loop; a failure of a real that was up is retried `retry` times,
 delay_before_retry apart, before the real goes down; a real is up when every
 one of its checkers is. What keepalived would do with IPVS happens to
@@ -19,12 +23,17 @@ import hashlib
 import logging
 import os
 import queue
+import random
+import re
+import select
 import shlex
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import threading
+import time
 from dataclasses import dataclass, field
 
 from . import ipvsadm, keepalived, shared
@@ -33,7 +42,10 @@ from .model import Config, ConfigError
 
 log = logging.getLogger("lvsxdp.keepalived")
 USER_AGENT = "KeepAliveClient"  # what keepalived's HTTP_GET sends
-MAX_BODY = 1 << 20
+MAX_BODY = keepalived.MAX_BODY
+# a real without a port: the checker's well-known one (keepalived's
+# SMTP_DEFAULT_PORT, DNS_DEFAULT_PORT)
+DEFAULT_PORTS = {"SMTP_CHECK": 25, "DNS_CHECK": 53}
 
 
 @dataclass
@@ -73,7 +85,17 @@ def probe(c: Checker, addr, port: int) -> Verdict:
     """One attempt of checker c against the real addr:port."""
     if c.kind == "MISC_CHECK":
         return _misc(c)
-    host, port = _target(c, addr, port)
+    if c.kind == "FILE_CHECK":
+        return _file(c)
+    host, port = _target(c, addr, port or DEFAULT_PORTS.get(c.kind, 0))
+    if c.kind == "UDP_CHECK":
+        return _udp(c, host, port)
+    if c.kind == "PING_CHECK":
+        return _ping(c, host)
+    if c.kind == "DNS_CHECK":
+        return _dns(c, host, port)
+    if c.kind == "SMTP_CHECK":
+        return _smtp(c, host, port)
     # a connection per url, as keepalived makes one per request; TCP_CHECK
     # is the connection alone
     for url in c.urls or [None]:
@@ -132,14 +154,233 @@ def _http_get(c: Checker, s: socket.socket, host: str, port: int,
     code = int(status[1])
     if not url.status_ok(code):
         return Verdict(False, f"{what}: HTTP status code {code}")
+    body = data[head_end + 4:]
+    if length is not None:
+        body = body[:length]
+    if url.regex is not None:
+        found = url.regex.search(body[:url.regex_max_offset or len(body)],
+                                 url.regex_min_offset) is not None
+        if found == url.regex_no_match:
+            return Verdict(False, f"{what}: regex {url.regex.pattern.decode()!r} "
+                                  f"{'matched' if found else 'did not match'}")
     if url.digest:
-        body = data[head_end + 4:]
-        if length is not None:
-            body = body[:length]
         got = hashlib.md5(body).hexdigest()  # noqa: S324 - keepalived's digest is MD5
         if got != url.digest:
             return Verdict(False, f"{what}: MD5 digest {got} is not {url.digest}")
     return Verdict(True)
+
+
+def _family(host: str) -> int:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _udp_socket(c: Checker, host: str, port: int) -> socket.socket:
+    family = _family(host)
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if c.bindto or c.bind_port:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((c.bindto or ("::" if family == socket.AF_INET6 else "0.0.0.0"),
+                    c.bind_port or 0))
+        # connected, so that an ICMP error comes back as ECONNREFUSED
+        s.connect((host, port))
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+def _udp(c: Checker, host: str, port: int) -> Verdict:
+    where = f"[{host}]:udp:{port}"
+    try:
+        s = _udp_socket(c, host, port)
+    except OSError as e:
+        return Verdict(False, f"UDP connection to {where} failed ({e.strerror or e})")
+    with s:
+        try:
+            s.send(c.payload)
+            s.settimeout(c.connect_timeout)
+            reply = s.recv(65535)
+        except TimeoutError:
+            # no ICMP error within connect_timeout: keepalived takes silence as up
+            # unless a reply is required
+            if c.require_reply:
+                return Verdict(False, f"UDP check to {where} failed (no reply)")
+            return Verdict(True)
+        except OSError as e:
+            return Verdict(False, f"UDP check to {where} failed ({e.strerror or e})")
+    if c.require_reply:
+        if len(reply) < c.min_reply_length or (c.max_reply_length
+                                               and len(reply) > c.max_reply_length):
+            return Verdict(False, f"UDP check to {where} failed (reply length {len(reply)})")
+        if not reply.startswith(c.reply_pattern):
+            return Verdict(False, f"UDP check to {where} failed (reply does not match)")
+    return Verdict(True)
+
+
+def _icmp_sum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def _ping(c: Checker, host: str) -> Verdict:
+    v6 = ":" in host
+    family, proto = ((socket.AF_INET6, socket.IPPROTO_ICMPV6) if v6
+                     else (socket.AF_INET, socket.IPPROTO_ICMP))
+    echo, reply_type = (128, 129) if v6 else (8, 0)
+    ident, seq = random.getrandbits(16), random.getrandbits(16)
+    data = b"lvsxdp keepalived PING_CHECK"
+    packet = struct.pack("!BBHHH", echo, 0, 0, ident, seq) + data
+    if not v6:  # the kernel sums ICMPv6 itself (it needs the pseudo header)
+        packet = packet[:2] + struct.pack("!H", _icmp_sum(packet)) + packet[4:]
+    where = f"[{host}]"
+    try:
+        s = socket.socket(family, socket.SOCK_RAW, proto)
+    except OSError as e:
+        return Verdict(False, f"ICMP connection to {where} failed ({e.strerror or e})")
+    with s:
+        try:
+            if c.bindto:
+                s.bind((c.bindto, 0))
+            s.connect((host, 0))
+            s.send(packet)
+            deadline = time.monotonic() + c.connect_timeout
+            while (left := deadline - time.monotonic()) > 0:
+                if not select.select([s], [], [], left)[0]:
+                    break
+                got = s.recv(65535)
+                if not v6:  # a raw IPv4 socket hands over the IP header too
+                    got = got[(got[0] & 0x0F) * 4:]
+                if len(got) >= 8 and got[0] == reply_type and \
+                        struct.unpack("!HH", got[4:8]) == (ident, seq):
+                    return Verdict(True)
+        except OSError as e:
+            return Verdict(False, f"ICMP connection to {where} failed ({e.strerror or e})")
+    return Verdict(False, f"ICMP connection to {where} failed (no echo reply)")
+
+
+def dns_query(qid: int, name: str, qtype: str) -> bytes:
+    """A DNS query as keepalived's DNS_CHECK sends it: recursion desired,
+    one question of class IN."""
+    labels = [x for x in name.rstrip(".").split(".") if x] if name != "." else []
+    qname = b"".join(bytes([len(x.encode())]) + x.encode() for x in labels) + b"\0"
+    return (struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0) + qname
+            + struct.pack("!HH", keepalived.DNS_TYPES[qtype], 1))
+
+
+RCODES = {1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
+
+
+def _dns(c: Checker, host: str, port: int) -> Verdict:
+    where = f"DNS_CHECK ([{host}]:udp:{port})"
+    qid = random.getrandbits(16)
+    try:
+        s = _udp_socket(c, host, port)
+    except OSError as e:
+        return Verdict(False, f"{where} failed to connect ({e.strerror or e})")
+    with s:
+        try:
+            s.send(dns_query(qid, c.dns_name, c.dns_type))
+            deadline = time.monotonic() + c.connect_timeout
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                s.settimeout(left)
+                reply = s.recv(65535)
+                # a stray or late datagram is not this query's answer
+                if len(reply) >= 12 and struct.unpack("!H", reply[:2])[0] == qid:
+                    break
+        except TimeoutError:
+            return Verdict(False, f"{where} failed (timeout)")
+        except OSError as e:
+            return Verdict(False, f"{where} failed to read socket ({e.strerror or e})")
+    flags = struct.unpack("!H", reply[2:4])[0]
+    if not flags & 0x8000:
+        return Verdict(False, f"{where} failed (not a response)")
+    rcode = flags & 0x000F
+    if rcode:
+        return Verdict(False, f"{where} RCODE error ({RCODES.get(rcode, rcode)})")
+    return Verdict(True)
+
+
+def _smtp_reply(f) -> tuple[int, str]:
+    """An SMTP reply, its continuation lines (`250-...`) read past."""
+    while True:
+        line = f.readline(4096).decode("latin-1")
+        if not line:
+            return 0, "connection closed"
+        if len(line) < 4 or not line[:3].isdigit():
+            return 0, f"bad reply line {line.strip()!r}"
+        if line[3] != "-":
+            return int(line[:3]), line.strip()
+
+
+def _smtp(c: Checker, host: str, port: int) -> Verdict:
+    where = _where(host, port)
+    try:
+        s = _connect(c, host, port)
+    except OSError as e:
+        return Verdict(False, f"SMTP connection to {where} failed ({e.strerror or e})")
+    try:
+        with s, s.makefile("rb") as f:
+            code, line = _smtp_reply(f)
+            if code != 220:
+                return Verdict(False, f"SMTP server {where} bad banner ({line})")
+            s.sendall(f"HELO {c.helo_name}\r\n".encode())
+            code, line = _smtp_reply(f)
+            if code != 250:
+                return Verdict(False, f"SMTP server {where} refused HELO ({line})")
+            s.sendall(b"QUIT\r\n")
+            _smtp_reply(f)  # what the server says to QUIT changes nothing
+    except OSError as e:
+        return Verdict(False, f"SMTP connection to {where} failed ({e.strerror or e})")
+    return Verdict(True)
+
+
+def file_value(text: bytes) -> int:
+    """What C's strtol(text, NULL, 0) makes of a track file: leading
+    blanks, a sign, 0x hex or 0 octal, up to the first other character;
+    nothing readable is 0."""
+    m = re.match(rb"\s*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)", text)
+    if not m:
+        return 0
+    value = int(m.group(2), 0) if not m.group(2).startswith(b"0") or len(m.group(2)) == 1 \
+        or m.group(2)[1:2] in b"xX" else int(m.group(2), 8)
+    return -value if m.group(1) == b"-" else value
+
+
+def _file(c: Checker) -> Verdict:
+    tf = c.track_file
+    try:
+        with open(tf.path, "rb") as f:
+            value = file_value(f.read(127))
+    except OSError:
+        value = 0  # a missing file counts as 0, as keepalived takes it
+    fault = Verdict(False, f"tracked file {tf.name} now FAULT state")
+    if not c.file_weight:
+        # weight 0: any non-zero value is a failure (reverse: 0 is)
+        return fault if (value != 0) != c.file_reverse else Verdict(True)
+    delta = value * c.file_weight * (-1 if c.file_reverse else 1)
+    if delta <= -(1 << 31):  # keepalived's IPVS_WEIGHT_FAULT
+        return fault
+    return Verdict(True, weight=max(0, min(keepalived.WEIGHT_LIMIT, c.base_weight + delta)))
+
+
+def init_track_file(tf: keepalived.TrackFile) -> None:
+    """track_file's init_file: the value written when the file is missing
+    (or always, with overwrite)."""
+    if tf.init_value is None or (os.path.exists(tf.path) and not tf.init_overwrite):
+        return
+    try:
+        with open(tf.path, "w") as f:
+            f.write(f"{tf.init_value}\n")
+    except OSError as e:
+        log.error("track_file %s: cannot write %s: %s", tf.name, tf.path, e.strerror)
 
 
 def _misc(c: Checker) -> Verdict:
@@ -179,6 +420,8 @@ class CheckerRun(threading.Thread):
         # its first check goes down at once; once up, it has `retry` more.
         tries = c.retry
         delay = 0.0
+        if c.track_file is not None:
+            init_track_file(c.track_file)
         while not self.stop.wait(delay):
             verdict = probe(c, self.rs.addr, self.port)
             self.checks += 1

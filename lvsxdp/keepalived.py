@@ -28,19 +28,25 @@ DEFAULT_CONF = "/etc/keepalived/keepalived.conf"
 DEFAULT_DELAY_LOOP = 60.0  # KEEPALIVED_DEFAULT_DELAY
 DEFAULT_CONNECT_TIMEOUT = 5.0
 PERSISTENCE_DEFAULT = 360  # IPVS_SVC_PERSISTENT_TIMEOUT
-CHECKERS = ("TCP_CHECK", "HTTP_GET", "SSL_GET", "MISC_CHECK")
+CHECKERS = ("TCP_CHECK", "HTTP_GET", "SSL_GET", "MISC_CHECK", "UDP_CHECK", "PING_CHECK",
+            "DNS_CHECK", "SMTP_CHECK", "FILE_CHECK")
+# DNS_CHECK's `type` words (check_dns.c's DNS_TYPE table) and their codes
+DNS_TYPES = {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "MX": 15, "TXT": 16, "AAAA": 28}
 # keepalived's list (check_parser.c); lvsxdp's own ipvsadm refuses those it lacks
 SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "sh", "mh", "dh", "fo", "ovf", "lblcr", "sed",
               "nq")
+# url regex_options keepalived passes to PCRE2 that Python's re has
+REGEX_OPTIONS = {"caseless": re.IGNORECASE, "multiline": re.MULTILINE, "dotall": re.DOTALL,
+                 "extended": re.VERBOSE}
+MAX_BODY = 1 << 20  # what an HTTP_GET reads of a body
 WEIGHT_LIMIT = 65535  # a real's weight is 16 bits in lvsxdp's maps
 # Checkers keepalived has and lvsxdp does not run: such a real is refused
 # rather than silently never checked.
-OTHER_CHECKERS = ("SMTP_CHECK", "DNS_CHECK", "UDP_CHECK", "PING_CHECK", "FILE_CHECK",
-                  "BFD_CHECK")
+OTHER_CHECKERS = ("BFD_CHECK",)
 # Top-level blocks and keywords of other keepalived parts (VRRP, BFD, global
 # settings): read past, named once in a warning.
 IGNORED_TOP = ("global_defs", "vrrp_instance", "vrrp_sync_group", "vrrp_script",
-               "vrrp_track_process", "track_file", "static_ipaddress", "static_routes",
+               "vrrp_track_process", "static_ipaddress", "static_routes",
                "static_rules", "linkbeat_interfaces", "garp_group", "bfd_instance", "SSL",
                "net_namespace", "net_namespace_ipvs", "instance", "use_pid_dir",
                "child_wait_time", "vrrp_track_file", "track_process")
@@ -59,6 +65,10 @@ class Url:
     digest: str | None = None  # MD5 of the body, hex
     status_codes: list[tuple[int, int]] = field(default_factory=list)  # ranges; [] = 2xx
     virtualhost: str | None = None
+    regex: re.Pattern | None = None  # the body must match it (regex_no_match: must not)
+    regex_no_match: bool = False
+    regex_min_offset: int = 0
+    regex_max_offset: int = 0  # 0: the body's end
 
     def status_ok(self, code: int) -> bool:
         if not self.status_codes:
@@ -67,8 +77,22 @@ class Url:
 
 
 @dataclass
+class TrackFile:
+    """A top-level `track_file NAME { file PATH; weight N [reverse]; init_file
+    [VALUE] [overwrite] }` (keepalived's track_file.c)."""
+
+    name: str
+    where: str
+    path: str = ""
+    weight: int = 1
+    reverse: bool = False
+    init_value: int | None = None  # init_file: written at start when missing
+    init_overwrite: bool = False
+
+
+@dataclass
 class Checker:
-    kind: str  # TCP_CHECK, HTTP_GET, SSL_GET, MISC_CHECK
+    kind: str  # one of CHECKERS
     where: str  # "FILE:LINE" of its block, for the log
     connect_ip: str | None = None
     connect_port: int | None = None
@@ -84,6 +108,18 @@ class Checker:
     misc_path: str | None = None
     misc_timeout: float | None = None
     misc_dynamic: bool = False
+    payload: bytes = b""  # UDP_CHECK's datagram
+    require_reply: bool = False  # UDP_CHECK: a reply, starting with reply_pattern
+    reply_pattern: bytes = b""
+    min_reply_length: int = 0
+    max_reply_length: int = 0  # 0: no limit
+    dns_type: str = "SOA"  # keepalived's defaults: an SOA query for the root
+    dns_name: str = "."
+    helo_name: str = "smtpchecker.keepalived.org"  # keepalived's SMTP_DEFAULT_HELO
+    track_file: TrackFile | None = None  # FILE_CHECK's
+    file_weight: int | None = None  # None: the track_file's weight and reverse
+    file_reverse: bool = False
+    base_weight: int = 0  # the real's configured weight, which the file's value moves
 
     def identity(self) -> tuple:
         """What makes two checkers the same one across a reload."""
@@ -269,6 +305,7 @@ class _Reader:
         self.files: list[str] = []
         self.warnings: list[str] = []
         self.depth = 0
+        self.track_files: dict[str, TrackFile] = {}
 
     def error(self, file: str, line: int, msg: str) -> ConfError:
         return ConfError(f"({file}: Line {line}) {msg}")
@@ -521,6 +558,9 @@ def _interpret(stmts: list[_Stmt], r: _Reader) -> KeepalivedConf:
             group_where[name] = s
         elif kw == "virtual_server":
             conf.virtual_servers.append(_virtual_server(s, r, ignored))
+        elif kw == "track_file":
+            tf = _track_file(s, r)
+            r.track_files[tf.name] = tf
         elif kw in IGNORED_TOP or kw.startswith("vrrp_"):
             ignored.setdefault(kw)
         else:
@@ -531,6 +571,40 @@ def _interpret(stmts: list[_Stmt], r: _Reader) -> KeepalivedConf:
     conf.ignored = list(ignored)
     _dry_run(conf)
     return conf
+
+
+def _track_file(s: _Stmt, r: _Reader) -> TrackFile:
+    tf = TrackFile(_arg(s, r), s.where)
+    for e in s.block or []:
+        kw = e.words[0]
+        if kw == "file":
+            tf.path = _arg(e, r)
+        elif kw == "weight":
+            tf.weight, tf.reverse = _file_weight(e, r)
+        elif kw == "init_file":
+            words = e.words[1:]
+            tf.init_overwrite = "overwrite" in words
+            words = [w for w in words if w != "overwrite"]
+            if len(words) > 1 or (words and not re.fullmatch(r"-?\d+", words[0])):
+                raise r.error(e.file, e.line, f"track file init_file {' '.join(e.words[1:])}"
+                              " is invalid")
+            tf.init_value = int(words[0]) if words else 0
+        else:
+            raise r.error(e.file, e.line, f"Unknown keyword '{kw}'")
+    if not tf.path:
+        raise r.error(s.file, s.line, f"No file set for track_file {tf.name}")
+    return tf
+
+
+def _file_weight(s: _Stmt, r: _Reader) -> tuple[int, bool]:
+    """`weight N [reverse|noreverse]` of a track_file or a FILE_CHECK."""
+    text = _arg(s, r)
+    if not re.fullmatch(r"-?\d+", text) or abs(int(text)) > WEIGHT_LIMIT:
+        raise r.error(s.file, s.line, f"weight for track file must be in [-{WEIGHT_LIMIT}.."
+                      f"{WEIGHT_LIMIT}] inclusive")
+    if len(s.words) > 2 and s.words[2] not in ("reverse", "noreverse"):
+        raise r.error(s.file, s.line, f"unknown track file weight option {s.words[2]}")
+    return int(text), len(s.words) > 2 and s.words[2] == "reverse"
 
 
 def _group(s: _Stmt, r: _Reader) -> list:
@@ -781,7 +855,7 @@ def _real_server(s: _Stmt, r: _Reader, ignored: dict, fwd: Fwd | None) -> RealSe
         elif kw == "notify_down":
             rs.notify_down = " ".join(e.words[1:])
         elif kw in CHECKERS:
-            rs.checkers.append(_checker(e, r, ignored))
+            rs.checkers += _checkers(e, r, ignored)
         elif kw in OTHER_CHECKERS:
             raise r.error(e.file, e.line, f"lvsxdp does not run {kw} (it runs "
                           f"{', '.join(CHECKERS)})")
@@ -792,11 +866,37 @@ def _real_server(s: _Stmt, r: _Reader, ignored: dict, fwd: Fwd | None) -> RealSe
     return rs
 
 
+def _checkers(s: _Stmt, r: _Reader, ignored: dict) -> list[Checker]:
+    """A checker block; an SMTP_CHECK's old `host { }` sub-blocks each make
+    a checker of their own, with the block's other settings, as keepalived
+    2.2 splits them."""
+    if s.words[0] != "SMTP_CHECK" or not any(e.words[0] == "host" for e in s.block or []):
+        return [_checker(s, r, ignored)]
+    rest = [e for e in s.block or [] if e.words[0] != "host"]
+    out = []
+    for e in s.block or []:
+        if e.words[0] == "host":
+            r.warn(e, "SMTP_CHECK host block is deprecated - please use a separate "
+                   "SMTP_CHECK for each host")
+            out.append(_checker(_Stmt(s.words, s.file, s.line, rest + (e.block or [])), r,
+                                ignored))
+    return out
+
+
+def _hex(s: _Stmt, r: _Reader, what: str) -> bytes:
+    text = "".join(s.words[1:])
+    if not re.fullmatch(r"([0-9a-fA-F]{2})*", text):
+        raise r.error(s.file, s.line, f"{what} {' '.join(s.words[1:])} is not hex bytes")
+    return bytes.fromhex(text)
+
+
 def _checker(s: _Stmt, r: _Reader, ignored: dict) -> Checker:
     c = Checker(kind=s.words[0], where=s.where)
     http = c.kind in ("HTTP_GET", "SSL_GET")
     for e in s.block or []:
         kw = e.words[0]
+        if c.kind == "FILE_CHECK" and kw not in ("track_file", "weight"):
+            raise r.error(e.file, e.line, f"Unknown keyword '{kw}'")
         if kw == "connect_ip":
             c.connect_ip = str(_addr(_arg(e, r), e, r, "connect_ip"))
         elif kw == "connect_port":
@@ -819,6 +919,30 @@ def _checker(s: _Stmt, r: _Reader, ignored: dict) -> Checker:
             c.misc_timeout = _seconds(e, r)
         elif kw == "misc_dynamic" and c.kind == "MISC_CHECK":
             c.misc_dynamic = True
+        elif c.kind == "UDP_CHECK" and kw == "payload":
+            c.payload = _hex(e, r, "payload")
+        elif c.kind == "UDP_CHECK" and kw == "require_reply":
+            c.require_reply = True
+            c.reply_pattern = _hex(e, r, "require_reply")
+        elif c.kind == "UDP_CHECK" and kw in ("min_reply_length", "max_reply_length"):
+            setattr(c, kw, _uint(e, r, 0, 65535))
+        elif c.kind == "DNS_CHECK" and kw == "type":
+            t = _arg(e, r).upper()
+            if t not in DNS_TYPES:
+                raise r.error(e.file, e.line, f"DNS_CHECK: unknown type '{e.words[1]}' "
+                              f"(one of {', '.join(DNS_TYPES)})")
+            c.dns_type = t
+        elif c.kind == "DNS_CHECK" and kw == "name":
+            c.dns_name = _dns_name(e, r)
+        elif c.kind == "SMTP_CHECK" and kw == "helo_name":
+            c.helo_name = _arg(e, r)
+        elif c.kind == "FILE_CHECK" and kw == "track_file":
+            name = _arg(e, r)
+            if name not in r.track_files:
+                raise r.error(e.file, e.line, f"track_file {name} not found")
+            c.track_file = r.track_files[name]
+        elif c.kind == "FILE_CHECK" and kw == "weight":
+            c.file_weight, c.file_reverse = _file_weight(e, r)
         elif kw in IGNORED_IN_CHECK:
             ignored.setdefault(kw)
         else:
@@ -827,11 +951,30 @@ def _checker(s: _Stmt, r: _Reader, ignored: dict) -> Checker:
         raise r.error(s.file, s.line, f"{c.kind} has no url")
     if c.kind == "MISC_CHECK" and not c.misc_path:
         raise r.error(s.file, s.line, "MISC_CHECK has no misc_path")
+    if c.kind == "FILE_CHECK":
+        if c.track_file is None:
+            raise r.error(s.file, s.line, "FILE_CHECK has no track_file specified")
+        if not c.file_weight:  # 0 or unset: the track_file's
+            c.file_weight, c.file_reverse = c.track_file.weight, c.track_file.reverse
+        # the file's value counts at once: no alpha, no retries (check_file.c)
+        c.alpha, c.retry = False, 0
+    if c.max_reply_length and c.min_reply_length > c.max_reply_length:
+        raise r.error(s.file, s.line, f"UDP_CHECK min_reply_length {c.min_reply_length} > "
+                      f"max_reply_length {c.max_reply_length}")
     return c
+
+
+def _dns_name(s: _Stmt, r: _Reader) -> str:
+    name = _arg(s, r)
+    labels = name.rstrip(".").split(".") if name != "." else []
+    if len(name) > 253 or any(not 0 < len(x.encode()) <= 63 for x in labels):
+        raise r.error(s.file, s.line, f"DNS_CHECK: invalid name '{name}'")
+    return name
 
 
 def _url(s: _Stmt, r: _Reader) -> Url:
     u = Url(path="")
+    pattern, flags = None, 0
     for e in s.block or []:
         kw = e.words[0]
         if kw == "path":
@@ -851,13 +994,34 @@ def _url(s: _Stmt, r: _Reader) -> Url:
                 _arg(e, r)
         elif kw == "virtualhost":
             u.virtualhost = _arg(e, r)
-        elif kw in ("regex", "regex_no_match", "regex_options", "regex_stack",
-                    "regex_min_offset", "regex_max_offset", "fast_recovery"):
+        elif kw == "regex":
+            pattern = " ".join(e.words[1:]) or _arg(e, r)
+        elif kw == "regex_no_match":
+            u.regex_no_match = True
+        elif kw == "regex_options":
+            for word in e.words[1:]:
+                if word not in REGEX_OPTIONS:
+                    raise r.error(e.file, e.line, f"Unknown regex option {word} (lvsxdp "
+                                  f"takes {', '.join(REGEX_OPTIONS)})")
+                flags |= REGEX_OPTIONS[word]
+        elif kw in ("regex_min_offset", "regex_max_offset"):
+            setattr(u, kw, _uint(e, r, 0, MAX_BODY))
+        elif kw == "regex_stack":
+            _uint(e, r)  # PCRE2's match stack size: nothing to size in Python's re
+        elif kw == "fast_recovery":
             raise r.error(e.file, e.line, f"lvsxdp does not check url {kw}")
         else:
             raise r.error(e.file, e.line, f"Unknown keyword '{kw}'")
     if not u.path:
         raise r.error(s.file, s.line, "HTTP/SSL_GET checker url has no path")
+    if pattern is not None:
+        try:
+            u.regex = re.compile(pattern.encode(), flags)
+        except re.error as e:
+            raise r.error(s.file, s.line, f"Invalid regex: '{pattern}' at offset {e.pos}: "
+                          f"{e.msg}") from None
+    if u.regex_max_offset and u.regex_min_offset > u.regex_max_offset:
+        raise r.error(s.file, s.line, "regex min offset > max offset")
     return u
 
 
@@ -978,6 +1142,13 @@ def _granularity(vs: VirtualServer, err) -> str:
 
 def _checker_defaults(c: Checker, rs: RealServer) -> None:
     """keepalived's checker defaults: the real's, else the checker kind's."""
+    c.base_weight = rs.weight
+    if c.kind == "FILE_CHECK":
+        # keepalived watches the file with inotify; a poll every second
+        # (or delay_loop, when shorter) stands in for it
+        c.delay_loop, c.delay_before_retry = min(rs.delay_loop, 1.0), 0.0
+        c.connect_timeout = 0.0
+        return
     if c.alpha is None:
         c.alpha = rs.alpha
     if c.delay_loop is None:

@@ -90,14 +90,14 @@ def ns(tmp_path_factory):
             run(None, "ip", "netns", "del", name)
 
 
-def probe(ns: str, checker: str, port: int = HTTP) -> list:
-    """Runs the checker block once from inside ns against ADDR:port; returns
+def probe(ns: str, checker: str, port: int = HTTP, addr: str = ADDR) -> list:
+    """Runs the checker block once from inside ns against addr:port; returns
     [ok, why, weight] per checker."""
     conf = textwrap.dedent(f"""\
-        virtual_server {ADDR} {port} {{
+        virtual_server {addr} {port} {{
             lb_kind DR
             protocol TCP
-            real_server {ADDR} {port} {{
+            real_server {addr} {port} {{
         {textwrap.indent(textwrap.dedent(checker), '        ')}
             }}
         }}
@@ -278,3 +278,182 @@ def test_a_real_goes_down_after_its_retries_and_comes_back_at_its_first_pass(ns,
     assert events["why"].startswith(f"TCP connection to [{ADDR}]:tcp:{port} failed")
     # a real that is down comes back at the first check that passes
     assert events["up_after"] <= 1.0 + 0.3
+
+
+# UDP echo, a UDP port that never answers, a DNS responder, two SMTP servers
+SERVICES = r"""
+import socket, struct, threading
+A = "198.18.4.1"
+
+def udp(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((A, port))
+    return s
+
+def echo(s):
+    while True:
+        data, peer = s.recvfrom(65535)
+        s.sendto(data, peer)
+
+def dns(s):
+    # name "type-N.example": NOERROR only when the query's type is N;
+    # nx./refused./silent./wrongid.example answer as they say
+    while True:
+        q, peer = s.recvfrom(65535)
+        qid, flags = struct.unpack("!HH", q[:4])
+        i, labels = 12, []
+        while q[i]:
+            labels.append(q[i + 1:i + 1 + q[i]].decode())
+            i += 1 + q[i]
+        qtype = struct.unpack("!H", q[i + 1:i + 3])[0]
+        name = ".".join(labels)
+        rcode = {"nx.example": 3, "refused.example": 5}.get(name, 0)
+        if name.startswith("type-") and int(name.split(".")[0][5:]) != qtype:
+            rcode = 1
+        if name == "silent.example" or not flags & 0x0100:
+            continue
+        if name == "wrongid.example":
+            qid ^= 1
+        s.sendto(struct.pack("!HHHHHH", qid, 0x8180 | rcode, 1, 0, 0, 0) + q[12:i + 5], peer)
+
+def smtp(port, banner):
+    ls = socket.socket()
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind((A, port))
+    ls.listen()
+    while True:
+        c, _ = ls.accept()
+        f = c.makefile("rb")
+        c.sendall(banner)
+        if not banner.startswith(b"220"):
+            c.close()
+            continue
+        helo = f.readline()
+        if helo.startswith(b"HELO director.example"):
+            c.sendall(b"250-mx.example hello\r\n250 ok\r\n")
+        else:
+            c.sendall(b"501 who are you\r\n")
+        if f.readline() == b"QUIT\r\n":
+            c.sendall(b"221 bye\r\n")
+        c.close()
+
+silent = udp(5001)  # bound, never read: no ICMP error, no reply
+for target, args in ((echo, (udp(5000),)), (dns, (udp(5300),)),
+                     (smtp, (2525, b"220-mx.example ESMTP\r\n220 ready\r\n")),
+                     (smtp, (2526, b"554 no service here\r\n"))):
+    threading.Thread(target=target, args=args, daemon=True).start()
+print("ready", flush=True)
+threading.Event().wait()
+"""
+
+
+@pytest.fixture(scope="module")
+def services(ns):
+    run(ns, "ip", "addr", "add", "2001:db8:4::1/128", "dev", "lo", "nodad")
+    # reachable by route, owned by nobody: echoes to it go unanswered
+    run(ns, "ip", "route", "add", "198.18.5.0/24", "dev", "lo")
+    p = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", SERVICES],
+                         stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        assert p.stdout.readline().strip() == b"ready"
+        yield ns
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_udp_check_is_down_on_port_unreachable_or_a_missing_or_wrong_reply(services):
+    fast = "connect_timeout 0.5"
+    assert probe(services, f"UDP_CHECK {{ {fast} }}", port=5000) == [[True, "", None]]
+    # silence is up, unless a reply is required
+    assert probe(services, f"UDP_CHECK {{ {fast} }}", port=5001) == [[True, "", None]]
+    ((ok, why, _),) = probe(services, f"UDP_CHECK {{ {fast}\n require_reply }}", port=5001)
+    assert (ok, why) == (False, f"UDP check to [{ADDR}]:udp:5001 failed (no reply)")
+    # nothing bound: the ICMP port unreachable takes it down at once
+    start = time.monotonic()
+    ((ok, why, _),) = probe(services, "UDP_CHECK { connect_timeout 5 }", port=5002)
+    assert not ok and "Connection refused" in why and time.monotonic() - start < 4
+    # the echo's reply starts with the payload: require_reply's pattern is a prefix
+    def check(pattern: str, extra: str = "") -> str:
+        return f"UDP_CHECK {{ {fast}\n payload 68656c6c6f\n require_reply {pattern}\n {extra} }}"
+
+    assert probe(services, check("6865"), port=5000) == [[True, "", None]]
+    ((ok, why, _),) = probe(services, check("6869"), port=5000)
+    assert (ok, why) == (False, f"UDP check to [{ADDR}]:udp:5000 failed (reply does not "
+                                "match)")
+    ((ok, why, _),) = probe(services, check("", "min_reply_length 6"), port=5000)
+    assert (ok, why) == (False, f"UDP check to [{ADDR}]:udp:5000 failed (reply length 5)")
+    assert probe(services, check("", "max_reply_length 5"), port=5000)[0][0] is True
+
+
+def test_ping_check_over_icmp_and_icmpv6(services):
+    assert probe(services, "PING_CHECK { connect_timeout 1 }") == [[True, "", None]]
+    assert probe(services, "PING_CHECK { connect_timeout 1 }",
+                 addr="2001:db8:4::1") == [[True, "", None]]
+    start = time.monotonic()
+    ((ok, why, _),) = probe(services, "PING_CHECK { connect_timeout 0.5 }",
+                            addr="198.18.5.9")
+    assert (ok, why) == (False, "ICMP connection to [198.18.5.9] failed (no echo reply)")
+    assert time.monotonic() - start < 3
+
+
+def test_dns_check_wants_its_query_id_and_noerror(services):
+    def dns(name: str, extra: str = "") -> list:
+        return probe(services, f"DNS_CHECK {{\n connect_timeout 0.5\n name {name}\n {extra}\n}}",
+                     port=5300)[0]
+
+    where = f"DNS_CHECK ([{ADDR}]:udp:5300)"
+    assert dns("www.example") == [True, "", None]
+    # the type goes into the query as its code: SOA (6) unless told
+    assert dns("type-6.example")[0] is True
+    assert dns("type-28.example", "type AAAA")[0] is True
+    assert dns("type-1.example", "type MX")[:2] == [False, f"{where} RCODE error (FORMERR)"]
+    assert dns("nx.example")[:2] == [False, f"{where} RCODE error (NXDOMAIN)"]
+    assert dns("refused.example")[:2] == [False, f"{where} RCODE error (REFUSED)"]
+    assert dns("silent.example")[:2] == [False, f"{where} failed (timeout)"]
+    assert dns("wrongid.example")[:2] == [False, f"{where} failed (timeout)"]
+
+
+def test_smtp_check_banner_helo_quit(services):
+    assert probe(services, "SMTP_CHECK {\n helo_name director.example\n connect_timeout 2\n}",
+                 port=2525) == [[True, "", None]]
+    where = f"[{ADDR}]:tcp:2525"
+    # keepalived's default HELO name is not the one this server wants
+    ((ok, why, _),) = probe(services, "SMTP_CHECK { connect_timeout 2 }", port=2525)
+    assert (ok, why) == (False, f"SMTP server {where} refused HELO (501 who are you)")
+    ((ok, why, _),) = probe(services, "SMTP_CHECK { connect_timeout 2 }", port=2526)
+    assert (ok, why) == (False, f"SMTP server [{ADDR}]:tcp:2526 bad banner (554 no service "
+                                "here)")
+    # connect_ip / connect_port, and the old host blocks, name the server elsewhere
+    assert probe(services, f"""\
+        SMTP_CHECK {{
+            helo_name director.example
+            host {{
+                connect_ip {ADDR}
+                connect_port 2525
+            }}
+            host {{
+                connect_port {CLOSED}
+            }}
+        }}""", port=HTTP) == [[True, "", None], [False, f"SMTP connection to [{ADDR}]:tcp:"
+                                                       f"{CLOSED} failed (Connection refused)",
+                                                None]]
+
+
+def test_http_get_url_regex_must_match_or_with_regex_no_match_must_not(ns):
+    def get(extra: str) -> list:
+        return probe(ns, f"HTTP_GET {{\n connect_timeout 2\n url {{\n  path /\n  {extra}\n }}\n"
+                         "}")[0]
+
+    # the body is "page /\n"
+    assert get('regex "^page /$"\n regex_options multiline') == [True, "", None]
+    assert get('regex "PAGE"\n regex_options caseless')[0] is True
+    ok, why, _ = get('regex "^nothing"')
+    assert not ok and why == f"HTTP_GET to [{ADDR}]:tcp:{HTTP}/: regex '^nothing' did not match"
+    ok, why, _ = get('regex "page"\n regex_no_match')
+    assert not ok and why.endswith("regex 'page' matched")
+    assert get('regex "nothing"\n regex_no_match')[0] is True
+    # offsets bound where a match may be: "page" starts at 0
+    assert get('regex "page"\n regex_min_offset 1')[0] is False
+    assert get('regex "pa"\n regex_max_offset 3')[0] is True
+    assert get('regex "page"\n regex_max_offset 3')[0] is False

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import queue
 import subprocess
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -291,7 +293,39 @@ def test_a_range_in_a_group_expands_as_keepalived_does():
     ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n lb_algo lblc\n protocol TCP\n real_server "
      "198.18.2.100 80 {\n }\n}\n", 1, "lvsxdp has no scheduler"),
     ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n real_server 198.18.2.100 "
-     "80 {\n  SMTP_CHECK {\n  }\n }\n}\n", 5, "lvsxdp does not run SMTP_CHECK"),
+     "80 {\n  BFD_CHECK {\n  }\n }\n}\n", 5, "lvsxdp does not run BFD_CHECK"),
+    ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n real_server 198.18.2.100 "
+     "80 {\n  FILE_CHECK {\n  }\n }\n}\n", 5, "FILE_CHECK has no track_file specified"),
+    ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n real_server 198.18.2.100 "
+     "80 {\n  FILE_CHECK {\n   track_file nope\n  }\n }\n}\n", 6, "track_file nope not found"),
+    ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n real_server 198.18.2.100 "
+     "80 {\n  FILE_CHECK {\n   connect_port 80\n  }\n }\n}\n", 6,
+     "Unknown keyword 'connect_port'"),
+    ("track_file t {\n weight 2\n}\n", 1, "No file set for track_file t"),
+    ("track_file t {\n file /x\n weight 2 sideways\n}\n", 3,
+     "unknown track file weight option sideways"),
+    ("track_file t {\n file /x\n weight 70000\n}\n", 3,
+     "weight for track file must be in [-65535..65535] inclusive"),
+    ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n real_server 198.18.2.100 "
+     "80 {\n  HTTP_GET {\n   url {\n    path /\n    regex \"a(\"\n   }\n  }\n }\n}\n", 6,
+     "Invalid regex: 'a(' at offset 1: missing ), unterminated subpattern"),
+    ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n real_server 198.18.2.100 "
+     "80 {\n  HTTP_GET {\n   url {\n    path /\n    regex_options ucp\n   }\n  }\n }\n}\n", 8,
+     "Unknown regex option ucp"),
+    ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n real_server 198.18.2.100 "
+     "80 {\n  UDP_CHECK {\n   payload 0a0\n  }\n }\n}\n", 6, "payload 0a0 is not hex bytes"),
+    ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n real_server 198.18.2.100 "
+     "80 {\n  UDP_CHECK {\n   min_reply_length 9\n   max_reply_length 4\n  }\n }\n}\n", 5,
+     "UDP_CHECK min_reply_length 9 > max_reply_length 4"),
+    ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n real_server 198.18.2.100 "
+     "80 {\n  DNS_CHECK {\n   type SRVX\n  }\n }\n}\n", 6, "DNS_CHECK: unknown type 'SRVX'"),
+    ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n real_server 198.18.2.100 "
+     "80 {\n  DNS_CHECK {\n   name a..b\n  }\n }\n}\n", 6, "DNS_CHECK: invalid name 'a..b'"),
+    ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n real_server 198.18.2.100 "
+     "80 {\n  PING_CHECK {\n   payload 00\n  }\n }\n}\n", 6, "Unknown keyword 'payload'"),
+    ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n real_server 198.18.2.100 "
+     "80 {\n  SMTP_CHECK {\n   host {\n    connect_ip nope\n   }\n  }\n }\n}\n", 7,
+     "Invalid connect_ip IP address nope"),
     ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n real_server 198.18.2.100 "
      "80 {\n  weight 70000\n }\n}\n", 5, "Real server weight 70000 is outside range 0-65535"),
     ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n lb_algo nope\n}\n", 4,
@@ -318,6 +352,157 @@ def test_errors_name_the_file_and_line_as_keepalived_does(tmp_path, text, line, 
         keepalived.parse(str(path))
     assert str(e.value).startswith(f"({path}: Line {line}) ")
     assert msg in str(e.value)
+
+
+def test_udp_ping_dns_and_smtp_checks_read_with_keepalived_defaults():
+    conf = keepalived.parse_text("""\
+virtual_server 198.18.2.1 53 {
+    lb_kind DR
+    protocol UDP
+    real_server 198.18.2.100 53 {
+        UDP_CHECK {
+            payload 01 02ff
+            require_reply 0a0B
+            min_reply_length 2
+            max_reply_length 100
+            connect_timeout 2
+        }
+        UDP_CHECK {
+        }
+        PING_CHECK {
+            retry 3
+        }
+        DNS_CHECK {
+            type aaaa
+            name www.example.
+        }
+        DNS_CHECK {
+        }
+        SMTP_CHECK {
+            helo_name director.example
+            connect_port 2525
+        }
+    }
+    real_server 198.18.2.101 53 {
+        SMTP_CHECK {
+            connect_timeout 3
+            host {
+                connect_ip 198.18.2.201
+                connect_port 25
+            }
+            host {
+                connect_ip 198.18.2.202
+            }
+        }
+    }
+}
+""")
+    udp, udp_default, ping, dns, dns_default, smtp = conf.virtual_servers[0].reals[0].checkers
+    assert (udp.payload, udp.require_reply, udp.reply_pattern) == (b"\x01\x02\xff", True,
+                                                                   b"\n\x0b")
+    assert (udp.min_reply_length, udp.max_reply_length, udp.connect_timeout) == (2, 100, 2.0)
+    assert (udp_default.payload, udp_default.require_reply) == (b"", False)
+    assert (udp_default.retry, udp_default.delay_before_retry,
+            udp_default.connect_timeout) == (1, 1.0, 5.0)
+    assert ping.kind == "PING_CHECK" and ping.retry == 3
+    assert (dns.dns_type, dns.dns_name) == ("AAAA", "www.example.")
+    assert (dns_default.dns_type, dns_default.dns_name) == ("SOA", ".")
+    assert (smtp.helo_name, smtp.connect_port) == ("director.example", 2525)
+    # the old host blocks: a checker each, with the block's other settings
+    hosts = conf.virtual_servers[0].reals[1].checkers
+    assert [(c.kind, c.connect_ip, c.connect_port, c.connect_timeout, c.helo_name)
+            for c in hosts] == [
+        ("SMTP_CHECK", "198.18.2.201", 25, 3.0, "smtpchecker.keepalived.org"),
+        ("SMTP_CHECK", "198.18.2.202", None, 3.0, "smtpchecker.keepalived.org")]
+    assert sum("SMTP_CHECK host block is deprecated" in w for w in conf.warnings) == 2
+
+
+FILE_CONF = """\
+track_file ready {
+    file %s
+    weight 3 reverse
+    init_file 5 overwrite
+}
+track_file gate {
+    file /nonexistent/gate
+}
+virtual_server 198.18.2.1 80 {
+    lb_kind DR
+    protocol TCP
+    delay_loop 10
+    real_server 198.18.2.100 80 {
+        weight 10
+        FILE_CHECK {
+            track_file ready
+        }
+        FILE_CHECK {
+            track_file gate
+            weight 0
+        }
+        FILE_CHECK {
+            track_file gate
+            weight 2
+        }
+    }
+}
+"""
+
+
+def test_file_check_weights_as_keepalived_moves_them(tmp_path):
+    path = tmp_path / "ready"
+    conf = keepalived.parse_text(FILE_CONF % path)
+    ready, gate0, gate2 = conf.virtual_servers[0].reals[0].checkers
+    assert (ready.track_file.name, ready.file_weight, ready.file_reverse) == ("ready", 3, True)
+    assert (ready.track_file.init_value, ready.track_file.init_overwrite) == (5, True)
+    # weight 0 in the FILE_CHECK: the track_file's (default 1, not reversed)
+    assert (gate0.file_weight, gate0.file_reverse, gate2.file_weight) == (1, False, 2)
+    # the file is watched (polled) every second, and counts at once
+    assert (ready.delay_loop, ready.retry, ready.alpha, ready.base_weight) == (1.0, 0, False, 10)
+
+    def verdict(c, text=None):
+        if text is not None:
+            path.write_text(text)
+        v = checkers.probe(c, ipaddress.ip_address("198.18.2.100"), 80)
+        return (v.ok, v.weight, v.why)
+
+    checkers.init_track_file(ready.track_file)
+    assert path.read_text() == "5\n"
+    # weight 3 reverse: the real's weight 10 moves by -3 per unit, floored at 0
+    assert verdict(ready) == (True, 0, "")
+    assert verdict(ready, "2") == (True, 4, "")
+    assert verdict(ready, "-0x2 junk") == (True, 16, "")
+    assert verdict(ready, "0\n") == (True, 10, "")
+    # a missing file is 0; weight 1 over a missing file: the weight stays
+    assert verdict(gate0) == (True, 10, "")
+    path.write_text("1")
+    gate0.track_file.path = gate2.track_file.path = str(path)
+    assert verdict(gate2) == (True, 12, "")
+    # a FILE_CHECK weight 0 over a track_file weight 0: non-zero is down
+    conf = keepalived.parse_text((FILE_CONF % path).replace("file /nonexistent/gate",
+                                                             f"file {path}\nweight 0"))
+    gate0 = conf.virtual_servers[0].reals[0].checkers[1]
+    assert verdict(gate0, "1") == (False, None, "tracked file gate now FAULT state")
+    assert verdict(gate0, "0") == (True, None, "")
+
+
+def test_a_file_checks_change_reaches_its_real_within_a_second(tmp_path):
+    path = tmp_path / "ready"
+    conf = keepalived.parse_text(FILE_CONF.replace("weight 3 reverse", "weight 0") % path)
+    rs = conf.virtual_servers[0].reals[0]
+    out: queue.Queue = queue.Queue()
+    run = checkers.CheckerRun(rs.checkers[0], rs, 80, out)
+    run.start()
+    try:
+        _, v = out.get(timeout=3)
+        assert path.read_text() == "5\n"  # init_file, at start
+        assert (v.ok, v.why) == (False, "tracked file ready now FAULT state")
+        written = time.monotonic()
+        path.write_text("0")
+        _, v = out.get(timeout=3)
+        assert v.ok and time.monotonic() - written <= 1.5
+    finally:
+        run.stop.set()
+        run.join()
 
 
 def test_two_virtual_servers_for_one_service_are_refused():
