@@ -38,23 +38,7 @@ static __always_inline void dr_decrease_ttl(struct packet *pkt, void *data_end)
 
 	if (pkt->eth->h_proto == ETH_P_8021Q_BE || pkt->eth->h_proto == ETH_P_8021AD_BE)
 		l3 += sizeof(struct vlan_hdr);
-	if (pkt->tuple.family == LVS_AF_INET) {
-		struct iphdr *ip = l3;
-		u32 check;
-
-		if ((void *)(ip + 1) > data_end)
-			return;
-		check = ip->check;
-		check += bpf_htons(0x0100);
-		ip->check = check + (check >= 0xffff);
-		ip->ttl--;
-	} else {
-		struct ipv6hdr *ip6 = l3;
-
-		if ((void *)(ip6 + 1) > data_end)
-			return;
-		ip6->hop_limit--;
-	}
+	fwd_decrease_ttl(l3, data_end, pkt->tuple.family);
 }
 
 /* DR: to the real's MAC, from the egress interface's, as the kernel routes

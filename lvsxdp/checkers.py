@@ -61,9 +61,12 @@ def _target(c: Checker, addr, port: int) -> tuple[str, int]:
     return (c.connect_ip or str(addr), c.connect_port or port)
 
 
-def _connect(c: Checker, host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    s = socket.socket(family, socket.SOCK_STREAM)
+def _connect(c: Checker, host: str, port: int,
+             kind: int = socket.SOCK_STREAM) -> socket.socket:
+    """A socket to the checked real, bound as bindto/bind_port say. UDP's is
+    connected too, so that an ICMP error comes back as ECONNREFUSED."""
+    family = _family(host)
+    s = socket.socket(family, kind)
     try:
         s.settimeout(c.connect_timeout)
         if c.bindto or c.bind_port:
@@ -174,26 +177,10 @@ def _family(host: str) -> int:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
-def _udp_socket(c: Checker, host: str, port: int) -> socket.socket:
-    family = _family(host)
-    s = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        if c.bindto or c.bind_port:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((c.bindto or ("::" if family == socket.AF_INET6 else "0.0.0.0"),
-                    c.bind_port or 0))
-        # connected, so that an ICMP error comes back as ECONNREFUSED
-        s.connect((host, port))
-    except BaseException:
-        s.close()
-        raise
-    return s
-
-
 def _udp(c: Checker, host: str, port: int) -> Verdict:
     where = f"[{host}]:udp:{port}"
     try:
-        s = _udp_socket(c, host, port)
+        s = _connect(c, host, port, socket.SOCK_DGRAM)
     except OSError as e:
         return Verdict(False, f"UDP connection to {where} failed ({e.strerror or e})")
     with s:
@@ -279,7 +266,7 @@ def _dns(c: Checker, host: str, port: int) -> Verdict:
     where = f"DNS_CHECK ([{host}]:udp:{port})"
     qid = random.getrandbits(16)
     try:
-        s = _udp_socket(c, host, port)
+        s = _connect(c, host, port, socket.SOCK_DGRAM)
     except OSError as e:
         return Verdict(False, f"{where} failed to connect ({e.strerror or e})")
     with s:
