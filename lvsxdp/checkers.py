@@ -187,7 +187,8 @@ def _udp(c: Checker, host: str, port: int) -> Verdict:
         try:
             s.send(c.payload)
             s.settimeout(c.connect_timeout)
-            reply = s.recv(65535)
+            # one octet more than allowed tells a reply that is too long
+            reply = s.recv(c.max_reply_length + 1)
         except TimeoutError:
             # no ICMP error within connect_timeout: keepalived takes silence as up
             # unless a reply is required
@@ -196,12 +197,15 @@ def _udp(c: Checker, host: str, port: int) -> Verdict:
             return Verdict(True)
         except OSError as e:
             return Verdict(False, f"UDP check to {where} failed ({e.strerror or e})")
-    if c.require_reply:
-        if len(reply) < c.min_reply_length or (c.max_reply_length
-                                               and len(reply) > c.max_reply_length):
+    # keepalived (check_udp.c) judges a reply only against a given pattern: its
+    # length within bounds, and as many octets as both have equal outside the
+    # pattern's x nibbles
+    if c.reply_pattern:
+        if not c.min_reply_length <= len(reply) <= c.max_reply_length:
             return Verdict(False, f"UDP check to {where} failed (reply length {len(reply)})")
-        if not reply.startswith(c.reply_pattern):
-            return Verdict(False, f"UDP check to {where} failed (reply does not match)")
+        for got, want, free in zip(reply, c.reply_pattern, c.reply_mask, strict=False):
+            if (got ^ want) & ~free & 0xFF:
+                return Verdict(False, f"UDP check to {where} reply data mismatch")
     return Verdict(True)
 
 
@@ -279,16 +283,16 @@ def _dns(c: Checker, host: str, port: int) -> Verdict:
                     raise TimeoutError
                 s.settimeout(left)
                 reply = s.recv(65535)
-                # a stray or late datagram is not this query's answer
-                if len(reply) >= 12 and struct.unpack("!H", reply[:2])[0] == qid:
+                # a stray or late datagram, or a query (QR clear), is not this
+                # query's answer: keepalived reads on
+                if len(reply) >= 12 and struct.unpack("!H", reply[:2])[0] == qid \
+                        and reply[2] & 0x80:
                     break
         except TimeoutError:
             return Verdict(False, f"{where} failed (timeout)")
         except OSError as e:
             return Verdict(False, f"{where} failed to read socket ({e.strerror or e})")
     flags = struct.unpack("!H", reply[2:4])[0]
-    if not flags & 0x8000:
-        return Verdict(False, f"{where} failed (not a response)")
     rcode = flags & 0x000F
     if rcode:
         return Verdict(False, f"{where} RCODE error ({RCODES.get(rcode, rcode)})")

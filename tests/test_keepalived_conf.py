@@ -313,7 +313,8 @@ def test_a_range_in_a_group_expands_as_keepalived_does():
      "80 {\n  HTTP_GET {\n   url {\n    path /\n    regex_options ucp\n   }\n  }\n }\n}\n", 8,
      "Unknown regex option ucp"),
     ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n real_server 198.18.2.100 "
-     "80 {\n  UDP_CHECK {\n   payload 0a0\n  }\n }\n}\n", 6, "payload 0a0 is not hex bytes"),
+     "80 {\n  UDP_CHECK {\n   payload 0a0g\n  }\n }\n}\n", 6,
+     "Invalid hex string for UDP_CHECK payload"),
     ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n real_server 198.18.2.100 "
      "80 {\n  UDP_CHECK {\n   min_reply_length 9\n   max_reply_length 4\n  }\n }\n}\n", 5,
      "UDP_CHECK min_reply_length 9 > max_reply_length 4"),
@@ -361,8 +362,8 @@ virtual_server 198.18.2.1 53 {
     protocol UDP
     real_server 198.18.2.100 53 {
         UDP_CHECK {
-            payload 01 02ff
-            require_reply 0a0B
+            payload 1 02ff 0a0
+            require_reply 0a0B x1 2X
             min_reply_length 2
             max_reply_length 100
             connect_timeout 2
@@ -398,10 +399,13 @@ virtual_server 198.18.2.1 53 {
 }
 """)
     udp, udp_default, ping, dns, dns_default, smtp = conf.virtual_servers[0].reals[0].checkers
-    assert (udp.payload, udp.require_reply, udp.reply_pattern) == (b"\x01\x02\xff", True,
-                                                                   b"\n\x0b")
+    # read_hex_str's octets: two digits, or one before a space or the end;
+    # x is a nibble that matches anything
+    assert (udp.payload, udp.require_reply) == (b"\x01\x02\xff\x0a\x00", True)
+    assert (udp.reply_pattern, udp.reply_mask) == (b"\n\x0b\x01\x20", b"\0\0\xf0\x0f")
     assert (udp.min_reply_length, udp.max_reply_length, udp.connect_timeout) == (2, 100, 2.0)
     assert (udp_default.payload, udp_default.require_reply) == (b"", False)
+    assert (udp_default.min_reply_length, udp_default.max_reply_length) == (0, 255)
     assert (udp_default.retry, udp_default.delay_before_retry,
             udp_default.connect_timeout) == (1, 1.0, 5.0)
     assert ping.kind == "PING_CHECK" and ping.retry == 3
