@@ -114,12 +114,12 @@ struct lvs_service {
 
 #define LVS_FWD_ROUTE 0		/* -g, direct routing */
 #define LVS_FWD_MASQ 1		/* -m, NAT (bpf/nat.h) */
-#define LVS_FWD_TUNNEL 2	/* -i, IP-in-IP or GUE (bpf/tunnel.h) */
+#define LVS_FWD_TUNNEL 2	/* -i, IP-in-IP, GUE or GRE (bpf/tunnel.h) */
 
 /* --tun-type, numbered as IPVS numbers them (IP_VS_CONN_F_TUNNEL_TYPE_*) */
 #define LVS_TUN_IPIP 0		/* IPv4 in IPv4; IPv6 in IPv6 for an IPv6 real */
 #define LVS_TUN_GUE 1		/* in UDP with a 4-byte GUE header */
-#define LVS_TUN_GRE 2		/* refused by the control plane */
+#define LVS_TUN_GRE 2		/* behind a GRE header */
 /* --tun-csum etc. (IP_VS_TUNNEL_ENCAP_FLAG_*) */
 #define LVS_TUN_F_CSUM (1 << 0)
 #define LVS_TUN_F_REMCSUM (1 << 1)
