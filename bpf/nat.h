@@ -135,10 +135,69 @@ int lvsxdp_nat(struct xdp_md *ctx)
 	return fwd_to_real(ctx, pkt.eth, r);
 }
 
+/* The template c's client sticks to, ASSURED (ip_vs_control_assure_ct): a
+ * reply makes it so for UDP, as ESTABLISHED does for TCP. */
+static __always_inline void template_assure(struct lvs_conn *c, struct lvs_tuple *tuple,
+					    struct lvs_service *svc)
+{
+	struct lvs_template *t;
+	struct lvs_tuple k;
+	int tier;
+
+	template_key(&k, tuple, svc);
+	t = template_lookup(&k, &tier);
+	if (t && t->real == c->real && !(t->flags & LVS_TPL_F_ASSURED))
+		t->flags |= LVS_TPL_F_ASSURED;
+}
+
+/* What a reply does to its connection (handle_response: the OUTPUT rows of
+ * the TCP table, then ip_vs_conn_put re-arms the timer with the state's
+ * timeout), with the packet path's bookkeeping for a state change: a
+ * closed connection's shorter life shortens its template's, the real's
+ * active and inactive counts follow, and the template vouched for. A reply
+ * does not move an embryonic connection to the held tier: the client's
+ * next packet does. */
+static __always_inline void nat_reply_state(struct lvs_conn *c, struct lvs_tuple *ct,
+					    u8 tcp_flags, struct lvs_config *cfg, u64 now)
+{
+	struct lvs_service *svc;
+	u32 svc_idx = c->svc;
+	u8 state = c->state;
+	u64 until;
+
+	if (ct->proto == IPPROTO_TCP)
+		state = tcp_nat_next_state(state, tcp_flags, 1);
+	until = now + state_timeout(cfg, state);
+	svc = svc_conf.lookup(&svc_idx);
+	if (state != c->state) {
+		if (until < c->expires) {
+			c->vouched = until;
+			c->expires = until;
+			if ((c->flags & LVS_CONN_F_OPEN) && svc &&
+			    (svc->flags & LVS_SVC_F_PERSISTENT))
+				template_close(c, ct, svc, cfg, now);
+		}
+		load_move(c->real, c->state, state);
+		c->state = state;
+		if (state == LVS_S_ESTABLISHED && svc && (svc->flags & LVS_SVC_F_PERSISTENT))
+			template_assure(c, ct, svc);
+	}
+	c->expires = until;
+	if (ct->proto != IPPROTO_TCP && svc && (svc->flags & LVS_SVC_F_PERSISTENT))
+		template_assure(c, ct, svc);
+	if (until > c->vouched) {
+		if (svc && (svc->flags & LVS_SVC_F_PERSISTENT))
+			template_vouch(c, ct, svc, cfg);
+		else
+			c->vouched = until + cfg->vouch_slack_ns;
+	}
+}
+
 /* LVS_PROG_NAT_REPLY: a packet the packet path found no service for, which
  * may be a masquerading real's reply: from the VIP and the service's port
- * again, to the client by the kernel's route (bpf_fib_lookup). Anything
- * else goes on to the kernel as before. */
+ * again, to the client by the kernel's route (bpf_fib_lookup). Only a live
+ * connection's reply is translated, as ip_vs_out finds one or lets the
+ * packet go on untouched; anything else goes on to the kernel as before. */
 int lvsxdp_nat_reply(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
@@ -147,9 +206,12 @@ int lvsxdp_nat_reply(struct xdp_md *ctx)
 	struct lvs_iface *in, *out;
 	struct lvs_nat_rev *n;
 	struct lvs_config *cfg;
-	struct packet pkt = {};
+	struct lvs_conn *c;
+	struct lvs_conn4_key k4 = {};
+	struct packet pkt = {}, cpkt = {};
 	u32 zero = 0, ifindex = ctx->ingress_ifindex, out_idx;
-	int rc, same;
+	int rc, same, tier;
+	u64 now;
 	void *l3;
 
 	if (parse_packet(ctx, data, data_end, &pkt) >= 0)
@@ -166,6 +228,17 @@ int lvsxdp_nat_reply(struct xdp_md *ctx)
 	}
 	if (ttl_exhausted(&pkt))
 		return count_reason(LVS_R_TTL_EXCEEDED, XDP_PASS);
+	/* the connection, keyed as the client's packets key it */
+	cpkt.tuple.family = pkt.tuple.family;
+	cpkt.tuple.proto = pkt.tuple.proto;
+	cpkt.tuple.cport = pkt.tuple.vport;
+	cpkt.tuple.vport = n->vport;
+	__builtin_memcpy(cpkt.tuple.caddr, pkt.tuple.vaddr, 16);
+	__builtin_memcpy(cpkt.tuple.vaddr, n->vaddr, 16);
+	now = bpf_ktime_get_coarse_ns();
+	c = conn_lookup(&cpkt, &k4, &tier);
+	if (!c || now >= c->expires || c->real != n->real)
+		return count_reason(LVS_R_NO_SERVICE, XDP_PASS);
 	fib.family = pkt.tuple.family;
 	fib.l4_protocol = pkt.tuple.proto;
 	fib.sport = n->vport;
@@ -194,6 +267,7 @@ int lvsxdp_nat_reply(struct xdp_md *ctx)
 	} else if (rc != BPF_FIB_LKUP_RET_SUCCESS) {
 		return count_reason(LVS_R_NO_ROUTE, XDP_DROP);
 	}
+	nat_reply_state(c, &cpkt.tuple, pkt.tcp_flags, cfg, now);
 	l3 = pkt.eth + 1;
 	if (has_vlan(pkt.eth))
 		l3 += sizeof(struct vlan_hdr);

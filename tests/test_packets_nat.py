@@ -45,10 +45,11 @@ def _setns(fd: int) -> None:
 
 
 @contextlib.contextmanager
-def client_side_namespace():
-    """This process in a namespace whose FIB routes the clients out of a
-    veth (lxnc) whose MAC is returned; back in its own afterwards."""
-    ns = f"lxn{secrets.token_hex(2)}"
+def client_side_namespace(prefix: str = "lxn"):
+    """This process in a namespace (prefix + 4 hex) whose FIB routes the
+    clients out of a veth (lxnc) whose ifindex and MAC are returned; back in
+    its own afterwards."""
+    ns = f"{prefix}{secrets.token_hex(2)}"
     home = os.open("/proc/self/ns/net", os.O_RDONLY)
     run(None, "ip", "netns", "add", ns)
     try:
