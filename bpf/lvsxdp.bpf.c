@@ -100,8 +100,12 @@ static __always_inline int lvs_packet(struct xdp_md *ctx, int resumed)
 	bench_restore(data, data_end);
 #endif
 	reason = parse_packet(ctx, data, data_end, &pkt);
-	if (reason >= 0)
+	if (reason >= 0) {
+		/* an ICMP error may be about a connection (bpf/icmp.h) */
+		if (reason == LVS_R_NOT_TCP_UDP)
+			progs.call(ctx, LVS_PROG_ICMP);
 		return count_reason(reason, XDP_PASS);
+	}
 	cfg = config.lookup(&zero);
 	if (!cfg)
 		return XDP_PASS;

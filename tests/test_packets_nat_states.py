@@ -17,21 +17,15 @@ import ctypes
 import random
 
 import pytest
-from checks import template_key, tuple_key
-from harness import CLIENT_MAC, DIRECTOR_MAC, Director, ipaddr, mac_bytes
-from scapy.layers.inet import TCP, UDP
-from test_packets_nat import client_side_namespace, frame, host
-from test_tcp_states import COLUMNS, NAMES, TIMEOUTS, tcp_event
+from checks import template_key
+from harness import ipaddr
+from natpackets import Nat, nat_director
+from test_tcp_states import COLUMNS, NAMES, tcp_event
 
-from lvsxdp import ipvsadm, shared, snapshot
+from lvsxdp import shared
 from lvsxdp.runtime import monotonic_ns
 
-VIP, VIP6 = "198.18.2.1", "2001:db8:2::1"
-CLIENT, CLIENT6 = "198.18.3.50", "2001:db8:3::50"
-REAL, REAL6 = "198.18.2.100", "2001:db8:2::100"
-REAL_MAC, REAL_MAC6 = "02:00:00:00:01:00", "02:00:00:00:01:06"
 NS = shared.NS
-TOLERANCE = 5_000_000  # ns: the coarse clock's tick, with room
 
 # ip_vs_proto_tcp.c, tcp_states[] (no secure_tcp): the INPUT and OUTPUT
 # blocks, which a connection without IP_VS_CONN_F_NOOUTPUT (NAT) walks.
@@ -98,108 +92,13 @@ def test_model_walks_both_ends_of_a_connection_through_input_and_output():
                     "CLOSE_WAIT", "TIME_WAIT", "TIME_WAIT"]
 
 
-FAMILIES = {"ipv4": (CLIENT, VIP, REAL, REAL_MAC), "ipv6": (CLIENT6, VIP6, REAL6, REAL_MAC6)}
-
-
 @pytest.fixture(scope="module")
 def director():
-    with client_side_namespace("lxq") as (out_ifindex, out_mac):
-        d = Director()
-        try:
-            u32 = ctypes.c_uint32
-            d.out_mac = out_mac
-            d.maps.tx_ports.update(u32(0), u32(1))
-            d.maps.tx_ports.update(u32(1), u32(out_ifindex))
-            for ifindex, mac, slot in ((1, mac_bytes(DIRECTOR_MAC), 0),
-                                       (out_ifindex, d.out_mac, 1)):
-                entry = shared.Iface(slot=slot, mtu=1500)
-                entry.mac[:] = list(mac)
-                d.maps.ifaces.update(u32(ifindex), entry)
-            d.macs[ipaddr(REAL)] = mac_bytes(REAL_MAC)
-            d.macs[ipaddr(REAL6)] = mac_bytes(REAL_MAC6)
-            yield d
-        finally:
-            d.close()
+    with nat_director("lxq") as d:
+        yield d
 
 
-class Nat:
-    """One family's NAT service on the module's director, and both ends of
-    its connections."""
-
-    def __init__(self, d: Director, family: str, persistent: bool = False,
-                 proto: str = "tcp") -> None:
-        self.d = d
-        self.client, self.vip, self.real, self.real_mac = FAMILIES[family]
-        self.proto = proto
-        flag = "-t" if proto == "tcp" else "-u"
-        p = " -p 360" if persistent else ""
-        d.ipvsadm("-C", f"-A {flag} {host(self.vip)}:80 -s rr{p}",
-                  f"-a {flag} {host(self.vip)}:80 -r {host(self.real)}:8080 -m")
-        for m in (d.maps.conns, d.maps.templates, d.maps.nat_rev):
-            for key in list(m.keys()):
-                m.delete(key)
-        # the same refs again: their connection counts start at zero
-        for m in (d.maps.real_load, d.maps.real_load_fix):
-            for key, _ in m.used():
-                m.update(key, m.value_type())
-
-    def l4(self, sport, dport, flags):
-        if self.proto == "udp":
-            return UDP(sport=sport, dport=dport) / b"x"
-        return TCP(sport=sport, dport=dport, flags=flags)
-
-    def from_client(self, sport: int, flags: str, forwarded: bool) -> tuple[int, int]:
-        """The client's packet; checks it went to the real (or was left to
-        the kernel), returns the clock around it."""
-        pkt = frame(self.client, self.vip, self.l4(sport, 80, flags))
-        before = monotonic_ns()
-        got = self.d.run(pkt)
-        after = monotonic_ns()
-        if forwarded:
-            assert got == ("XDP_TX", frame(self.client, self.real, self.l4(sport, 8080, flags),
-                                           src_mac=DIRECTOR_MAC, dst_mac=self.real_mac, ttl=63))
-        else:
-            assert got == ("XDP_PASS", pkt)
-        return before, after
-
-    def from_real(self, sport: int, flags: str, translated: bool) -> tuple[int, int]:
-        """The real's reply; checks it went to the client from the VIP (or
-        on to the kernel untouched), returns the clock around it."""
-        pkt = frame(self.real, self.client, self.l4(8080, sport, flags), src_mac=self.real_mac)
-        before = monotonic_ns()
-        got = self.d.run(pkt)
-        after = monotonic_ns()
-        if translated:
-            assert got == ("XDP_REDIRECT", frame(self.vip, self.client, self.l4(80, sport, flags),
-                                                 src_mac=self.d.out_mac, dst_mac=CLIENT_MAC,
-                                                 ttl=63))
-        else:
-            assert got == ("XDP_PASS", pkt)
-        return before, after
-
-    def key(self, sport: int) -> shared.Tuple:
-        return tuple_key(self.proto, self.client, sport, self.vip, 80)
-
-    def conn(self, sport: int):
-        return self.d.maps.conns.lookup(self.key(sport))
-
-    def check(self, sport: int, want: str | None, clock: tuple[int, int]) -> None:
-        conn = self.conn(sport)
-        if want is None:
-            assert conn is None
-            return
-        assert conn is not None
-        assert shared.STATES[conn.state] == want
-        before, after = clock
-        timeout = (TIMEOUTS.get(want) or shared.DEFAULT_TIMEOUTS[want]) * NS
-        assert before + timeout - TOLERANCE <= conn.expires <= after + timeout + TOLERANCE
-
-    def listing(self) -> str:
-        return ipvsadm.format_list(self.d.config, ipvsadm.parse(["-L", "-n", "-c"]),
-                                   snapshot.read(self.d.maps, self.d.config))
-
-
-@pytest.fixture(params=sorted(FAMILIES))
+@pytest.fixture(params=["ipv4", "ipv6"])
 def nat(director, request):
     return Nat(director, request.param)
 
@@ -261,7 +160,7 @@ def test_the_clients_packets_of_a_nat_connection_walk_the_input_table(director, 
     nat.check(42001, model.conns[42001], clock)
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
 def test_ipvsadm_lists_the_states_a_real_and_its_client_close_through(director, family):
     nat = Nat(director, family)
     want = []
@@ -285,7 +184,8 @@ def test_ipvsadm_lists_the_states_a_real_and_its_client_close_through(director, 
         fmt = (lambda a, p: f"[{a}]:{p}") if client.version == 6 else (lambda a, p: f"{a}:{p}")
         row = next(r for r in rows if fmt(client, sport) in r)
         # the whole timeout, or a second less once the clock moved on
-        expire = [f"{t // 60:02d}:{t % 60:02d}" for t in (TIMEOUTS[state], TIMEOUTS[state] - 1)]
+        timeout = shared.DEFAULT_TIMEOUTS[state]
+        expire = [f"{t // 60:02d}:{t % 60:02d}" for t in (timeout, timeout - 1)]
         assert row.split()[1] in expire and row.split()[2] == state
         assert row.split()[-1] == fmt(real, 8080)
 
