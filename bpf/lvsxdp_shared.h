@@ -187,6 +187,12 @@ struct lvs_fwd_scratch {
 	__u8 new_conn;
 	__u8 pad;
 	__u32 pad2;
+	/* LVS_PROG_TOO_BIG for a NAT reply, which the kernel's forwarding
+	 * answers (ip_forward, ip6_forward) rather than IPVS: the error's
+	 * source, the director's address toward the real; the packet is quoted
+	 * as it came. All zero: IPVS's answer (the packet's destination as
+	 * source, the quote one hop less). */
+	__u32 err_src[4];
 };
 
 /* The interfaces `lvsxdp up` serves, by slot in tx_ports: the first (slot 0)
@@ -385,7 +391,8 @@ struct lvs_sched_scratch {
 #define LVS_PROG_NAT_REPLY 5		/* -m: the real's reply back to the client */
 #define LVS_PROG_TUNNEL 6		/* -i (bpf/tunnel.h) */
 #define LVS_PROG_TOO_BIG 7		/* ICMP fragmentation needed / packet too big (bpf/icmp.h) */
-#define LVS_PROGS 8
+#define LVS_PROG_ICMP 8			/* an ICMP error about a connection (bpf/icmp.h) */
+#define LVS_PROGS 9
 
 /* Why a packet was not forwarded: every such packet is counted by reason. */
 #define LVS_R_NOT_IP 0		/* not IPv4/IPv6 (ARP, LLDP, ...): pass */
