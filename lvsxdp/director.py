@@ -229,6 +229,9 @@ def _bring_up(names: list[str], mode: str, conns: int | None,
                 if name not in runtime.REFILLED_MAPS:
                     dropped.append(name)
         fresh = not (p.pins / "config").exists()
+        # a filter made next to kept tables knows none of their keys
+        # (bpf/filter.h): off until it is rebuilt, once this program inserts
+        new_filter = not fresh and not (p.pins / "filter").exists()
 
         try:
             loops = loader.loops_for_kernel()
@@ -244,6 +247,8 @@ def _bring_up(names: list[str], mode: str, conns: int | None,
             cfg.ifindex = ifindex
             cfg.mac[:] = list(mac)
             maps.config.update(ctypes.c_uint32(0), cfg)
+            if new_filter:
+                maps.filter_bytes.off()
             config = runtime.load_config(p)
             if config.trash:
                 # the trash lives as long as the tables that name its reals
@@ -293,6 +298,9 @@ def _bring_up(names: list[str], mode: str, conns: int | None,
                     _detach(ipr, index, held["mode"])
         _, _, attached = link_info(ipr, iface)
         b.cleanup()
+        if new_filter:
+            with runtime.Maps(p.pins) as maps:
+                maps.filter_bytes.rebuild(maps)
 
         running = info is not None
         info = info or {}
