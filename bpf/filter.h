@@ -12,16 +12,16 @@
  * - every insert into a table of the kind stores 1 in the key's slot of both
  *   generations before the insert (a reader on another CPU that could find
  *   the entry finds the byte: x86 keeps stores in order);
- * - the agent rebuilds the generation packets do not read (lvsxdp/filter.py):
- *   clears it, waits for an RCU grace period (every program run that may have
- *   stored before the clear has ended, its insert done), reads the tables,
- *   stores 1 for each key, then has packets read that generation. A key
- *   inserted later was stored after the clear. Byte stores, never a
- *   read-modify-write of a word, so no store of another CPU is lost. Deleted
- *   and evicted keys keep their 1 until the next rebuild: a false "maybe"
- *   costs only the lookups there were before.
- * - LVS_FILTER_OFF in ctl (a filter made next to tables that an older lvsxdp
- *   filled, until `up` rebuilds it): every table is read.
+ * - packets read both generations; the agent rebuilds one at a time, the
+ *   other being complete (lvsxdp/filter.py): it clears it, waits for an RCU
+ *   grace period (every program run that may have stored before the clear
+ *   has ended, its insert done), reads the tables and stores 1 for each key.
+ *   A key inserted later was stored after the clear. Byte stores, never a
+ *   read-modify-write of a word, so no store of another CPU is lost.
+ *   Deleted and evicted keys keep their 1 until both generations were
+ *   rebuilt since: a false "maybe" costs only the lookups there were before.
+ * - a filter made next to tables an older lvsxdp filled starts all 1s
+ *   (`up`): every key may be present until the agent has rebuilt it.
  */
 #ifndef LVSXDP_FILTER_H
 #define LVSXDP_FILTER_H
@@ -58,23 +58,27 @@ static __always_inline struct lvs_filter *filter_get(void)
 	return filter.lookup(&zero);
 }
 
-/* 0: no table of this kind holds a key of this slot. Indices are masked:
- * the verifier then knows they are inside slots. */
+/* A slot's two generations are adjacent bytes: one 16-bit load or store
+ * reads or writes both, in one cache line:
+ * slots[(kind * LVS_FILTER_SLOTS + slot) * 2 + generation]. Indices are
+ * masked: the verifier then knows they are inside slots. */
+#define LVS_FILTER_PAIR(kind, slot) \
+	(((kind) * LVS_FILTER_SLOTS + (slot)) * 2 & ((4 * LVS_FILTER_SLOTS - 1) & ~1u))
+
+/* 0: no table of this kind holds a key of this slot. Either generation
+ * will do: the one being rebuilt may lack keys, the other has them all, and
+ * neither says "absent" for a key that is present. No control word to read:
+ * one load, one line. */
 static __always_inline int filter_has(struct lvs_filter *f, u32 kind, u32 slot)
 {
-	u64 ctl = f->ctl;
-
-	return f->slots[((kind * 2 + (ctl & LVS_FILTER_GEN)) * LVS_FILTER_SLOTS + slot) &
-			(4 * LVS_FILTER_SLOTS - 1)] | (ctl & LVS_FILTER_OFF);
+	return *(volatile u16 *)&f->slots[LVS_FILTER_PAIR(kind, slot)];
 }
 
-/* Before every insert of a key of this kind (see above). */
+/* Before every insert of a key of this kind (see above): 1 in both
+ * generations. Only ever 1s: a store that overlaps another's loses none. */
 static __always_inline void filter_set(struct lvs_filter *f, u32 kind, u32 slot)
 {
-	u32 i = (kind * 2 * LVS_FILTER_SLOTS + slot) & (4 * LVS_FILTER_SLOTS - 1);
-
-	*(volatile u8 *)&f->slots[i] = 1;
-	*(volatile u8 *)&f->slots[(i + LVS_FILTER_SLOTS) & (4 * LVS_FILTER_SLOTS - 1)] = 1;
+	*(volatile u16 *)&f->slots[LVS_FILTER_PAIR(kind, slot)] = 0x0101;
 }
 
 /* The same for callers that do not have the filter at hand (templates). */

@@ -34,21 +34,20 @@ struct lvs_tuple {
 };
 
 /* "May be present" filters (bpf/filter.h): per kind (connections, templates)
- * and generation, one byte per slot of a hash of the key; a 0 byte means no
- * table of that kind holds the key. ctl: which generation packets read, and
- * whether they may trust it at all. One value, so that one lookup finds it. */
+ * and generation, one byte per slot of a hash of the key; 0 in both
+ * generations means no table of that kind holds the key. built: the
+ * generation the agent's last finished rebuild filled (packets never read
+ * it). One value, so that one lookup finds it all. */
 #ifndef LVS_FILTER_BITS
 #define LVS_FILTER_BITS 19
 #endif
 #define LVS_FILTER_SLOTS (1 << LVS_FILTER_BITS)		/* per kind and generation */
 #define LVS_FILTER_CONNS 0
 #define LVS_FILTER_TEMPLATES 1
-#define LVS_FILTER_GEN 1		/* ctl: the generation packets read */
-#define LVS_FILTER_OFF 2		/* ctl: not trusted (every table is read) */
 
 struct lvs_filter {
-	__u8 slots[4 * LVS_FILTER_SLOTS];	/* [kind * 2 + generation][slot] */
-	__u64 ctl;
+	__u8 slots[4 * LVS_FILTER_SLOTS];	/* [kind][slot][generation] */
+	__u64 built;
 };
 
 /* An IPv4 connection's key. A known connection's packet costs one hash

@@ -230,7 +230,8 @@ def _bring_up(names: list[str], mode: str, conns: int | None,
                     dropped.append(name)
         fresh = not (p.pins / "config").exists()
         # a filter made next to kept tables knows none of their keys
-        # (bpf/filter.h): off until it is rebuilt, once this program inserts
+        # (bpf/filter.h): all "maybe" until the agent rebuilt it (the agent
+        # is its one rebuilder: two could clear each other's generation)
         new_filter = not fresh and not (p.pins / "filter").exists()
 
         try:
@@ -248,7 +249,7 @@ def _bring_up(names: list[str], mode: str, conns: int | None,
             cfg.mac[:] = list(mac)
             maps.config.update(ctypes.c_uint32(0), cfg)
             if new_filter:
-                maps.filter_bytes.off()
+                maps.filter_bytes.all_maybe()
             config = runtime.load_config(p)
             if config.trash:
                 # the trash lives as long as the tables that name its reals
@@ -298,9 +299,6 @@ def _bring_up(names: list[str], mode: str, conns: int | None,
                     _detach(ipr, index, held["mode"])
         _, _, attached = link_info(ipr, iface)
         b.cleanup()
-        if new_filter:
-            with runtime.Maps(p.pins) as maps:
-                maps.filter_bytes.rebuild(maps)
 
         running = info is not None
         info = info or {}

@@ -1,6 +1,8 @@
 """User space's side of the "may be present" filters (bpf/filter.h): the same
 hash, a byte store before and after every insert user space makes, and the
-rebuild of the generation packets do not read (the agent's sweep, `up`).
+rebuild of the generation packets do not read: the agent's sweep, the one
+rebuilder of a running director (two at once could clear the generation the
+other just switched to); tests and tools without an agent call rebuild.
 
 The map is used through mmap only: single bytes are stored (numpy uint8), as
 the data plane stores them, so a store never overwrites another's. A word
@@ -59,30 +61,32 @@ def synchronize() -> None:
         time.sleep(0.05)
 
 
-CTL_OFFSET = shared.Filter.ctl.offset
+BUILT_OFFSET = shared.Filter.built.offset
 
 
 class Filter:
     """The pinned `filter` map, mapped."""
 
     def __init__(self, m: bpfsys.Map) -> None:
-        size = CTL_OFFSET + 8
+        size = BUILT_OFFSET + 8
         self._mm = mmap.mmap(m.fd, (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE * mmap.PAGESIZE,
                              mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        # an aligned 8-byte view: the control word is read and written whole
-        self._ctl = memoryview(self._mm)[CTL_OFFSET:CTL_OFFSET + 8].cast("Q")
+        self._built = memoryview(self._mm)[BUILT_OFFSET:BUILT_OFFSET + 8].cast("Q")
 
     def close(self) -> None:
-        self._ctl.release()
+        self._built.release()
         self._mm.close()
 
     @staticmethod
-    def _base(kind: int, gen: int) -> int:
-        return (kind * 2 + gen) * shared.FILTER_SLOTS
+    def _index(kind: int, gen: int, where):
+        """slots[kind][slot][generation]: a slot's two generations share a
+        cache line, so the data plane reads and stores both at once."""
+        return (kind * shared.FILTER_SLOTS + where) * 2 + gen
 
     @property
-    def ctl(self) -> int:
-        return self._ctl[0]
+    def built(self) -> int:
+        """The generation the last finished rebuild filled."""
+        return self._built[0] & 1
 
     def mark(self, kind: int, key: shared.Tuple) -> None:
         """Call before and after inserting key into a table of kind: user
@@ -91,53 +95,52 @@ class Filter:
         and read the key's bucket before the insert."""
         s = slot(key)
         for gen in (0, 1):
-            self._mm[self._base(kind, gen) + s] = 1
+            self._mm[self._index(kind, gen, s)] = 1
 
     def stored(self, kind: int, gen: int, key: shared.Tuple) -> bool:
         """The key's byte in one generation."""
-        return bool(self._mm[self._base(kind, gen) + slot(key)])
+        return bool(self._mm[self._index(kind, gen, slot(key))])
 
     def maybe(self, kind: int, key: shared.Tuple) -> bool:
-        """What a packet reads now."""
-        ctl = self.ctl
-        if ctl & shared.FILTER_OFF:
-            return True
-        return bool(self._mm[self._base(kind, ctl & shared.FILTER_GEN) + slot(key)])
+        """What a packet reads: either generation's 1."""
+        return self.stored(kind, 0, key) or self.stored(kind, 1, key)
 
-    def off(self) -> None:
-        """Until the next rebuild, packets read every table (tables filled
-        by a program that kept no filter)."""
-        self._ctl[0] = self.ctl | shared.FILTER_OFF
+    def all_maybe(self) -> None:
+        """Every key may be present, in both generations (tables filled by
+        a program that kept no filter), until two rebuilds cleared it."""
+        b = self._bytes()
+        b[:] = 1
+        del b
 
     def _bytes(self):
         import numpy as np  # noqa: PLC0415
 
-        return np.frombuffer(self._mm, np.uint8, count=CTL_OFFSET)
+        return np.frombuffer(self._mm, np.uint8, count=BUILT_OFFSET)
 
     def begin_rebuild(self) -> int:
-        """Clears the generation packets do not read, then waits until
-        every program run that may have stored into it before has ended
-        (its insert is in the tables). The tables must be read after this.
-        Returns the generation for finish_rebuild."""
-        gen = (self.ctl & shared.FILTER_GEN) ^ 1
+        """Clears the generation the last rebuild did not fill (the other
+        has every key: packets read both), then waits until every program
+        run that may have stored into it before has ended (its insert is in
+        the tables). The tables must be read after this. Returns the
+        generation for finish_rebuild."""
+        gen = self.built ^ 1
         b = self._bytes()
-        for kind in (shared.FILTER_CONNS, shared.FILTER_TEMPLATES):
-            base = self._base(kind, gen)
-            b[base:base + shared.FILTER_SLOTS] = 0
+        b[gen::2] = 0  # byte by byte: the other generation's bytes untouched
         del b
         synchronize()
         return gen
 
     def finish_rebuild(self, gen: int, conn_keys, tpl_keys) -> None:
-        """Stores the keys read after begin_rebuild, then has packets read
-        that generation: a key inserted since the clear stored its own byte."""
+        """Stores the keys read after begin_rebuild: with them, and the keys
+        inserted since the clear (stored by their inserts), gen has every
+        key; the next rebuild clears the other."""
         b = self._bytes()
         for kind, keys in ((shared.FILTER_CONNS, conn_keys),
                            (shared.FILTER_TEMPLATES, tpl_keys)):
             if len(keys):
-                b[self._base(kind, gen) + slots(keys)] = 1
+                b[self._index(kind, gen, slots(keys))] = 1
         del b  # the mapping cannot close while a view holds it
-        self._ctl[0] = gen
+        self._built[0] = gen
 
     def rebuild(self, maps) -> None:
         """A whole rebuild, reading the tables itself."""

@@ -118,12 +118,10 @@ FILTER_BITS = 19
 FILTER_SLOTS = 1 << FILTER_BITS
 FILTER_CONNS = 0
 FILTER_TEMPLATES = 1
-FILTER_GEN = 1
-FILTER_OFF = 2
 
 
 class Filter(ctypes.Structure):
-    _fields_ = [("slots", u8 * (4 * FILTER_SLOTS)), ("ctl", u64)]
+    _fields_ = [("slots", u8 * (4 * FILTER_SLOTS)), ("built", u64)]
 
 
 class Conn4Key(ctypes.Structure):

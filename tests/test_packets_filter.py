@@ -1,8 +1,9 @@
 """The "may be present" filters in front of the connection and template
 tables (bpf/filter.h, lvsxdp/filter.py): the data plane stores a key's byte
 where user space's hash says it is, packets trust a 0 (they read no table),
-the agent's rebuild forgets deleted keys and keeps present ones, and with
-the filter off every table is read again."""
+a rebuild of one generation while packets read both forgets deleted keys
+once both were rebuilt and keeps present ones, and a filter of all 1s (made
+next to tables it knows nothing of) has every table read."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ def pcc(director):
                      f"-A -t [{VIP6}]:0 -s rr -p 360",
                      f"-a -t [{VIP6}]:0 -r [2001:db8:2::100] -g",
                      f"-a -t [{VIP6}]:0 -r [2001:db8:2::200] -g")
-    director.maps.filter_bytes.rebuild(director.maps)  # what earlier tests left
+    for _ in range(2):  # what earlier tests left, in both generations
+        director.maps.filter_bytes.rebuild(director.maps)
     return director
 
 
@@ -51,28 +53,30 @@ def test_a_new_client_stores_its_connection_and_template_where_user_space_looks(
     assert pcc.maps.conns.lookup(conn).state == shared.S["ESTABLISHED"]
 
 
-def test_a_rebuild_forgets_deleted_keys_and_keeps_the_others(pcc):
+def test_rebuilds_forget_deleted_keys_and_keep_the_others(pcc):
     f = pcc.maps.filter_bytes
     kept, gone = (tuple_key("tcp", ALICE, p, VIP, 80) for p in (40000, 40001))
     for port in (40000, 40001):
         expect_forwarded(pcc, P.tcp(ALICE, port, 80), R200)
     expect_forwarded(pcc, P.tcp(ALICE, 40000, 80, "A"), R200)  # held now
     assert pcc.maps.conns.delete(gone)
-    gen = f.ctl & shared.FILTER_GEN
+    gen = f.built ^ 1
     f.rebuild(pcc.maps)
-    assert f.ctl == gen ^ 1  # packets read the rebuilt generation
-    assert f.maybe(CONNS, kept) and f.maybe(TEMPLATES, template_key(ALICE, VIP))
+    assert f.built == gen
+    assert both_generations(pcc, CONNS, kept) == [True, True]
+    # the generation rebuilt forgot it, the other (complete before) not yet
+    assert f.stored(CONNS, gen, gone) is False and f.stored(CONNS, gen ^ 1, gone)
+    f.rebuild(pcc.maps)
     assert not f.maybe(CONNS, gone)
-    # the old generation, the next to be cleared, still has both
-    assert f.stored(CONNS, gen, gone)
+    assert f.maybe(CONNS, kept) and f.maybe(TEMPLATES, template_key(ALICE, VIP))
     expect_forwarded(pcc, P.tcp(ALICE, 40000, 80, "A"), R200)
     expect_left_alone(pcc, P.tcp(ALICE, 40001, 80, "A"), "XDP_PASS", "not_syn")
 
 
-def test_packets_trust_the_filter_unless_it_is_off(pcc):
-    """A connection written behind the filter's back (as tables an older
-    lvsxdp filled): its packets find no connection until the filter is
-    off, or rebuilt."""
+def test_packets_trust_the_filter_unless_it_says_maybe_everywhere(pcc):
+    """A connection written behind the filter's back (as in tables an older
+    lvsxdp filled): its packets find no connection until the filter says
+    "maybe" for every key (`up` next to such tables), or was rebuilt."""
     f = pcc.maps.filter_bytes
     key = tuple_key("tcp", ALICE, 40002, VIP, 80)
     now = monotonic_ns()
@@ -84,11 +88,13 @@ def test_packets_trust_the_filter_unless_it_is_off(pcc):
     assert not f.maybe(CONNS, key)
     ack = P.tcp(ALICE, 40002, 80, "A")
     expect_left_alone(pcc, ack, "XDP_PASS", "not_syn")
-    f.off()
+    f.all_maybe()
     expect_forwarded(pcc, ack, R100)
-    f.rebuild(pcc.maps)
-    assert not f.ctl & shared.FILTER_OFF and f.maybe(CONNS, key)
-    expect_forwarded(pcc, ack, R100)
+    for _ in range(2):
+        f.rebuild(pcc.maps)
+        expect_forwarded(pcc, ack, R100)
+    assert both_generations(pcc, CONNS, key) == [True, True]
+    assert not f.maybe(CONNS, tuple_key("tcp", ALICE, 40003, VIP, 80))
 
 
 def test_user_space_inserts_store_their_bytes(pcc):
