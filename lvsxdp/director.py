@@ -229,6 +229,10 @@ def _bring_up(names: list[str], mode: str, conns: int | None,
                 if name not in runtime.REFILLED_MAPS:
                     dropped.append(name)
         fresh = not (p.pins / "config").exists()
+        # a filter made next to kept tables knows none of their keys
+        # (bpf/filter.h): all "maybe" until the agent rebuilt it (the agent
+        # is its one rebuilder: two could clear each other's generation)
+        new_filter = not fresh and not (p.pins / "filter").exists()
 
         try:
             loops = loader.loops_for_kernel()
@@ -244,6 +248,8 @@ def _bring_up(names: list[str], mode: str, conns: int | None,
             cfg.ifindex = ifindex
             cfg.mac[:] = list(mac)
             maps.config.update(ctypes.c_uint32(0), cfg)
+            if new_filter:
+                maps.filter_bytes.all_maybe()
             config = runtime.load_config(p)
             if config.trash:
                 # the trash lives as long as the tables that name its reals
