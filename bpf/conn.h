@@ -144,6 +144,19 @@ static __always_inline struct lvs_conn *conn_lookup(struct packet *pkt, struct l
 	return c;
 }
 
+/* conn_lookup for the programs that only read a connection (NAT replies,
+ * ICMP errors): the filter fetched here, the slot not kept. */
+static __always_inline struct lvs_conn *conn_find(struct packet *pkt, struct lvs_conn4_key *k4,
+						  int *tier)
+{
+	struct lvs_filter *flt = filter_get();
+	u32 slot;
+
+	if (!flt)
+		return 0;
+	return conn_lookup(pkt, k4, tier, flt, &slot);
+}
+
 /* A new connection starts embryonic. slot: its filter slot (conn_lookup). */
 static __always_inline int conn_store_new(struct packet *pkt, struct lvs_conn4_key *k4,
 					  struct lvs_conn *c, struct lvs_filter *flt, u32 slot)
