@@ -106,17 +106,21 @@ static __always_inline int conn_reusable(struct lvs_conn *c, struct packet *pkt)
  * inlines a hash lookup only where the map is known, and the inlined one is
  * much cheaper. */
 static __always_inline struct lvs_conn *conn_lookup(struct packet *pkt, struct lvs_conn4_key *k4,
-						    int *tier)
+						    int *tier, struct lvs_filter *flt, u32 *slot)
 {
 	struct lvs_conn *c;
 
-	*tier = LVS_TIER_HELD;
+	*tier = LVS_TIER_NEW;
 	if (pkt->tuple.family == LVS_AF_INET) {
 		k4->caddr = pkt->tuple.caddr[0];
 		k4->vaddr = pkt->tuple.vaddr[0];
 		k4->cport = pkt->tuple.cport;
 		k4->vport = pkt->tuple.vport;
 		k4->proto = pkt->tuple.proto;
+		*slot = filter_hash_conn4(k4);
+		if (!filter_has(flt, LVS_FILTER_CONNS, *slot))
+			return 0;
+		*tier = LVS_TIER_HELD;
 		c = conns4.lookup(k4);
 		asm volatile("" : "+r"(c));
 		if (c)
@@ -126,6 +130,10 @@ static __always_inline struct lvs_conn *conn_lookup(struct packet *pkt, struct l
 		asm volatile("" : "+r"(c));
 		return c;
 	}
+	*slot = filter_hash_tuple(&pkt->tuple);
+	if (!filter_has(flt, LVS_FILTER_CONNS, *slot))
+		return 0;
+	*tier = LVS_TIER_HELD;
 	c = conns6.lookup(&pkt->tuple);
 	asm volatile("" : "+r"(c));
 	if (c)
@@ -136,10 +144,24 @@ static __always_inline struct lvs_conn *conn_lookup(struct packet *pkt, struct l
 	return c;
 }
 
-/* A new connection starts embryonic. */
-static __always_inline int conn_store_new(struct packet *pkt, struct lvs_conn4_key *k4,
-					  struct lvs_conn *c)
+/* conn_lookup for the programs that only read a connection (NAT replies,
+ * ICMP errors): the filter fetched here, the slot not kept. */
+static __always_inline struct lvs_conn *conn_find(struct packet *pkt, struct lvs_conn4_key *k4,
+						  int *tier)
 {
+	struct lvs_filter *flt = filter_get();
+	u32 slot;
+
+	if (!flt)
+		return 0;
+	return conn_lookup(pkt, k4, tier, flt, &slot);
+}
+
+/* A new connection starts embryonic. slot: its filter slot (conn_lookup). */
+static __always_inline int conn_store_new(struct packet *pkt, struct lvs_conn4_key *k4,
+					  struct lvs_conn *c, struct lvs_filter *flt, u32 slot)
+{
+	filter_set(flt, LVS_FILTER_CONNS, slot);
 	if (pkt->tuple.family == LVS_AF_INET)
 		return syn4.update(k4, c);
 	return syn6.update(&pkt->tuple, c);
@@ -172,10 +194,13 @@ static __always_inline int conn_settles(struct packet *pkt, u8 state)
  * table full it stays embryonic (and tries again at its next packet).
  * Returns 0 when it moved. */
 static __always_inline int conn_settle(struct packet *pkt, struct lvs_conn4_key *k4,
-				       struct lvs_conn *c)
+				       struct lvs_conn *c, struct lvs_filter *flt, u32 slot)
 {
 	int err;
 
+	/* a move: the key's slot is set already, unless a rebuild cleared
+	 * it since */
+	filter_set(flt, LVS_FILTER_CONNS, slot);
 	if (pkt->tuple.family == LVS_AF_INET)
 		err = conns4.insert(k4, c);
 	else

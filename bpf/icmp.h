@@ -448,7 +448,7 @@ int lvsxdp_icmp(struct xdp_md *ctx)
 	if (!mac_is(eth->h_dest, cfg->mac) && !(in && mac_is(eth->h_dest, in->mac)))
 		return count_reason(LVS_R_NOT_TCP_UDP, XDP_PASS);
 	now = bpf_ktime_get_coarse_ns();
-	c = conn_lookup(&cpkt, &k4, &tier);
+	c = conn_find(&cpkt, &k4, &tier);
 	if (c && now < c->expires)
 		return icmp_to_real(ctx, data_end, eth, &e, c, &cpkt.tuple);
 	n = nat_rev.lookup(&cpkt.tuple);
@@ -462,7 +462,7 @@ int lvsxdp_icmp(struct xdp_md *ctx)
 		conn.tuple.vport = n->vport;
 		__builtin_memcpy(conn.tuple.caddr, cpkt.tuple.vaddr, 16);
 		__builtin_memcpy(conn.tuple.vaddr, n->vaddr, 16);
-		c = conn_lookup(&conn, &k4, &tier);
+		c = conn_find(&conn, &k4, &tier);
 		if (c && now < c->expires && c->real == n->real)
 			return icmp_to_client(ctx, data_end, eth, &e, n, &cpkt.tuple);
 	}

@@ -33,6 +33,23 @@ struct lvs_tuple {
 	__u32 vaddr[4];
 };
 
+/* "May be present" filters (bpf/filter.h): per kind (connections, templates)
+ * and generation, one byte per slot of a hash of the key; 0 in both
+ * generations means no table of that kind holds the key. built: the
+ * generation the agent's last finished rebuild filled (packets never read
+ * it). One value, so that one lookup finds it all. */
+#ifndef LVS_FILTER_BITS
+#define LVS_FILTER_BITS 19
+#endif
+#define LVS_FILTER_SLOTS (1 << LVS_FILTER_BITS)		/* per kind and generation */
+#define LVS_FILTER_CONNS 0
+#define LVS_FILTER_TEMPLATES 1
+
+struct lvs_filter {
+	__u8 slots[4 * LVS_FILTER_SLOTS];	/* [kind][slot][generation] */
+	__u64 built;
+};
+
 /* An IPv4 connection's key. A known connection's packet costs one hash
  * lookup, and hashing 16 bytes instead of lvs_tuple's 40 is a quarter of
  * the fast path; IPv6 connections use lvs_tuple. */
@@ -114,12 +131,12 @@ struct lvs_service {
 
 #define LVS_FWD_ROUTE 0		/* -g, direct routing */
 #define LVS_FWD_MASQ 1		/* -m, NAT (bpf/nat.h) */
-#define LVS_FWD_TUNNEL 2	/* -i, IP-in-IP or GUE (bpf/tunnel.h) */
+#define LVS_FWD_TUNNEL 2	/* -i, IP-in-IP, GUE or GRE (bpf/tunnel.h) */
 
 /* --tun-type, numbered as IPVS numbers them (IP_VS_CONN_F_TUNNEL_TYPE_*) */
 #define LVS_TUN_IPIP 0		/* IPv4 in IPv4; IPv6 in IPv6 for an IPv6 real */
 #define LVS_TUN_GUE 1		/* in UDP with a 4-byte GUE header */
-#define LVS_TUN_GRE 2		/* refused by the control plane */
+#define LVS_TUN_GRE 2		/* behind a GRE header */
 /* --tun-csum etc. (IP_VS_TUNNEL_ENCAP_FLAG_*) */
 #define LVS_TUN_F_CSUM (1 << 0)
 #define LVS_TUN_F_REMCSUM (1 << 1)

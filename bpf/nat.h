@@ -307,7 +307,7 @@ int lvsxdp_nat_reply(struct xdp_md *ctx)
 	__builtin_memcpy(cpkt.tuple.caddr, pkt.tuple.vaddr, 16);
 	__builtin_memcpy(cpkt.tuple.vaddr, n->vaddr, 16);
 	now = bpf_ktime_get_coarse_ns();
-	c = conn_lookup(&cpkt, &k4, &tier);
+	c = conn_find(&cpkt, &k4, &tier);
 	if (!c || now >= c->expires || c->real != n->real)
 		return count_reason(LVS_R_NO_SERVICE, XDP_PASS);
 	fib.l4_protocol = pkt.tuple.proto;

@@ -251,6 +251,10 @@ def sweep(maps: runtime.Maps, config, now: int) -> dict:
     done = {"conns_deleted": 0, "templates_deleted": 0, "templates_lowered": 0,
             "nat_deleted": 0}
     step = maps.read_config().extend_ns
+    # the "may be present" filters are rebuilt from the reads below, so
+    # that keys deleted or evicted since the last rebuild stop costing
+    # lookups (bpf/filter.h): the spare generation is cleared before them
+    gen = maps.filter_bytes.begin_rebuild()
     # NAT's reverse entries before the connections: an entry is made after
     # its connection, so every one read here has its connection in the
     # later read unless that connection is gone.
@@ -259,6 +263,7 @@ def sweep(maps: runtime.Maps, config, now: int) -> dict:
     # this read changes its template, which the re-read before a write sees.
     tkeys, tpl = tables.read_templates(maps)
     ckeys, conns = tables.read_connections(maps)
+    maps.filter_bytes.finish_rebuild(gen, ckeys, tkeys)
 
     expired = conns["expires"] <= np.uint64(now)
     for i in np.flatnonzero(expired):

@@ -132,7 +132,7 @@ class Checker:
 @dataclass
 class Fwd:
     """A forwarding method as `lvs_method` gives it: DR, NAT, or TUN with
-    keepalived 2.2's `type ipip|gue`, `port` and `nocsum|csum`."""
+    keepalived 2.2's `type ipip|gue|gre`, `port` and `nocsum|csum|remcsum`."""
 
     method: str  # "DR", "NAT", "TUN"
     tun_type: str = "ipip"
@@ -148,6 +148,8 @@ class Fwd:
         if self.tun_type == "gue":
             return ["-i", "--tun-type", "gue", "--tun-port", str(self.tun_port),
                     f"--tun-{self.csum}"]
+        if self.tun_type == "gre":
+            return ["-i", "--tun-type", "gre", f"--tun-{self.csum}"]
         return ["-i"]
 
 
@@ -794,14 +796,6 @@ def _method(s: _Stmt, r: _Reader, what: str) -> Fwd:
         raise err("gre tunnels do not support remote checksum option.")
     if method != "TUN":
         return Fwd(method)
-    # what keepalived hands IPVS and lvsxdp's ipvsadm refuses (ipvsadm.py's
-    # _forwarding), refused here with the line that asks for it
-    if fwd.tun_type == "gre":
-        raise err(f"{s.words[0]} TUN type gre: lvsxdp has no GRE tunnels: use type ipip or "
-                  "type gue")
-    if fwd.csum == "remcsum":
-        raise err(f"{s.words[0]} TUN remcsum: lvsxdp has no remote checksum offload: use csum "
-                  "or nocsum")
     return fwd
 
 

@@ -114,6 +114,17 @@ class Tuple(ctypes.Structure):
     ]
 
 
+# "May be present" filters (bpf/filter.h, lvsxdp/filter.py).
+FILTER_BITS = 19
+FILTER_SLOTS = 1 << FILTER_BITS
+FILTER_CONNS = 0
+FILTER_TEMPLATES = 1
+
+
+class Filter(ctypes.Structure):
+    _fields_ = [("slots", u8 * (4 * FILTER_SLOTS)), ("built", u64)]
+
+
 class Conn4Key(ctypes.Structure):
     _fields_ = [
         ("caddr", u32), ("vaddr", u32), ("cport", u16), ("vport", u16), ("proto", u8),
@@ -272,6 +283,7 @@ MAPS = {
     "syn4": (Conn4Key, Conn),
     "syn6": (Tuple, Conn),
     "tpl_new": (Tuple, Template),
+    "filter": (u32, Filter),
     "mark_cfg": (u32, MarkCfg),
     "mark_dst": (MarkAddrKey, u32),
     "mark_src": (MarkAddrKey, u32),

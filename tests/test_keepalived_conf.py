@@ -258,12 +258,6 @@ def test_a_range_in_a_group_expands_as_keepalived_does():
      "delay_loop: invalid number 'x'"),
     ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocl TCP\n}\n", 3,
      "Unknown keyword 'protocl'"),
-    ("virtual_server 198.18.2.1 80 {\n lb_kind NAT\n protocol TCP\n real_server 198.18.2.100 "
-     "80 {\n  lvs_method TUN type gre\n }\n}\n", 5, "lvs_method TUN type gre: lvsxdp has no "
-     "GRE tunnels: use type ipip or type gue"),
-    ("virtual_server 198.18.2.1 80 {\n lvs_method TUN type gue port 6080 remcsum\n protocol "
-     "TCP\n real_server 198.18.2.100 80 {\n }\n}\n", 2, "lvs_method TUN remcsum: lvsxdp has "
-     "no remote checksum offload: use csum or nocsum"),
     ("virtual_server 198.18.2.1 80 {\n lvs_method TUN type gre remcsum\n}\n", 2,
      "gre tunnels do not support remote checksum option."),
     ("virtual_server 198.18.2.1 80 {\n lvs_method TUN type gue\n}\n", 2,
@@ -635,6 +629,12 @@ virtual_server 198.18.2.1 80 {
     real_server 198.18.1.6 {
         lvs_method TUN type gue port 7000
     }
+    real_server 198.18.1.8 {
+        lvs_method TUN type gre csum
+    }
+    real_server 198.18.1.9 {
+        lvs_method TUN type gue port 7001 remcsum
+    }
 }
 virtual_server fwmark 7 {
     lb_kind NAT
@@ -646,7 +646,7 @@ virtual_server fwmark 7 {
     assert conf.warnings == ["(keepalived.conf: Line 1) WARNING - virtual server "
                              "[198.18.2.1]:tcp:80 and real server [198.18.1.3]:tcp:81 ports "
                              "don't match - resetting"]
-    assert lines(conf)[1:8] == [
+    assert lines(conf)[1:10] == [
         "ipvsadm -A -t 198.18.2.1:80 -s rr",
         "ipvsadm -a -t 198.18.2.1:80 -r 198.18.1.2:8080 -m -w 1",
         "ipvsadm -a -t 198.18.2.1:80 -r 198.18.1.3:80 -i --tun-type gue --tun-port 6080 "
@@ -656,8 +656,11 @@ virtual_server fwmark 7 {
         "ipvsadm -a -t 198.18.2.1:80 -r 198.18.1.5:80 -i -w 1",
         "ipvsadm -a -t 198.18.2.1:80 -r 198.18.1.6:80 -i --tun-type gue --tun-port 7000 "
         "--tun-nocsum -w 1",
+        "ipvsadm -a -t 198.18.2.1:80 -r 198.18.1.8:80 -i --tun-type gre --tun-csum -w 1",
+        "ipvsadm -a -t 198.18.2.1:80 -r 198.18.1.9:80 -i --tun-type gue --tun-port 7001 "
+        "--tun-remcsum -w 1",
     ]
-    assert lines(conf)[9:] == ["ipvsadm -A -f 7 -s rr",
+    assert lines(conf)[11:] == ["ipvsadm -A -f 7 -s rr",
                                "ipvsadm -a -f 7 -r 198.18.1.7:8080 -m -w 1"]
     config = apply_all(conf)
     svc = config.find_service(("tcp", ipaddress.ip_address("198.18.2.1"), 80))
@@ -668,7 +671,9 @@ virtual_server fwmark 7 {
                    ("198.18.1.2", 8081): ("masq", "ipip", 0, 0, 2),
                    ("198.18.1.4", 80): ("route", "ipip", 0, 0, 1),
                    ("198.18.1.5", 80): ("tunnel", "ipip", 0, 0, 1),
-                   ("198.18.1.6", 80): ("tunnel", "gue", 7000, 0, 1)}
+                   ("198.18.1.6", 80): ("tunnel", "gue", 7000, 0, 1),
+                   ("198.18.1.8", 80): ("tunnel", "gre", 0, 1, 1),
+                   ("198.18.1.9", 80): ("tunnel", "gue", 7001, 2, 1)}
     (fwm,) = [s for s in config.services if s.fwmark == 7]
     assert [(str(r.addr), r.port, r.fwd) for r in fwm.reals] == [("198.18.1.7", 8080, "masq")]
 
