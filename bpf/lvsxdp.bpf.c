@@ -102,8 +102,12 @@ static __always_inline int lvs_packet(struct xdp_md *ctx, int resumed)
 	bench_restore(data, data_end);
 #endif
 	reason = parse_packet(ctx, data, data_end, &pkt);
-	if (reason >= 0)
+	if (reason >= 0) {
+		/* an ICMP error may be about a connection (bpf/icmp.h) */
+		if (reason == LVS_R_NOT_TCP_UDP)
+			progs.call(ctx, LVS_PROG_ICMP);
 		return count_reason(reason, XDP_PASS);
+	}
 	cfg = config.lookup(&zero);
 	if (!cfg)
 		return XDP_PASS;
@@ -153,8 +157,13 @@ static __always_inline int lvs_packet(struct xdp_md *ctx, int resumed)
 		/* before the state moves: a packet that goes nowhere changes nothing */
 		if (ttl_exhausted(&pkt))
 			return count_reason(LVS_R_TTL_EXCEEDED, XDP_PASS);
-		if (pkt.tuple.proto == IPPROTO_TCP)
-			state = tcp_next_state(state, pkt.tcp_flags);
+		if (pkt.tuple.proto == IPPROTO_TCP) {
+			/* NAT sees the replies too: other rows (conn.h) */
+			if (r->fwd == LVS_FWD_MASQ)
+				state = tcp_nat_next_state(state, pkt.tcp_flags, 0);
+			else
+				state = tcp_next_state(state, pkt.tcp_flags);
+		}
 		until = now + state_timeout(cfg, state);
 		svc_idx = c->svc;
 		if (state != c->state) {

@@ -445,6 +445,10 @@ def status() -> dict:
         _, skipped = kernel_mark_rules()
         problems += [f"kernel mangle rule not followed: {s['rule']} ({s['why']}): packets it "
                      "marks get no firewall-mark service" for s in skipped]
+        checks = _keepalived_state(p)
+        if checks and not checks["running"]:
+            problems.append(f"lvsxdp keepalived (pid {checks.get('pid')}, {checks.get('conf')}) "
+                            "is not running: no health check changes the table any more")
         return {
             "netns": p.key,
             "iface": info.get("iface"),
@@ -464,8 +468,21 @@ def status() -> dict:
             "conn_table_size": maps.conns.max_entries,
             "template_table_size": maps.templates.max_entries,
             "not_forwarded": reasons,
+            "keepalived": checks,
             "problems": problems,
         }
+
+
+def _keepalived_state(p) -> dict | None:
+    """What `lvsxdp keepalived` last wrote (its pid, each real's verdict),
+    and whether it still runs; None when none was started here."""
+    from . import checkers  # noqa: PLC0415
+
+    state = runtime.read_json(p.keepalived)
+    if not state:
+        return None
+    state["running"] = checkers.running(state)
+    return state
 
 
 def _attach_problems(info: dict) -> list[str]:

@@ -233,6 +233,12 @@ class Paths:
         cannot follow), rewritten when that changes."""
         return RUN_DIR / f"{self.key}.agent.json"
 
+    @property
+    def keepalived(self) -> Path:
+        """What `lvsxdp keepalived` tells `status`: its pid and each real's
+        verdict, rewritten when a verdict changes; removed when it stops."""
+        return RUN_DIR / f"{self.key}.keepalived.json"
+
 
 def paths() -> Paths:
     return Paths(netns_key())
@@ -329,26 +335,33 @@ def read_runtime(p: Paths) -> dict | None:
         return None
 
 
-def read_agent(p: Paths) -> dict:
+def read_json(path: Path) -> dict:
+    """One of the files above; {} when missing or damaged."""
     try:
-        out = json.loads(p.agent.read_text())
+        out = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
     return out if isinstance(out, dict) else {}
 
 
-def write_agent(p: Paths, info: dict) -> None:
+def read_agent(p: Paths) -> dict:
+    return read_json(p.agent)
+
+
+def write_json(path: Path, info: dict) -> None:
+    """Whole or not at all: readers never see half a file."""
     RUN_DIR.mkdir(parents=True, exist_ok=True)
-    tmp = p.agent.with_suffix(f".tmp{os.getpid()}")
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(info, indent=1, sort_keys=True))
-    os.replace(tmp, p.agent)
+    os.replace(tmp, path)
+
+
+def write_agent(p: Paths, info: dict) -> None:
+    write_json(p.agent, info)
 
 
 def write_runtime(p: Paths, info: dict) -> None:
-    RUN_DIR.mkdir(parents=True, exist_ok=True)
-    tmp = p.runtime.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(info, indent=1, sort_keys=True))
-    os.replace(tmp, p.runtime)
+    write_json(p.runtime, info)
 
 
 class ConnTable:
