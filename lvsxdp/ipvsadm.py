@@ -497,12 +497,10 @@ def _forwarding(cmd: Command) -> tuple[str, dict]:
                 raise _fail(f"The option '{opt}' conflicts with the '{last}' option in the "
                             f"'{tun_type}' tunnel type")
             last = opt
-    if tun_type == "gre":
-        raise _kernel("lvsxdp has no GRE tunnels (--tun-type gre): use ipip or gue")
-    if "tun-remcsum" in cmd.opts:
-        raise _kernel("lvsxdp has no remote checksum offload (--tun-remcsum): use "
-                      "--tun-csum or --tun-nocsum")
-    flags = shared.TUN_F_CSUM if "tun-csum" in cmd.opts else 0
+    # IPVS keeps the flag it is given: GRE ignores --tun-remcsum (no
+    # checksum), GUE's forwarded packets get --tun-csum's (bpf/tunnel.h)
+    flags = shared.TUN_F_CSUM if "tun-csum" in cmd.opts else \
+        shared.TUN_F_REMCSUM if "tun-remcsum" in cmd.opts else 0
     return fwd, {"tun_type": tun_type, "tun_port": tun_port, "tun_flags": flags}
 
 

@@ -109,10 +109,11 @@ class Checker:
     misc_timeout: float | None = None
     misc_dynamic: bool = False
     payload: bytes = b""  # UDP_CHECK's datagram
-    require_reply: bool = False  # UDP_CHECK: a reply, starting with reply_pattern
-    reply_pattern: bytes = b""
-    min_reply_length: int = 0
-    max_reply_length: int = 0  # 0: no limit
+    require_reply: bool = False  # UDP_CHECK: silence is a failure
+    reply_pattern: bytes = b""  # what the reply's first octets must be, if given
+    reply_mask: bytes = b""  # per octet, the bits that require_reply's x nibbles leave free
+    min_reply_length: int = 0  # checked only with a reply_pattern, as keepalived does
+    max_reply_length: int = 255  # keepalived's default (UINT8_MAX)
     dns_type: str = "SOA"  # keepalived's defaults: an SOA query for the root
     dns_name: str = "."
     helo_name: str = "smtpchecker.keepalived.org"  # keepalived's SMTP_DEFAULT_HELO
@@ -131,7 +132,7 @@ class Checker:
 @dataclass
 class Fwd:
     """A forwarding method as `lvs_method` gives it: DR, NAT, or TUN with
-    keepalived 2.2's `type ipip|gue`, `port` and `nocsum|csum`."""
+    keepalived 2.2's `type ipip|gue|gre`, `port` and `nocsum|csum|remcsum`."""
 
     method: str  # "DR", "NAT", "TUN"
     tun_type: str = "ipip"
@@ -147,6 +148,8 @@ class Fwd:
         if self.tun_type == "gue":
             return ["-i", "--tun-type", "gue", "--tun-port", str(self.tun_port),
                     f"--tun-{self.csum}"]
+        if self.tun_type == "gre":
+            return ["-i", "--tun-type", "gre", f"--tun-{self.csum}"]
         return ["-i"]
 
 
@@ -793,14 +796,6 @@ def _method(s: _Stmt, r: _Reader, what: str) -> Fwd:
         raise err("gre tunnels do not support remote checksum option.")
     if method != "TUN":
         return Fwd(method)
-    # what keepalived hands IPVS and lvsxdp's ipvsadm refuses (ipvsadm.py's
-    # _forwarding), refused here with the line that asks for it
-    if fwd.tun_type == "gre":
-        raise err(f"{s.words[0]} TUN type gre: lvsxdp has no GRE tunnels: use type ipip or "
-                  "type gue")
-    if fwd.csum == "remcsum":
-        raise err(f"{s.words[0]} TUN remcsum: lvsxdp has no remote checksum offload: use csum "
-                  "or nocsum")
     return fwd
 
 
@@ -883,11 +878,24 @@ def _checkers(s: _Stmt, r: _Reader, ignored: dict) -> list[Checker]:
     return out
 
 
-def _hex(s: _Stmt, r: _Reader, what: str) -> bytes:
-    text = "".join(s.words[1:])
-    if not re.fullmatch(r"([0-9a-fA-F]{2})*", text):
-        raise r.error(s.file, s.line, f"{what} {' '.join(s.words[1:])} is not hex bytes")
-    return bytes.fromhex(text)
+def _hex(s: _Stmt, r: _Reader, what: str, wildcards: bool = False) -> tuple[bytes, bytes]:
+    """Octets as keepalived's read_hex_str reads them: two hex digits an
+    octet, or one before a space ("1 02" is 01 02); with wildcards an x
+    nibble matches anything. Returns the octets and their don't-care mask."""
+    text = " ".join(s.words[1:])
+    if not text:
+        raise r.error(s.file, s.line, f"UDP_CHECK {what} requires a {what}")
+    digit = "[0-9a-fA-F" + ("xX" if wildcards else "") + "]"
+    if not re.fullmatch(rf"\s*({digit}{digit}?\s*)+", text):
+        raise r.error(s.file, s.line, f"Invalid hex string for UDP_CHECK {what}")
+    data, mask = bytearray(), bytearray()
+    for group in text.split():
+        for i in range(0, len(group), 2):
+            pair = group[i:i + 2]
+            data.append(int(re.sub("[xX]", "0", pair), 16))
+            mask.append(int(re.sub("[0-9a-fA-F]", "0", pair).replace("x", "f")
+                            .replace("X", "f"), 16))
+    return bytes(data), bytes(mask)
 
 
 def _checker(s: _Stmt, r: _Reader, ignored: dict) -> Checker:
@@ -920,10 +928,11 @@ def _checker(s: _Stmt, r: _Reader, ignored: dict) -> Checker:
         elif kw == "misc_dynamic" and c.kind == "MISC_CHECK":
             c.misc_dynamic = True
         elif c.kind == "UDP_CHECK" and kw == "payload":
-            c.payload = _hex(e, r, "payload")
+            c.payload = _hex(e, r, "payload")[0]
         elif c.kind == "UDP_CHECK" and kw == "require_reply":
             c.require_reply = True
-            c.reply_pattern = _hex(e, r, "require_reply")
+            if len(e.words) > 1:
+                c.reply_pattern, c.reply_mask = _hex(e, r, "reply", wildcards=True)
         elif c.kind == "UDP_CHECK" and kw in ("min_reply_length", "max_reply_length"):
             setattr(c, kw, _uint(e, r, 0, 65535))
         elif c.kind == "DNS_CHECK" and kw == "type":
@@ -958,7 +967,7 @@ def _checker(s: _Stmt, r: _Reader, ignored: dict) -> Checker:
             c.file_weight, c.file_reverse = c.track_file.weight, c.track_file.reverse
         # the file's value counts at once: no alpha, no retries (check_file.c)
         c.alpha, c.retry = False, 0
-    if c.max_reply_length and c.min_reply_length > c.max_reply_length:
+    if c.min_reply_length > c.max_reply_length:
         raise r.error(s.file, s.line, f"UDP_CHECK min_reply_length {c.min_reply_length} > "
                       f"max_reply_length {c.max_reply_length}")
     return c

@@ -40,9 +40,9 @@ class RealServer:
     port: int
     weight: int = 1
     fwd: str = "route"  # "route" (-g), "masq" (-m), "tunnel" (-i)
-    tun_type: str = "ipip"  # -i: "ipip" (ip6ip6 for IPv6) or "gue"
+    tun_type: str = "ipip"  # -i: "ipip" (ip6ip6 for IPv6), "gue" or "gre"
     tun_port: int = 0  # --tun-port (gue)
-    tun_flags: int = 0  # shared.TUN_F_CSUM with --tun-csum
+    tun_flags: int = 0  # shared.TUN_F_CSUM (--tun-csum) or TUN_F_REMCSUM (--tun-remcsum)
     u_threshold: int = 0  # -x: no new connections at this many (0: no limit)
     l_threshold: int = 0  # -y: take new ones again below this many
     last_weight: int = 0  # the latest weight > 0 (mh keeps a quiesced real's table slots)

@@ -297,7 +297,8 @@ def echo(s):
 
 def dns(s):
     # name "type-N.example": NOERROR only when the query's type is N;
-    # nx./refused./silent./wrongid.example answer as they say
+    # nx./refused./silent./wrongid.example answer as they say; query.example
+    # sends the query back (QR clear), then the answer
     while True:
         q, peer = s.recvfrom(65535)
         qid, flags = struct.unpack("!HH", q[:4])
@@ -314,6 +315,8 @@ def dns(s):
             continue
         if name == "wrongid.example":
             qid ^= 1
+        if name == "query.example":
+            s.sendto(q, peer)
         s.sendto(struct.pack("!HHHHHH", qid, 0x8180 | rcode, 1, 0, 0, 0) + q[12:i + 5], peer)
 
 def smtp(port, banner):
@@ -379,11 +382,19 @@ def test_udp_check_is_down_on_port_unreachable_or_a_missing_or_wrong_reply(servi
 
     assert probe(services, check("6865"), port=5000) == [[True, "", None]]
     ((ok, why, _),) = probe(services, check("6869"), port=5000)
-    assert (ok, why) == (False, f"UDP check to [{ADDR}]:udp:5000 failed (reply does not "
-                                "match)")
-    ((ok, why, _),) = probe(services, check("", "min_reply_length 6"), port=5000)
+    assert (ok, why) == (False, f"UDP check to [{ADDR}]:udp:5000 reply data mismatch")
+    # x nibbles match anything; a pattern longer than the reply is compared as
+    # far as the reply goes (check_udp.c's check_udp_reply)
+    assert probe(services, check("6x 6X 6c"), port=5000) == [[True, "", None]]
+    assert probe(services, check("68656c6c6f2121"), port=5000) == [[True, "", None]]
+    ((ok, why, _),) = probe(services, check("68", "min_reply_length 6"), port=5000)
     assert (ok, why) == (False, f"UDP check to [{ADDR}]:udp:5000 failed (reply length 5)")
-    assert probe(services, check("", "max_reply_length 5"), port=5000)[0][0] is True
+    assert probe(services, check("68", "max_reply_length 5"), port=5000)[0][0] is True
+    ((ok, why, _),) = probe(services, check("68", "max_reply_length 4"), port=5000)
+    assert (ok, why) == (False, f"UDP check to [{ADDR}]:udp:5000 failed (reply length 5)")
+    # the lengths bound a reply only against a pattern: without one, any reply is up
+    assert probe(services, f"UDP_CHECK {{ {fast}\n payload 68656c6c6f\n require_reply\n"
+                           " min_reply_length 9 }", port=5000) == [[True, "", None]]
 
 
 def test_ping_check_over_icmp_and_icmpv6(services):
@@ -412,6 +423,8 @@ def test_dns_check_wants_its_query_id_and_noerror(services):
     assert dns("refused.example")[:2] == [False, f"{where} RCODE error (REFUSED)"]
     assert dns("silent.example")[:2] == [False, f"{where} failed (timeout)"]
     assert dns("wrongid.example")[:2] == [False, f"{where} failed (timeout)"]
+    # a datagram with the id but QR clear is no answer: keepalived reads on
+    assert dns("query.example") == [True, "", None]
 
 
 def test_smtp_check_banner_helo_quit(services):

@@ -6,7 +6,7 @@ import shlex
 
 import pytest
 
-from lvsxdp import ipvsadm
+from lvsxdp import ipvsadm, shared
 from lvsxdp.ipvsadm import Entry, RealCounts, Snapshot
 from lvsxdp.model import Config, ConfigError
 
@@ -227,9 +227,6 @@ def test_bad_line_gives_one_line_and_changes_nothing(line, message):
 UNSUPPORTED_YET = [
     ("-A -t 198.18.2.1:80 -s lblc", "lvsxdp has no scheduler lblc"),
     ("-A -t 198.18.2.1:80 -s fo", "lvsxdp has no scheduler fo"),
-    ("-a -t 198.18.2.1:0 -r 198.18.2.150 -i --tun-type gre", "lvsxdp has no GRE tunnels"),
-    ("-a -t 198.18.2.1:0 -r 198.18.2.150 -i --tun-type gue --tun-port 6080 --tun-remcsum",
-     "lvsxdp has no remote checksum offload"),
     ("-A --sctp-service 198.18.2.1:80 -s rr", "lvsxdp balances TCP and UDP only"),
     ("-A -u 198.18.2.1:53 -s rr -o", "lvsxdp has no one-packet scheduling"),
 ]
@@ -269,6 +266,10 @@ FORWARDING = [
     "-a -t 198.18.2.1:80 -r 198.18.2.212 -i",
     "-a -t 198.18.2.1:80 -r 198.18.2.213 -i --tun-type gue --tun-port 6080",
     "-a -t 198.18.2.1:80 -r 198.18.2.214 -i --tun-type gue --tun-port 6081 --tun-csum",
+    "-a -t 198.18.2.1:80 -r 198.18.2.215 -i --tun-type gue --tun-port 6082 --tun-remcsum",
+    "-a -t 198.18.2.1:80 -r 198.18.2.216 -i --tun-type gre",
+    "-a -t 198.18.2.1:80 -r 198.18.2.217 -i --tun-type gre --tun-csum",
+    "-a -t 198.18.2.1:80 -r 198.18.2.218 -i --tun-type gre --tun-remcsum",
 ]
 
 
@@ -282,6 +283,10 @@ def test_every_forwarding_method_lists_saves_and_restores_as_ipvsadm_does():
         "  -> 198.18.2.212:80              Tunnel  1      0          0         ",
         "  -> 198.18.2.213:80              Tunnel  1      0          0         ",
         "  -> 198.18.2.214:80              Tunnel  1      0          0         ",
+        "  -> 198.18.2.215:80              Tunnel  1      0          0         ",
+        "  -> 198.18.2.216:80              Tunnel  1      0          0         ",
+        "  -> 198.18.2.217:80              Tunnel  1      0          0         ",
+        "  -> 198.18.2.218:80              Tunnel  1      0          0         ",
     ]
     # print_title and fwd_tun_info
     assert listing(config, "-L", "-n", "--tun-info").splitlines()[2:] == [
@@ -293,6 +298,10 @@ def test_every_forwarding_method_lists_saves_and_restores_as_ipvsadm_does():
         "  -> 198.18.2.212:80              Tunnel  ipip          1      0          0         ",
         "  -> 198.18.2.213:80              Tunnel  gue:6080:-c   1      0          0         ",
         "  -> 198.18.2.214:80              Tunnel  gue:6081:+c   1      0          0         ",
+        "  -> 198.18.2.215:80              Tunnel  gue:6082:r+c  1      0          0         ",
+        "  -> 198.18.2.216:80              Tunnel  gre:-c        1      0          0         ",
+        "  -> 198.18.2.217:80              Tunnel  gre:+c        1      0          0         ",
+        "  -> 198.18.2.218:80              Tunnel  gre:r+c       1      0          0         ",
     ]
     saved = ipvsadm.format_save(config)
     assert saved.splitlines()[1:] == [
@@ -304,6 +313,11 @@ def test_every_forwarding_method_lists_saves_and_restores_as_ipvsadm_does():
         "--tun-nocsum",
         "-a -t 198.18.2.1:80 -r 198.18.2.214:80 -i -w 1 --tun-type gue --tun-port 6081 "
         "--tun-csum",
+        "-a -t 198.18.2.1:80 -r 198.18.2.215:80 -i -w 1 --tun-type gue --tun-port 6082 "
+        "--tun-remcsum",
+        "-a -t 198.18.2.1:80 -r 198.18.2.216:80 -i -w 1 --tun-type gre --tun-nocsum",
+        "-a -t 198.18.2.1:80 -r 198.18.2.217:80 -i -w 1 --tun-type gre --tun-csum",
+        "-a -t 198.18.2.1:80 -r 198.18.2.218:80 -i -w 1 --tun-type gre --tun-remcsum",
     ]
     restored, errors = ipvsadm.restore(Config(), saved)
     assert errors == []
@@ -312,6 +326,11 @@ def test_every_forwarding_method_lists_saves_and_restores_as_ipvsadm_does():
     config = configure(["-e -t 198.18.2.1:80 -r 198.18.2.213 -m"], config)
     real = config.services[0].find_real(ipaddress.ip_address("198.18.2.213"), 80)
     assert (real.fwd, real.tun_type, real.tun_port) == ("masq", "ipip", 0)
+    # and back to a GRE tunnel with its checksum, into the maps' numbers
+    config = configure(["-e -t 198.18.2.1:80 -r 198.18.2.213 -i --tun-type gre --tun-csum"],
+                       config)
+    real = config.services[0].find_real(ipaddress.ip_address("198.18.2.213"), 80)
+    assert (real.fwd, real.tun_type, real.tun_flags) == ("tunnel", "gre", shared.TUN_F_CSUM)
 
 
 @pytest.mark.parametrize("line,message", [
@@ -329,6 +348,10 @@ def test_every_forwarding_method_lists_saves_and_restores_as_ipvsadm_does():
     ("-a -t 198.18.2.1:0 -r 198.18.2.150 -i --tun-type vxlan", "illegal tunnel type specified"),
     ("-a -t 198.18.2.1:0 -r 198.18.2.150 -i --tun-type gue --tun-port 0",
      "illegal tunnel port specified"),
+    ("-a -t 198.18.2.1:0 -r 198.18.2.150 -i --tun-type gre --tun-port 6080",
+     "Illegal 'tun-port' option with the 'gre' tunnel type"),
+    ("-a -t 198.18.2.1:0 -r 198.18.2.150 -i --tun-type gre --tun-csum --tun-remcsum",
+     "The option 'tun-remcsum' conflicts with the 'tun-csum' option in the 'gre' tunnel type"),
     ("-a -t 198.18.2.1:0 -r 198.18.2.150 -g -m",
      "multiple 'forwarding-method' options specified"),
 ])

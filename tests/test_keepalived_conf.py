@@ -258,12 +258,6 @@ def test_a_range_in_a_group_expands_as_keepalived_does():
      "delay_loop: invalid number 'x'"),
     ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocl TCP\n}\n", 3,
      "Unknown keyword 'protocl'"),
-    ("virtual_server 198.18.2.1 80 {\n lb_kind NAT\n protocol TCP\n real_server 198.18.2.100 "
-     "80 {\n  lvs_method TUN type gre\n }\n}\n", 5, "lvs_method TUN type gre: lvsxdp has no "
-     "GRE tunnels: use type ipip or type gue"),
-    ("virtual_server 198.18.2.1 80 {\n lvs_method TUN type gue port 6080 remcsum\n protocol "
-     "TCP\n real_server 198.18.2.100 80 {\n }\n}\n", 2, "lvs_method TUN remcsum: lvsxdp has "
-     "no remote checksum offload: use csum or nocsum"),
     ("virtual_server 198.18.2.1 80 {\n lvs_method TUN type gre remcsum\n}\n", 2,
      "gre tunnels do not support remote checksum option."),
     ("virtual_server 198.18.2.1 80 {\n lvs_method TUN type gue\n}\n", 2,
@@ -313,7 +307,8 @@ def test_a_range_in_a_group_expands_as_keepalived_does():
      "80 {\n  HTTP_GET {\n   url {\n    path /\n    regex_options ucp\n   }\n  }\n }\n}\n", 8,
      "Unknown regex option ucp"),
     ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n real_server 198.18.2.100 "
-     "80 {\n  UDP_CHECK {\n   payload 0a0\n  }\n }\n}\n", 6, "payload 0a0 is not hex bytes"),
+     "80 {\n  UDP_CHECK {\n   payload 0a0g\n  }\n }\n}\n", 6,
+     "Invalid hex string for UDP_CHECK payload"),
     ("virtual_server 198.18.2.1 80 {\n lb_kind DR\n protocol TCP\n real_server 198.18.2.100 "
      "80 {\n  UDP_CHECK {\n   min_reply_length 9\n   max_reply_length 4\n  }\n }\n}\n", 5,
      "UDP_CHECK min_reply_length 9 > max_reply_length 4"),
@@ -361,8 +356,8 @@ virtual_server 198.18.2.1 53 {
     protocol UDP
     real_server 198.18.2.100 53 {
         UDP_CHECK {
-            payload 01 02ff
-            require_reply 0a0B
+            payload 1 02ff 0a0
+            require_reply 0a0B x1 2X
             min_reply_length 2
             max_reply_length 100
             connect_timeout 2
@@ -398,10 +393,13 @@ virtual_server 198.18.2.1 53 {
 }
 """)
     udp, udp_default, ping, dns, dns_default, smtp = conf.virtual_servers[0].reals[0].checkers
-    assert (udp.payload, udp.require_reply, udp.reply_pattern) == (b"\x01\x02\xff", True,
-                                                                   b"\n\x0b")
+    # read_hex_str's octets: two digits, or one before a space or the end;
+    # x is a nibble that matches anything
+    assert (udp.payload, udp.require_reply) == (b"\x01\x02\xff\x0a\x00", True)
+    assert (udp.reply_pattern, udp.reply_mask) == (b"\n\x0b\x01\x20", b"\0\0\xf0\x0f")
     assert (udp.min_reply_length, udp.max_reply_length, udp.connect_timeout) == (2, 100, 2.0)
     assert (udp_default.payload, udp_default.require_reply) == (b"", False)
+    assert (udp_default.min_reply_length, udp_default.max_reply_length) == (0, 255)
     assert (udp_default.retry, udp_default.delay_before_retry,
             udp_default.connect_timeout) == (1, 1.0, 5.0)
     assert ping.kind == "PING_CHECK" and ping.retry == 3
@@ -631,6 +629,12 @@ virtual_server 198.18.2.1 80 {
     real_server 198.18.1.6 {
         lvs_method TUN type gue port 7000
     }
+    real_server 198.18.1.8 {
+        lvs_method TUN type gre csum
+    }
+    real_server 198.18.1.9 {
+        lvs_method TUN type gue port 7001 remcsum
+    }
 }
 virtual_server fwmark 7 {
     lb_kind NAT
@@ -642,7 +646,7 @@ virtual_server fwmark 7 {
     assert conf.warnings == ["(keepalived.conf: Line 1) WARNING - virtual server "
                              "[198.18.2.1]:tcp:80 and real server [198.18.1.3]:tcp:81 ports "
                              "don't match - resetting"]
-    assert lines(conf)[1:8] == [
+    assert lines(conf)[1:10] == [
         "ipvsadm -A -t 198.18.2.1:80 -s rr",
         "ipvsadm -a -t 198.18.2.1:80 -r 198.18.1.2:8080 -m -w 1",
         "ipvsadm -a -t 198.18.2.1:80 -r 198.18.1.3:80 -i --tun-type gue --tun-port 6080 "
@@ -652,8 +656,11 @@ virtual_server fwmark 7 {
         "ipvsadm -a -t 198.18.2.1:80 -r 198.18.1.5:80 -i -w 1",
         "ipvsadm -a -t 198.18.2.1:80 -r 198.18.1.6:80 -i --tun-type gue --tun-port 7000 "
         "--tun-nocsum -w 1",
+        "ipvsadm -a -t 198.18.2.1:80 -r 198.18.1.8:80 -i --tun-type gre --tun-csum -w 1",
+        "ipvsadm -a -t 198.18.2.1:80 -r 198.18.1.9:80 -i --tun-type gue --tun-port 7001 "
+        "--tun-remcsum -w 1",
     ]
-    assert lines(conf)[9:] == ["ipvsadm -A -f 7 -s rr",
+    assert lines(conf)[11:] == ["ipvsadm -A -f 7 -s rr",
                                "ipvsadm -a -f 7 -r 198.18.1.7:8080 -m -w 1"]
     config = apply_all(conf)
     svc = config.find_service(("tcp", ipaddress.ip_address("198.18.2.1"), 80))
@@ -664,7 +671,9 @@ virtual_server fwmark 7 {
                    ("198.18.1.2", 8081): ("masq", "ipip", 0, 0, 2),
                    ("198.18.1.4", 80): ("route", "ipip", 0, 0, 1),
                    ("198.18.1.5", 80): ("tunnel", "ipip", 0, 0, 1),
-                   ("198.18.1.6", 80): ("tunnel", "gue", 7000, 0, 1)}
+                   ("198.18.1.6", 80): ("tunnel", "gue", 7000, 0, 1),
+                   ("198.18.1.8", 80): ("tunnel", "gre", 0, 1, 1),
+                   ("198.18.1.9", 80): ("tunnel", "gue", 7001, 2, 1)}
     (fwm,) = [s for s in config.services if s.fwmark == 7]
     assert [(str(r.addr), r.port, r.fwd) for r in fwm.reals] == [("198.18.1.7", 8080, "masq")]
 

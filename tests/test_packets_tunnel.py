@@ -1,6 +1,7 @@
 """Tunnelling (-i) through the program, whole frames compared: IPIP for
-IPv4, ip6ip6 for IPv6, GUE (UDP to --tun-port, a 4-byte GUE header) with
-and without its checksum; the outer header from the director's address on
+IPv4, ip6ip6 for IPv6, GUE (UDP to --tun-port, a 4-byte GUE header) and GRE
+(a GRE header naming the inner protocol) with and without their checksums,
+which scapy computes afresh; the outer header from the director's address on
 the way to the real, carrying the inner's DSCP/ECN, TTL and DF. A packet
 that the tunnel's headers make larger than the egress MTU is answered with
 ICMP fragmentation needed / packet too big, as IPVS answers it - and so is
@@ -15,7 +16,7 @@ from harness import CLIENT_MAC, DIRECTOR_MAC, Director, ipaddr, mac_bytes
 from packets import one_hop_less
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import ICMPv6PacketTooBig, IPv6
-from scapy.layers.l2 import Ether
+from scapy.layers.l2 import GRE, Dot1Q, Ether
 from scapy.packet import Raw
 
 from lvsxdp import shared
@@ -100,6 +101,100 @@ def test_gue_to_the_tunnel_port_with_the_checksum_asked_for(d, csum, client, vip
         IP(src=src, dst=real, ttl=63, id=0)
     want = bytes(Ether(src=DIRECTOR_MAC, dst=REAL_MAC) / outer / udp / Raw(gue + inner))
     assert d.run(syn) == ("XDP_TX", want)
+
+
+def outer_ip(vip: str, src: str, real: str, **kw):
+    return IPv6(src=src, dst=real, hlim=63, **kw) if ":" in vip else \
+        IP(src=src, dst=real, ttl=63, id=0, **kw)
+
+
+@pytest.mark.parametrize("csum", ("--tun-nocsum", "--tun-csum", "--tun-remcsum"))
+@pytest.mark.parametrize("client,vip,real,src", [(CLIENT, VIP, REAL, TUN_SRC),
+                                                  (CLIENT6, VIP6, REAL6, TUN_SRC6)],
+                         ids=("ipv4", "ipv6"))
+def test_gre_names_the_inner_protocol_and_checksums_with_tun_csum(d, csum, client, vip, real,
+                                                                   src):
+    """ipvs_gre_encap: flags and protocol, and with --tun-csum the C bit and
+    the checksum over the GRE header and the inner packet; no key, no
+    sequence number. IPVS's GRE ignores --tun-remcsum: no checksum."""
+    configure(d, vip, real, f"--tun-type gre {csum}")
+    ip = IPv6(src=client, dst=vip) if ":" in vip else IP(src=client, dst=vip)
+    # an odd length: the checksum's last word is padded
+    syn = bytes(Ether(src=CLIENT_MAC, dst=DIRECTOR_MAC) / ip
+                / TCP(sport=40005, dport=80, flags="S") / b"odd")
+    gre = GRE(proto=0x86DD if ":" in vip else 0x0800, chksum_present=csum == "--tun-csum")
+    want = bytes(Ether(src=DIRECTOR_MAC, dst=REAL_MAC) / outer_ip(vip, src, real) / gre
+                 / Raw(one_hop_less(syn)[14:]))
+    got = d.run(syn)
+    assert got == ("XDP_TX", want)
+    outer = IPv6(got[1][14:]) if ":" in vip else IP(got[1][14:])
+    assert outer[GRE].chksum_present == (csum == "--tun-csum")
+    assert (outer.nh if ":" in vip else outer.proto) == 47
+
+
+def test_gue_with_tun_remcsum_checksums_as_tun_csum_does(d):
+    """IPVS adds GUE's remote checksum option only to a packet whose inner
+    checksum is left to the hardware; a forwarded one has it complete and
+    goes with the UDP checksum, as with --tun-csum."""
+    syn = bytes(Ether(src=CLIENT_MAC, dst=DIRECTOR_MAC) / IP(src=CLIENT, dst=VIP)
+                / TCP(sport=40006, dport=80, flags="S") / b"data")
+    configure(d, VIP, REAL, "--tun-type gue --tun-port 6080 --tun-csum")
+    with_csum = d.run(syn)
+    configure(d, VIP, REAL, "--tun-type gue --tun-port 6080 --tun-remcsum")
+    assert d.run(syn) == with_csum
+    udp = UDP(sport=gue_sport(CLIENT, 40006, VIP, 80), dport=6080)
+    want = bytes(Ether(src=DIRECTOR_MAC, dst=REAL_MAC) / outer_ip(VIP, TUN_SRC, REAL) / udp
+                 / Raw(bytes([0, 4, 0, 0]) + one_hop_less(syn)[14:]))
+    assert with_csum == ("XDP_TX", want)
+
+
+@pytest.mark.parametrize("tunnel", ("--tun-type gue --tun-port 6080 --tun-csum",
+                                    "--tun-type gre --tun-csum"), ids=("gue", "gre"))
+@pytest.mark.parametrize("size", (5, 6, 1201, 1438, 1439))
+def test_a_udp_datagram_without_checksum_is_read_for_the_tunnels_checksum(d, tunnel, size):
+    """Its headers give no sum of the payload: the program reads it, every
+    length modulo 8 to the last odd byte, not the Ethernet padding after a
+    short one, and the outer checksum is as IPVS computes it."""
+    payload = bytes((i * 7 + size) & 0xFF for i in range(size))
+    dgram = bytes(Ether(src=CLIENT_MAC, dst=DIRECTOR_MAC) / IP(src=CLIENT, dst=VIP, flags="DF")
+                  / UDP(sport=40007, dport=80, chksum=0) / payload)
+    padding = b"\xa5" * max(0, 60 - len(dgram))
+    d.ipvsadm("-C", f"-A -u {VIP}:80 -s rr", f"-a -u {VIP}:80 -r {REAL} -i {tunnel}")
+    inner = Raw(one_hop_less(dgram)[14:])
+    if "gue" in tunnel:
+        encap = UDP(sport=gue_sport(CLIENT, 40007, VIP, 80, proto=17), dport=6080) \
+            / Raw(bytes([0, 4, 0, 0]))
+    else:
+        encap = GRE(proto=0x0800, chksum_present=1)
+    want = bytes(Ether(src=DIRECTOR_MAC, dst=REAL_MAC)
+                 / outer_ip(VIP, TUN_SRC, REAL, flags="DF") / encap / inner)
+    # the padding stays behind the outer packet, outside its length
+    assert d.run(dgram + padding) == ("XDP_TX", want + padding)
+
+
+def test_gre_moves_the_vlan_tag_to_the_front(d):
+    configure(d, VIP6, REAL6, "--tun-type gre --tun-csum")
+    syn = bytes(Ether(src=CLIENT_MAC, dst=DIRECTOR_MAC) / Dot1Q(vlan=12, prio=3)
+                / IPv6(src=CLIENT6, dst=VIP6) / TCP(sport=40008, dport=80, flags="S"))
+    inner = one_hop_less(syn)[18:]
+    want = bytes(Ether(src=DIRECTOR_MAC, dst=REAL_MAC) / Dot1Q(vlan=12, prio=3)
+                 / outer_ip(VIP6, TUN_SRC6, REAL6) / GRE(proto=0x86DD, chksum_present=1)
+                 / Raw(inner))
+    assert d.run(syn) == ("XDP_TX", want)
+
+
+def test_the_mtu_leaves_room_for_gre_and_its_checksum(d):
+    """__ip_vs_get_out_rt: the MTU less the outer header and gre_calc_hlen."""
+    for tunnel, room in (("--tun-type gre --tun-nocsum", 24), ("--tun-type gre --tun-csum", 28)):
+        configure(d, VIP, REAL, tunnel)
+        fits = bytes(Ether(src=CLIENT_MAC, dst=DIRECTOR_MAC) / IP(src=CLIENT, dst=VIP, flags="DF")
+                     / TCP(sport=40009, dport=80, flags="S") / (b"x" * (1500 - room - 40)))
+        assert d.run(fits)[0] == "XDP_TX"
+        big = bytes(Ether(src=CLIENT_MAC, dst=DIRECTOR_MAC) / IP(src=CLIENT, dst=VIP, flags="DF")
+                    / TCP(sport=40010, dport=80, flags="S") / (b"x" * (1501 - room - 40)))
+        action, out = d.run(big)
+        assert action == "XDP_TX" and ICMP in Ether(out)
+        assert Ether(out)[ICMP].nexthopmtu == 1500 - room, tunnel
 
 
 def test_a_tunnelled_packet_over_the_mtu_is_answered_with_fragmentation_needed(d):
