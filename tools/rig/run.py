@@ -755,7 +755,7 @@ class BootWatch(threading.Thread):
     the serial console) and boots fine after a reset; vagrant would wait out
     its boot_timeout (15 min) and fail."""
 
-    BOOT_HANG = 420
+    BOOT_HANG = 600
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
