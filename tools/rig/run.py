@@ -732,7 +732,7 @@ def table(rows: list[dict], seconds: int, million_seconds: int) -> str:
             ("SYN flood sent (spoofed flows), pps", "flood.flood_pps", ",.0f", False),
             ("fwd pps during the flood", "flood.fwd_pps", ",.0f", True),
             ("IPv6 clients sent (2 datagrams each)", "million.clients", ",.0f", False),
-            ("IPv6 clients: templates held after", "million.templates", ",.0f", True),
+            ("IPv6 clients: templates held after", "million.templates", ",.0f", False),
             ("IPv6 clients: fwd pps", "million.fwd_pps", ",.0f", True),
             ("director CPUs busy per Mpps: 64 B", "udp64.cpu_per_mpps", ",.1f", True),
             ("... IMIX", "imix.cpu_per_mpps", ",.1f", True),
