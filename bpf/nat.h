@@ -145,7 +145,7 @@ static __always_inline void template_assure(struct lvs_conn *c, struct lvs_tuple
 	int tier;
 
 	template_key(&k, tuple, svc);
-	t = template_lookup(&k, &tier);
+	t = template_lookup(&k, &tier, 0);
 	if (t && t->real == c->real && !(t->flags & LVS_TPL_F_ASSURED))
 		t->flags |= LVS_TPL_F_ASSURED;
 }
