@@ -64,7 +64,9 @@ static __always_inline int inner_sum_read(void *l3, void *data_end, __u32 len, _
 		sum += *t;
 	}
 	if (len & 1) {
-		__u8 *t = l3 + (len - 1);
+		/* len & ~1, not len - 1: 6.1's verifier loses the bound of
+		 * a 32-bit subtraction */
+		__u8 *t = l3 + (len & ~1);
 
 		if ((void *)(t + 1) > data_end)
 			return -1;

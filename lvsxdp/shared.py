@@ -115,7 +115,7 @@ class Tuple(ctypes.Structure):
 
 
 # "May be present" filters (bpf/filter.h, lvsxdp/filter.py).
-FILTER_BITS = 19
+FILTER_BITS = 16
 FILTER_SLOTS = 1 << FILTER_BITS
 FILTER_CONNS = 0
 FILTER_TEMPLATES = 1
