@@ -1,6 +1,7 @@
 /* Connections: IPVS's TCP state machine for connections whose replies do not
- * pass the director (DR: the "input only" table of ip_vs_proto_tcp.c), and
- * the timeout each state gives. */
+ * pass the director (DR: the "input only" table of ip_vs_proto_tcp.c), for
+ * those whose replies do (NAT: the INPUT and OUTPUT tables), and the timeout
+ * each state gives. */
 #ifndef LVSXDP_CONN_H
 #define LVSXDP_CONN_H
 
@@ -25,6 +26,17 @@
 #define TCP_ON_FIN TCP_ROW(sCL, sFW, sSS, sTW, sFW, sTW, sCL, sCW, sLA, sLI, sTW)
 #define TCP_ON_ACK TCP_ROW(sCL, sES, sSS, sES, sFW, sTW, sCL, sCW, sCL, sLI, sES)
 #define TCP_ON_RST TCP_ROW(sCL, sCL, sCL, sSR, sCL, sCL, sCL, sCL, sLA, sLI, sCL)
+/* NAT (-m): IPVS sees both directions of a masquerading real's connection
+ * (it never has IP_VS_CONN_F_NOOUTPUT) and walks the INPUT rows with the
+ * client's packets, the OUTPUT rows with the real's replies. The SYN row of
+ * INPUT is INPUT-ONLY's. */
+#define TCP_IN_FIN TCP_ROW(sCL, sCW, sSS, sTW, sTW, sTW, sCL, sCW, sLA, sLI, sTW)
+#define TCP_IN_ACK TCP_ROW(sCL, sES, sSS, sES, sFW, sTW, sCL, sCW, sCL, sLI, sES)
+#define TCP_IN_RST TCP_ROW(sCL, sCL, sCL, sSR, sCL, sCL, sCL, sCL, sLA, sLI, sSR)
+#define TCP_OUT_SYN TCP_ROW(sSS, sES, sSS, sSR, sSS, sSS, sSS, sSS, sSS, sLI, sSR)
+#define TCP_OUT_FIN TCP_ROW(sTW, sFW, sSS, sTW, sFW, sTW, sCL, sTW, sLA, sLI, sTW)
+#define TCP_OUT_ACK TCP_ROW(sES, sES, sSS, sES, sFW, sTW, sCL, sCW, sLA, sES, sES)
+#define TCP_OUT_RST TCP_ROW(sCL, sCL, sSS, sCL, sCL, sTW, sCL, sCL, sCL, sCL, sCL)
 
 static __always_inline u8 tcp_next_state(u8 state, u8 flags)
 {
@@ -40,6 +52,27 @@ static __always_inline u8 tcp_next_state(u8 state, u8 flags)
 		row = TCP_ON_FIN;
 	else if (flags & TCPF_ACK)
 		row = TCP_ON_ACK;
+	else
+		return LVS_S_CLOSE;
+	if (state > LVS_S_SYNACK)
+		state = LVS_S_NONE;
+	return (row >> (state * 4)) & 0xf;
+}
+
+/* A NAT connection's next state: output, a reply from the real; else a
+ * packet from the client. Same precedence as tcp_next_state. */
+static __always_inline u8 tcp_nat_next_state(u8 state, u8 flags, int output)
+{
+	u64 row;
+
+	if (flags & TCPF_RST)
+		row = output ? TCP_OUT_RST : TCP_IN_RST;
+	else if (flags & TCPF_SYN)
+		row = output ? TCP_OUT_SYN : TCP_ON_SYN;
+	else if (flags & TCPF_FIN)
+		row = output ? TCP_OUT_FIN : TCP_IN_FIN;
+	else if (flags & TCPF_ACK)
+		row = output ? TCP_OUT_ACK : TCP_IN_ACK;
 	else
 		return LVS_S_CLOSE;
 	if (state > LVS_S_SYNACK)
@@ -73,17 +106,21 @@ static __always_inline int conn_reusable(struct lvs_conn *c, struct packet *pkt)
  * inlines a hash lookup only where the map is known, and the inlined one is
  * much cheaper. */
 static __always_inline struct lvs_conn *conn_lookup(struct packet *pkt, struct lvs_conn4_key *k4,
-						    int *tier)
+						    int *tier, struct lvs_filter *flt, u32 *slot)
 {
 	struct lvs_conn *c;
 
-	*tier = LVS_TIER_HELD;
+	*tier = LVS_TIER_NEW;
 	if (pkt->tuple.family == LVS_AF_INET) {
 		k4->caddr = pkt->tuple.caddr[0];
 		k4->vaddr = pkt->tuple.vaddr[0];
 		k4->cport = pkt->tuple.cport;
 		k4->vport = pkt->tuple.vport;
 		k4->proto = pkt->tuple.proto;
+		*slot = filter_hash_conn4(k4);
+		if (!filter_has(flt, LVS_FILTER_CONNS, *slot))
+			return 0;
+		*tier = LVS_TIER_HELD;
 		c = conns4.lookup(k4);
 		asm volatile("" : "+r"(c));
 		if (c)
@@ -93,6 +130,10 @@ static __always_inline struct lvs_conn *conn_lookup(struct packet *pkt, struct l
 		asm volatile("" : "+r"(c));
 		return c;
 	}
+	*slot = filter_hash_tuple(&pkt->tuple);
+	if (!filter_has(flt, LVS_FILTER_CONNS, *slot))
+		return 0;
+	*tier = LVS_TIER_HELD;
 	c = conns6.lookup(&pkt->tuple);
 	asm volatile("" : "+r"(c));
 	if (c)
@@ -103,10 +144,24 @@ static __always_inline struct lvs_conn *conn_lookup(struct packet *pkt, struct l
 	return c;
 }
 
-/* A new connection starts embryonic. */
-static __always_inline int conn_store_new(struct packet *pkt, struct lvs_conn4_key *k4,
-					  struct lvs_conn *c)
+/* conn_lookup for the programs that only read a connection (NAT replies,
+ * ICMP errors): the filter fetched here, the slot not kept. */
+static __always_inline struct lvs_conn *conn_find(struct packet *pkt, struct lvs_conn4_key *k4,
+						  int *tier)
 {
+	struct lvs_filter *flt = filter_get();
+	u32 slot;
+
+	if (!flt)
+		return 0;
+	return conn_lookup(pkt, k4, tier, flt, &slot);
+}
+
+/* A new connection starts embryonic. slot: its filter slot (conn_lookup). */
+static __always_inline int conn_store_new(struct packet *pkt, struct lvs_conn4_key *k4,
+					  struct lvs_conn *c, struct lvs_filter *flt, u32 slot)
+{
+	filter_set(flt, LVS_FILTER_CONNS, slot);
 	if (pkt->tuple.family == LVS_AF_INET)
 		return syn4.update(k4, c);
 	return syn6.update(&pkt->tuple, c);
@@ -139,10 +194,13 @@ static __always_inline int conn_settles(struct packet *pkt, u8 state)
  * table full it stays embryonic (and tries again at its next packet).
  * Returns 0 when it moved. */
 static __always_inline int conn_settle(struct packet *pkt, struct lvs_conn4_key *k4,
-				       struct lvs_conn *c)
+				       struct lvs_conn *c, struct lvs_filter *flt, u32 slot)
 {
 	int err;
 
+	/* a move: the key's slot is set already, unless a rebuild cleared
+	 * it since */
+	filter_set(flt, LVS_FILTER_CONNS, slot);
 	if (pkt->tuple.family == LVS_AF_INET)
 		err = conns4.insert(k4, c);
 	else

@@ -29,6 +29,7 @@ static __always_inline int fwd_call(struct xdp_md *ctx, u32 prog, u32 real_idx, 
 		s->svc = svc;
 		s->new_conn = new_conn;
 		s->mtu = mtu;
+		__builtin_memset(s->err_src, 0, sizeof(s->err_src));
 		progs.call(ctx, prog);
 	}
 	return XDP_DROP;

@@ -18,6 +18,7 @@
 #include "parse.h"
 #include "maps.h"
 #include "stats.h"
+#include "filter.h"
 #include "sched.h"
 #include "conn.h"
 #include "persist.h"
@@ -88,11 +89,12 @@ static __always_inline int lvs_packet(struct xdp_md *ctx, int resumed)
 	void *data_end = (void *)(long)ctx->data_end;
 	struct packet pkt = {};
 	struct lvs_config *cfg;
+	struct lvs_filter *flt;
 	struct lvs_service *svc;
 	struct lvs_conn *c, fresh = {};
 	struct lvs_conn4_key k4 = {};
 	struct lvs_real *r;
-	u32 zero = 0, svc_idx, ref, *vip_flags = 0;
+	u32 zero = 0, svc_idx, ref, *vip_flags = 0, cslot;
 	int reason, tier;
 	u64 now;
 
@@ -100,10 +102,17 @@ static __always_inline int lvs_packet(struct xdp_md *ctx, int resumed)
 	bench_restore(data, data_end);
 #endif
 	reason = parse_packet(ctx, data, data_end, &pkt);
-	if (reason >= 0)
+	if (reason >= 0) {
+		/* an ICMP error may be about a connection (bpf/icmp.h) */
+		if (reason == LVS_R_NOT_TCP_UDP)
+			progs.call(ctx, LVS_PROG_ICMP);
 		return count_reason(reason, XDP_PASS);
+	}
 	cfg = config.lookup(&zero);
 	if (!cfg)
+		return XDP_PASS;
+	flt = filter.lookup(&zero);
+	if (!flt)
 		return XDP_PASS;
 	if (!mac_is(pkt.eth->h_dest, cfg->mac)) {
 		/* a masquerading real's reply to its gateway (bpf/nat.h) */
@@ -132,7 +141,7 @@ static __always_inline int lvs_packet(struct xdp_md *ctx, int resumed)
 	now = bpf_ktime_get_coarse_ns();
 
 	/* A packet of a known connection. */
-	c = conn_lookup(&pkt, &k4, &tier);
+	c = conn_lookup(&pkt, &k4, &tier, flt, &cslot);
 	if (c && now < c->expires && !conn_reusable(c, &pkt)) {
 		u64 until;
 		u8 state = c->state;
@@ -148,8 +157,13 @@ static __always_inline int lvs_packet(struct xdp_md *ctx, int resumed)
 		/* before the state moves: a packet that goes nowhere changes nothing */
 		if (ttl_exhausted(&pkt))
 			return count_reason(LVS_R_TTL_EXCEEDED, XDP_PASS);
-		if (pkt.tuple.proto == IPPROTO_TCP)
-			state = tcp_next_state(state, pkt.tcp_flags);
+		if (pkt.tuple.proto == IPPROTO_TCP) {
+			/* NAT sees the replies too: other rows (conn.h) */
+			if (r->fwd == LVS_FWD_MASQ)
+				state = tcp_nat_next_state(state, pkt.tcp_flags, 0);
+			else
+				state = tcp_next_state(state, pkt.tcp_flags);
+		}
 		until = now + state_timeout(cfg, state);
 		svc_idx = c->svc;
 		if (state != c->state) {
@@ -179,7 +193,7 @@ static __always_inline int lvs_packet(struct xdp_md *ctx, int resumed)
 		if (tier == LVS_TIER_NEW && conn_settles(&pkt, state)) {
 			struct lvs_conn held = *c;
 
-			if (conn_settle(&pkt, &k4, &held)) {
+			if (conn_settle(&pkt, &k4, &held, flt, cslot)) {
 				count_reason(LVS_R_HELD_FULL, 0);
 			} else {
 				svc = svc_conf.lookup(&svc_idx);
@@ -233,7 +247,7 @@ static __always_inline int lvs_packet(struct xdp_md *ctx, int resumed)
 		load_unbind(c->real, c->state);
 	if (c && tier == LVS_TIER_HELD)
 		conn_forget(&pkt, &k4, LVS_TIER_HELD);
-	if (conn_store_new(&pkt, &k4, &fresh))
+	if (conn_store_new(&pkt, &k4, &fresh, flt, cslot))
 		count_reason(LVS_R_MAP_FULL, 0);
 	else
 		load_bind(r, fresh.state);

@@ -33,6 +33,27 @@ struct lvs_tuple {
 	__u32 vaddr[4];
 };
 
+/* "May be present" filters (bpf/filter.h): per kind (connections, templates)
+ * and generation, one byte per slot of a hash of the key; 0 in both
+ * generations means no table of that kind holds the key. built: the
+ * generation the agent's last finished rebuild filled (packets never read
+ * it). One value, so that one lookup finds it all. 65,536 slots (256 KB in
+ * all) stay in cache: 524,288 measured slower for new flows (peerbench c
+ * 2.2-2.3 against 1.9 x Katran), their reads and stores missing as often as
+ * the table reads they save. Past some 65,000 keys of a kind it says "maybe"
+ * for most keys and costs one cached read more than no filter. */
+#ifndef LVS_FILTER_BITS
+#define LVS_FILTER_BITS 16
+#endif
+#define LVS_FILTER_SLOTS (1 << LVS_FILTER_BITS)		/* per kind and generation */
+#define LVS_FILTER_CONNS 0
+#define LVS_FILTER_TEMPLATES 1
+
+struct lvs_filter {
+	__u8 slots[4 * LVS_FILTER_SLOTS];	/* [kind][slot][generation] */
+	__u64 built;
+};
+
 /* An IPv4 connection's key. A known connection's packet costs one hash
  * lookup, and hashing 16 bytes instead of lvs_tuple's 40 is a quarter of
  * the fast path; IPv6 connections use lvs_tuple. */
@@ -187,6 +208,12 @@ struct lvs_fwd_scratch {
 	__u8 new_conn;
 	__u8 pad;
 	__u32 pad2;
+	/* LVS_PROG_TOO_BIG for a NAT reply, which the kernel's forwarding
+	 * answers (ip_forward, ip6_forward) rather than IPVS: the error's
+	 * source, the director's address toward the real; the packet is quoted
+	 * as it came. All zero: IPVS's answer (the packet's destination as
+	 * source, the quote one hop less). */
+	__u32 err_src[4];
 };
 
 /* The interfaces `lvsxdp up` serves, by slot in tx_ports: the first (slot 0)
@@ -385,7 +412,8 @@ struct lvs_sched_scratch {
 #define LVS_PROG_NAT_REPLY 5		/* -m: the real's reply back to the client */
 #define LVS_PROG_TUNNEL 6		/* -i (bpf/tunnel.h) */
 #define LVS_PROG_TOO_BIG 7		/* ICMP fragmentation needed / packet too big (bpf/icmp.h) */
-#define LVS_PROGS 8
+#define LVS_PROG_ICMP 8			/* an ICMP error about a connection (bpf/icmp.h) */
+#define LVS_PROGS 9
 
 /* Why a packet was not forwarded: every such packet is counted by reason. */
 #define LVS_R_NOT_IP 0		/* not IPv4/IPv6 (ARP, LLDP, ...): pass */

@@ -85,6 +85,11 @@ BPF_TABLE_PINNED("lru_hash", struct lvs_tuple, struct lvs_conn, syn6, LVSXDP_SYN
 		 PIN(syn6));
 BPF_TABLE_PINNED("lru_hash", struct lvs_tuple, struct lvs_template, tpl_new, LVSXDP_TPL_NEW_MAX,
 		 PIN(tpl_new));
+/* The "may be present" filters of the connection and template tables
+ * (bpf/filter.h): both kinds, both generations, and the control word. User
+ * space maps it (BPF_F_MMAPABLE) to store single bytes: a word written
+ * through the syscall would overwrite bytes the data plane stored meanwhile. */
+BPF_TABLE_PINNED("array", u32, struct lvs_filter, filter, 1, PIN(filter), BPF_F_MMAPABLE);
 BPF_TABLE_PINNED("array", u32, struct lvs_mark_cfg, mark_cfg, 1, PIN(mark_cfg));
 BPF_TABLE_PINNED("lpm_trie", struct lvs_mark_addr_key, u32, mark_dst, LVS_MARK_PREFIXES,
 		 PIN(mark_dst), BPF_F_NO_PREALLOC);

@@ -135,10 +135,140 @@ int lvsxdp_nat(struct xdp_md *ctx)
 	return fwd_to_real(ctx, pkt.eth, r);
 }
 
+/* The template c's client sticks to, ASSURED (ip_vs_control_assure_ct): a
+ * reply makes it so for UDP, as ESTABLISHED does for TCP. */
+static __always_inline void template_assure(struct lvs_conn *c, struct lvs_tuple *tuple,
+					    struct lvs_service *svc)
+{
+	struct lvs_template *t;
+	struct lvs_tuple k;
+	int tier;
+
+	template_key(&k, tuple, svc);
+	t = template_lookup(&k, &tier);
+	if (t && t->real == c->real && !(t->flags & LVS_TPL_F_ASSURED))
+		t->flags |= LVS_TPL_F_ASSURED;
+}
+
+/* What a reply does to its connection (handle_response: the OUTPUT rows of
+ * the TCP table, then ip_vs_conn_put re-arms the timer with the state's
+ * timeout), with the packet path's bookkeeping for a state change: a
+ * closed connection's shorter life shortens its template's, the real's
+ * active and inactive counts follow, and the template vouched for. A reply
+ * does not move an embryonic connection to the held tier: the client's
+ * next packet does. */
+static __always_inline void nat_reply_state(struct lvs_conn *c, struct lvs_tuple *ct,
+					    u8 tcp_flags, struct lvs_config *cfg, u64 now)
+{
+	struct lvs_service *svc;
+	u32 svc_idx = c->svc;
+	u8 state = c->state;
+	u64 until;
+
+	if (ct->proto == IPPROTO_TCP)
+		state = tcp_nat_next_state(state, tcp_flags, 1);
+	until = now + state_timeout(cfg, state);
+	svc = svc_conf.lookup(&svc_idx);
+	if (state != c->state) {
+		if (until < c->expires) {
+			c->vouched = until;
+			c->expires = until;
+			if ((c->flags & LVS_CONN_F_OPEN) && svc &&
+			    (svc->flags & LVS_SVC_F_PERSISTENT))
+				template_close(c, ct, svc, cfg, now);
+		}
+		load_move(c->real, c->state, state);
+		c->state = state;
+		if (state == LVS_S_ESTABLISHED && svc && (svc->flags & LVS_SVC_F_PERSISTENT))
+			template_assure(c, ct, svc);
+	}
+	c->expires = until;
+	if (ct->proto != IPPROTO_TCP && svc && (svc->flags & LVS_SVC_F_PERSISTENT))
+		template_assure(c, ct, svc);
+	if (until > c->vouched) {
+		if (svc && (svc->flags & LVS_SVC_F_PERSISTENT))
+			template_vouch(c, ct, svc, cfg);
+		else
+			c->vouched = until + cfg->vouch_slack_ns;
+	}
+}
+
+/* The way to a NAT connection's client (to: its address, family: the
+ * packet's) for a packet of len bytes from the VIP, as the kernel routes it
+ * (bpf_fib_lookup; the caller set fib's protocol and ports): the egress
+ * interface, fib holding its MAC and the next hop's. When the kernel knows
+ * the route but not the neighbour - it never saw the client, XDP took its
+ * packets - the client's previous hop is where its packet came from. 0,
+ * with *reason, when the packet cannot take that way. */
+static __always_inline struct lvs_iface *nat_client_hop(struct xdp_md *ctx,
+							struct bpf_fib_lookup *fib,
+							struct lvs_nat_rev *n, const __u32 *to,
+							u8 family, u32 len, u32 *reason)
+{
+	struct lvs_iface *out;
+	u32 out_idx;
+	int rc;
+
+	fib->family = family;
+	fib->tot_len = len;
+	fib->ifindex = ctx->ingress_ifindex;
+	if (family == LVS_AF_INET) {
+		fib->ipv4_src = n->vaddr[0];
+		fib->ipv4_dst = to[0];
+	} else {
+		__builtin_memcpy(fib->ipv6_src, n->vaddr, 16);
+		__builtin_memcpy(fib->ipv6_dst, to, 16);
+	}
+	rc = bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
+	*reason = LVS_R_NO_ROUTE;
+	if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED) {
+		*reason = LVS_R_TOO_BIG;
+		return 0;
+	}
+	out_idx = fib->ifindex;
+	out = ifaces.lookup(&out_idx);
+	if (!out)
+		return 0;
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH && out_idx == n->cifindex) {
+		__builtin_memcpy(fib->dmac, n->cmac, ETH_ALEN);
+		__builtin_memcpy(fib->smac, out->mac, ETH_ALEN);
+	} else if (rc != BPF_FIB_LKUP_RET_SUCCESS) {
+		return 0;
+	}
+	return out;
+}
+
+/* A reply too large for the way to its client: the kernel's forwarding
+ * (ip_forward, ip6_forward) answers it before IPVS would translate it -
+ * ICMP fragmentation needed (DF set) or packet too big to the real, from
+ * the director's address toward the real (the route's source, as icmp_send
+ * picks it; the VIP where the control plane has none), quoting the reply
+ * as it came (bpf/icmp.h). An IPv4 reply without DF the kernel would
+ * fragment, which XDP cannot: dropped, counted too_big (passed on, the
+ * kernel would forward it untranslated, from the real's address). */
+static __always_inline int nat_reply_too_big(struct xdp_md *ctx, struct lvs_nat_rev *n, u32 mtu)
+{
+	u32 zero = 0, idx = LVS_REF_IDX(n->real);
+	struct lvs_fwd_scratch *s = fwd_scratch.lookup(&zero);
+	struct lvs_real *r = reals.lookup(&idx);
+
+	if (s) {
+		s->mtu = mtu;
+		if (r && r->ref == n->real &&
+		    (r->tun_saddr[0] | r->tun_saddr[1] | r->tun_saddr[2] | r->tun_saddr[3]))
+			__builtin_memcpy(s->err_src, r->tun_saddr, 16);
+		else
+			__builtin_memcpy(s->err_src, n->vaddr, 16);
+		progs.call(ctx, LVS_PROG_TOO_BIG);
+	}
+	return count_reason(LVS_R_TOO_BIG, XDP_DROP);
+}
+
 /* LVS_PROG_NAT_REPLY: a packet the packet path found no service for, which
  * may be a masquerading real's reply: from the VIP and the service's port
- * again, to the client by the kernel's route (bpf_fib_lookup). Anything
- * else goes on to the kernel as before. */
+ * again, to the client by the kernel's route (bpf_fib_lookup). Only a live
+ * connection's reply is translated, as ip_vs_out finds one or lets the
+ * packet go on untouched; anything else goes on to the kernel as before. */
 int lvsxdp_nat_reply(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
@@ -147,9 +277,12 @@ int lvsxdp_nat_reply(struct xdp_md *ctx)
 	struct lvs_iface *in, *out;
 	struct lvs_nat_rev *n;
 	struct lvs_config *cfg;
-	struct packet pkt = {};
-	u32 zero = 0, ifindex = ctx->ingress_ifindex, out_idx;
-	int rc, same;
+	struct lvs_conn *c;
+	struct lvs_conn4_key k4 = {};
+	struct packet pkt = {}, cpkt = {};
+	u32 zero = 0, ifindex = ctx->ingress_ifindex, out_idx, reason;
+	int same, tier;
+	u64 now;
 	void *l3;
 
 	if (parse_packet(ctx, data, data_end, &pkt) >= 0)
@@ -166,34 +299,28 @@ int lvsxdp_nat_reply(struct xdp_md *ctx)
 	}
 	if (ttl_exhausted(&pkt))
 		return count_reason(LVS_R_TTL_EXCEEDED, XDP_PASS);
-	fib.family = pkt.tuple.family;
+	/* the connection, keyed as the client's packets key it */
+	cpkt.tuple.family = pkt.tuple.family;
+	cpkt.tuple.proto = pkt.tuple.proto;
+	cpkt.tuple.cport = pkt.tuple.vport;
+	cpkt.tuple.vport = n->vport;
+	__builtin_memcpy(cpkt.tuple.caddr, pkt.tuple.vaddr, 16);
+	__builtin_memcpy(cpkt.tuple.vaddr, n->vaddr, 16);
+	now = bpf_ktime_get_coarse_ns();
+	c = conn_find(&cpkt, &k4, &tier);
+	if (!c || now >= c->expires || c->real != n->real)
+		return count_reason(LVS_R_NO_SERVICE, XDP_PASS);
 	fib.l4_protocol = pkt.tuple.proto;
 	fib.sport = n->vport;
 	fib.dport = pkt.tuple.vport;
-	fib.tot_len = pkt.len;
-	fib.ifindex = ifindex;
-	if (pkt.tuple.family == LVS_AF_INET) {
-		fib.ipv4_src = n->vaddr[0];
-		fib.ipv4_dst = pkt.tuple.vaddr[0];
-	} else {
-		__builtin_memcpy(fib.ipv6_src, n->vaddr, 16);
-		__builtin_memcpy(fib.ipv6_dst, pkt.tuple.vaddr, 16);
+	out = nat_client_hop(ctx, &fib, n, pkt.tuple.vaddr, pkt.tuple.family, pkt.len, &reason);
+	if (!out) {
+		if (reason == LVS_R_TOO_BIG)
+			return nat_reply_too_big(ctx, n, fib.mtu_result);
+		return count_reason(reason, XDP_DROP);
 	}
-	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
-	if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED)
-		return count_reason(LVS_R_TOO_BIG, XDP_DROP);
 	out_idx = fib.ifindex;
-	out = ifaces.lookup(&out_idx);
-	if (!out)
-		return count_reason(LVS_R_NO_ROUTE, XDP_DROP);
-	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH && out_idx == n->cifindex) {
-		/* the kernel never saw the client (XDP took its packets): its
-		 * previous hop is where its packet came from */
-		__builtin_memcpy(fib.dmac, n->cmac, ETH_ALEN);
-		__builtin_memcpy(fib.smac, out->mac, ETH_ALEN);
-	} else if (rc != BPF_FIB_LKUP_RET_SUCCESS) {
-		return count_reason(LVS_R_NO_ROUTE, XDP_DROP);
-	}
+	nat_reply_state(c, &cpkt.tuple, pkt.tcp_flags, cfg, now);
 	l3 = pkt.eth + 1;
 	if (has_vlan(pkt.eth))
 		l3 += sizeof(struct vlan_hdr);

@@ -52,8 +52,12 @@ static __always_inline int template_alive(struct lvs_template *t, u64 now, u64 s
 /* A client's template: held (assured) first, then embryonic (maps.h). */
 static __always_inline struct lvs_template *template_lookup(struct lvs_tuple *k, int *tier)
 {
-	struct lvs_template *t = templates.lookup(k);
+	struct lvs_template *t;
 
+	*tier = LVS_TIER_NEW;
+	if (!filter_maybe(LVS_FILTER_TEMPLATES, filter_hash_tuple(k)))
+		return 0;
+	t = templates.lookup(k);
 	asm volatile("" : "+r"(t));
 	*tier = LVS_TIER_HELD;
 	if (t)
@@ -100,6 +104,7 @@ static __always_inline void template_invalidate(struct lvs_tuple *k, struct lvs_
 	copy.flags |= LVS_TPL_F_INVALID;
 	moved = *k;
 	moved.vport = LVS_TPL_PORT_INVALID;
+	filter_mark(LVS_FILTER_TEMPLATES, filter_hash_tuple(&moved));
 	if (tier == LVS_TIER_HELD)
 		templates.update(&moved, &copy);
 	else
@@ -208,6 +213,7 @@ static __always_inline u32 persist_schedule(struct xdp_md *ctx, int resumed,
 	/* A new template is embryonic, as its connection is; one that replaces
 	 * a dead or invalid held template takes its place there (else the old
 	 * would shadow it). */
+	filter_mark(LVS_FILTER_TEMPLATES, filter_hash_tuple(&k));
 	if (t && tier == LVS_TIER_HELD)
 		err = templates.update(&k, &fresh);
 	else
@@ -228,6 +234,7 @@ static __always_inline void template_settle(struct lvs_conn *c, struct lvs_tuple
 	struct lvs_tuple k;
 	struct lvs_template *t, copy = {};
 	u16 assured = tuple->proto == IPPROTO_TCP ? LVS_TPL_F_ASSURED : 0;
+	int err;
 
 	template_key(&k, tuple, svc);
 	t = templates.lookup(&k);
@@ -250,7 +257,10 @@ static __always_inline void template_settle(struct lvs_conn *c, struct lvs_tuple
 		copy.n_open = (c->flags & LVS_CONN_F_OPEN) ? 1 : 0;
 	}
 	copy.flags |= assured;
-	if (templates.insert(&k, &copy)) {
+	/* a move, as conn_settle's */
+	filter_mark(LVS_FILTER_TEMPLATES, filter_hash_tuple(&k));
+	err = templates.insert(&k, &copy);
+	if (err) {
 		count_reason(LVS_R_HELD_FULL, 0);
 		return;
 	}

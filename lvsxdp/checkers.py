@@ -442,6 +442,7 @@ class RealState:
     runs: list[CheckerRun] = field(default_factory=list)
     was_alive: bool = True  # what the last verdict made of it
     last_weight: int = 0
+    why: str = ""  # the failure that holds it down, for `lvsxdp status`
 
     @property
     def alive(self) -> bool:
@@ -543,9 +544,11 @@ class Daemon:
 
     def __init__(self, path: str, config_id: str | None = None, keep_on_exit: bool = False,
                  edit=None) -> None:
-        from . import director  # noqa: PLC0415 - pyroute2 and the maps: only to run
+        from . import director, runtime  # noqa: PLC0415 - pyroute2 and the maps: only to run
 
         self.path, self.config_id, self.keep_on_exit = path, config_id, keep_on_exit
+        self.state_path = runtime.paths().keepalived
+        self.started = time.time()
         self.edit = edit or director.edit
         self.events: queue.Queue = queue.Queue()
         self.states: dict[tuple, RealState] = {}
@@ -615,6 +618,21 @@ class Daemon:
         # down with alpha); the checkers' verdicts then come in as changes
         for run in fresh:
             run.start()
+        self.write_state()
+
+    def write_state(self) -> None:
+        """Tells `lvsxdp status` who checks and what each real's checkers say."""
+        from . import runtime  # noqa: PLC0415
+
+        reals = [{"vs": st.vs.name(), "real": st.vs.real_name(st.rs), "alive": st.alive,
+                  "weight": st.weight, "checkers": len(st.runs),
+                  "why": "" if st.alive else st.why or "not yet checked (alpha)"}
+                 for st in self.states.values()]
+        try:
+            runtime.write_json(self.state_path, {"pid": os.getpid(), "conf": self.path,
+                                                 "started": self.started, "reals": reals})
+        except OSError as e:
+            log.error("cannot write %s: %s", self.state_path, e)
 
     def _weight_sum(self, vs: VirtualServer) -> int:
         return sum(self.states[_real_key(vs, rs)].weight for rs in vs.reals
@@ -674,6 +692,7 @@ class Daemon:
                      f" (weight {v.weight})" if v.weight is not None else "")
         else:
             log.warning("%s", v.why)
+            st.why = v.why
         if st.alive != st.was_alive:
             st.was_alive = st.alive
             # keepalived's perform_svr_state
@@ -712,6 +731,7 @@ class Daemon:
                 continue
             if changed:
                 self._sync_logged()
+                self.write_state()
         self.shutdown()
         return 0
 
@@ -853,6 +873,20 @@ def serve(path: str, config_id: str | None, pidfile: str, keep_on_exit: bool,
         with contextlib.suppress(OSError):
             if running_pid(pidfile) in (os.getpid(), None):
                 os.unlink(pidfile)
+        with contextlib.suppress(OSError):
+            from . import runtime  # noqa: PLC0415
+
+            if runtime.read_json(d.state_path).get("pid") == os.getpid():
+                d.state_path.unlink()
+
+
+def running(state: dict) -> bool:
+    """Is the `lvsxdp keepalived` that wrote state alive."""
+    try:
+        with open(f"/proc/{int(state.get('pid'))}/cmdline", "rb") as f:
+            return b"keepalived" in f.read()
+    except (OSError, TypeError, ValueError):
+        return False
 
 
 def dump(conf: KeepalivedConf) -> str:

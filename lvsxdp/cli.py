@@ -168,6 +168,14 @@ def status(as_json: bool) -> None:
                f"{st['templates']}/{st['template_table_size']} templates")
     dropped = ", ".join(f"{k} {v}" for k, v in st["not_forwarded"].items() if v) or "none"
     click.echo(f"not fwd   {dropped}")
+    checks = st.get("keepalived")
+    if checks and checks["running"]:
+        reals = checks.get("reals", [])
+        down = [r for r in reals if not r["alive"]]
+        click.echo(f"checkers  lvsxdp keepalived pid {checks['pid']} ({checks['conf']}): "
+                   f"{len(reals)} real servers, {len(reals) - len(down)} up, {len(down)} down")
+        for r in down:
+            click.echo(f"down      {r['real']} of VS {r['vs']}: {r['why']}")
     for problem in st["problems"]:
         click.echo(f"PROBLEM   {problem}")
     sys.exit(1 if st["problems"] else 0)

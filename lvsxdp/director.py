@@ -229,6 +229,10 @@ def _bring_up(names: list[str], mode: str, conns: int | None,
                 if name not in runtime.REFILLED_MAPS:
                     dropped.append(name)
         fresh = not (p.pins / "config").exists()
+        # a filter made next to kept tables knows none of their keys
+        # (bpf/filter.h): all "maybe" until the agent rebuilt it (the agent
+        # is its one rebuilder: two could clear each other's generation)
+        new_filter = not fresh and not (p.pins / "filter").exists()
 
         try:
             loops = loader.loops_for_kernel()
@@ -244,6 +248,8 @@ def _bring_up(names: list[str], mode: str, conns: int | None,
             cfg.ifindex = ifindex
             cfg.mac[:] = list(mac)
             maps.config.update(ctypes.c_uint32(0), cfg)
+            if new_filter:
+                maps.filter_bytes.all_maybe()
             config = runtime.load_config(p)
             if config.trash:
                 # the trash lives as long as the tables that name its reals
@@ -260,13 +266,7 @@ def _bring_up(names: list[str], mode: str, conns: int | None,
                         maps.tx_ports.delete(ctypes.c_uint32(i))
             # NAT replies come in on any served interface, and leave by
             # the one the kernel routes the client to
-            for key in list(maps.ifaces.keys()):
-                if key.value not in {i.ifindex for i in ifaces}:
-                    maps.ifaces.delete(key)
-            for i in ifaces:
-                entry = shared.Iface(slot=i.slot, mtu=i.mtu)
-                entry.mac[:] = list(i.mac)
-                maps.ifaces.update(ctypes.c_uint32(i.ifindex), entry)
+            routes.write_ifaces(maps, ifaces)
             hops = routes.resolve(ipr, _real_addrs(config), ifaces)
             runtime.apply_plan(maps, plan.build(config, hops, ifindex, mac))
             apply_marks(maps, config, kernel_mark_rules()[0])
@@ -439,6 +439,10 @@ def status() -> dict:
         _, skipped = kernel_mark_rules()
         problems += [f"kernel mangle rule not followed: {s['rule']} ({s['why']}): packets it "
                      "marks get no firewall-mark service" for s in skipped]
+        checks = _keepalived_state(p)
+        if checks and not checks["running"]:
+            problems.append(f"lvsxdp keepalived (pid {checks.get('pid')}, {checks.get('conf')}) "
+                            "is not running: no health check changes the table any more")
         return {
             "netns": p.key,
             "iface": info.get("iface"),
@@ -458,8 +462,21 @@ def status() -> dict:
             "conn_table_size": maps.conns.max_entries,
             "template_table_size": maps.templates.max_entries,
             "not_forwarded": reasons,
+            "keepalived": checks,
             "problems": problems,
         }
+
+
+def _keepalived_state(p) -> dict | None:
+    """What `lvsxdp keepalived` last wrote (its pid, each real's verdict),
+    and whether it still runs; None when none was started here."""
+    from . import checkers  # noqa: PLC0415
+
+    state = runtime.read_json(p.keepalived)
+    if not state:
+        return None
+    state["running"] = checkers.running(state)
+    return state
 
 
 def _attach_problems(info: dict) -> list[str]:

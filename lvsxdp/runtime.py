@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import bpfsys, shared
+from . import filter as filter_
 from .model import Config
 from .plan import Hop, Plan
 
@@ -232,6 +233,12 @@ class Paths:
         cannot follow), rewritten when that changes."""
         return RUN_DIR / f"{self.key}.agent.json"
 
+    @property
+    def keepalived(self) -> Path:
+        """What `lvsxdp keepalived` tells `status`: its pid and each real's
+        verdict, rewritten when a verdict changes; removed when it stops."""
+        return RUN_DIR / f"{self.key}.keepalived.json"
+
 
 def paths() -> Paths:
     return Paths(netns_key())
@@ -328,26 +335,33 @@ def read_runtime(p: Paths) -> dict | None:
         return None
 
 
-def read_agent(p: Paths) -> dict:
+def read_json(path: Path) -> dict:
+    """One of the files above; {} when missing or damaged."""
     try:
-        out = json.loads(p.agent.read_text())
+        out = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
     return out if isinstance(out, dict) else {}
 
 
-def write_agent(p: Paths, info: dict) -> None:
+def read_agent(p: Paths) -> dict:
+    return read_json(p.agent)
+
+
+def write_json(path: Path, info: dict) -> None:
+    """Whole or not at all: readers never see half a file."""
     RUN_DIR.mkdir(parents=True, exist_ok=True)
-    tmp = p.agent.with_suffix(f".tmp{os.getpid()}")
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(info, indent=1, sort_keys=True))
-    os.replace(tmp, p.agent)
+    os.replace(tmp, path)
+
+
+def write_agent(p: Paths, info: dict) -> None:
+    write_json(p.agent, info)
 
 
 def write_runtime(p: Paths, info: dict) -> None:
-    RUN_DIR.mkdir(parents=True, exist_ok=True)
-    tmp = p.runtime.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(info, indent=1, sort_keys=True))
-    os.replace(tmp, p.runtime)
+    write_json(p.runtime, info)
 
 
 class ConnTable:
@@ -357,8 +371,9 @@ class ConnTable:
     User space need not: a key is in one of them."""
 
     def __init__(self, v4: bpfsys.Map, v6: bpfsys.Map, new4: bpfsys.Map,
-                 new6: bpfsys.Map) -> None:
+                 new6: bpfsys.Map, flt: filter_.Filter) -> None:
         self.v4, self.v6, self.new4, self.new6 = v4, v6, new4, new6
+        self.filter = flt
         self.max_entries = v4.max_entries
         self.name = "conns"
 
@@ -391,10 +406,14 @@ class ConnTable:
         """Where the key is; a new key goes where the data plane would put
         it: embryonic while in SYN_RECV, else held."""
         k, (held, new) = self._tiers(key)
+        where = held
         if held.lookup(k) is None and (new.lookup(k) is not None
                                        or value.state == shared.S["SYN_RECV"]):
-            return new.update(k, value, flags)
-        return held.update(k, value, flags)
+            where = new
+        # before and after, as the data plane's inserts (bpf/filter.h)
+        self.filter.mark(shared.FILTER_CONNS, key)
+        where.update(k, value, flags)
+        self.filter.mark(shared.FILTER_CONNS, key)
 
     def delete(self, key: shared.Tuple) -> bool:
         k, tiers = self._tiers(key)
@@ -419,8 +438,9 @@ class TemplateTable:
     """The templates as one map: held (`templates`) and embryonic (`tpl_new`,
     not yet settled by a connection: bpf/maps.h)."""
 
-    def __init__(self, held: bpfsys.Map, new: bpfsys.Map) -> None:
+    def __init__(self, held: bpfsys.Map, new: bpfsys.Map, flt: filter_.Filter) -> None:
         self.held, self.new = held, new
+        self.filter = flt
         self.max_entries = held.max_entries
         self.name = "templates"
 
@@ -430,10 +450,13 @@ class TemplateTable:
 
     def update(self, key: shared.Tuple, value, flags: int = bpfsys.BPF_ANY) -> None:
         """Where the key is; a new key goes held if ASSURED, else embryonic."""
+        where = self.held
         if self.held.lookup(key) is None and (self.new.lookup(key) is not None
                                               or not value.flags & shared.TPL_F_ASSURED):
-            return self.new.update(key, value, flags)
-        return self.held.update(key, value, flags)
+            where = self.new
+        self.filter.mark(shared.FILTER_TEMPLATES, key)
+        where.update(key, value, flags)
+        self.filter.mark(shared.FILTER_TEMPLATES, key)
 
     def delete(self, key: shared.Tuple) -> bool:
         return any([self.held.delete(key), self.new.delete(key)])
@@ -455,14 +478,17 @@ class Maps:
     def __init__(self, pin_dir: Path) -> None:
         self.pin_dir = pin_dir
         self._maps: dict[str, bpfsys.Map] = {}
+        self.filter_bytes: filter_.Filter | None = None
         try:
             for name, (k, v) in shared.MAPS.items():
                 self._maps[name] = bpfsys.Map.pinned(str(pin_dir / name), k, v)
+            self.filter_bytes = filter_.Filter(self._maps["filter"])
             self._maps["conns"] = ConnTable(self._maps["conns4"], self._maps["conns6"],
-                                            self._maps["syn4"], self._maps["syn6"])
+                                            self._maps["syn4"], self._maps["syn6"],
+                                            self.filter_bytes)
             self._maps["templates_held"] = self._maps["templates"]
             self._maps["templates"] = TemplateTable(self._maps["templates"],
-                                                    self._maps["tpl_new"])
+                                                    self._maps["tpl_new"], self.filter_bytes)
         except OSError as e:
             self.close()
             if e.errno == errno.EINVAL and "do not match" in str(e):
@@ -488,6 +514,9 @@ class Maps:
         return self._maps["templates_held" if name == "templates" else name]
 
     def close(self) -> None:
+        if self.filter_bytes is not None:
+            self.filter_bytes.close()
+            self.filter_bytes = None
         for m in self._maps.values():
             m.close()
         self._maps = {}
@@ -519,13 +548,13 @@ def pinned(p: Paths, name: str) -> bpfsys.Map | None:
 REFILLED_MAPS = {"config", "vips", "services", "svc_conf", "reals", "sched_ring", "sched_pos",
                  "mark_cfg", "mark_dst", "mark_src", "mark_port", "mark_combo", "svc_stats",
                  "real_stats", "reasons", "progs", "sched_scratch", "tx_ports", "ifaces",
-                 "fwd_scratch"}
+                 "fwd_scratch", "filter"}
 
 
 # Maps whose size is one of the header's constants: a reason (or an
 # interface slot) more is a new layout too.
 FIXED_ENTRIES = {"reasons": len(shared.REASONS), "tx_ports": shared.MAX_IFACES,
-                 "progs": shared.PROGS}
+                 "progs": shared.PROGS, "filter": 1}
 
 
 def stale_layouts(p: Paths) -> list[str]:

@@ -66,13 +66,14 @@ PROG_NAT = 4
 PROG_NAT_REPLY = 5
 PROG_TUNNEL = 6
 PROG_TOO_BIG = 7
-PROGS = 8
+PROG_ICMP = 8
+PROGS = 9
 # The program in each slot of the progs array.
 PROG_NAMES = {PROG_RESUME: "lvsxdp_resume", PROG_SCHED_SEQ: "lvsxdp_sched_seq",
               PROG_SCHED_LEAST: "lvsxdp_sched_least",
               PROG_SCHED_FALLBACK: "lvsxdp_sched_fallback", PROG_NAT: "lvsxdp_nat",
               PROG_NAT_REPLY: "lvsxdp_nat_reply", PROG_TUNNEL: "lvsxdp_tunnel",
-              PROG_TOO_BIG: "lvsxdp_too_big"}
+              PROG_TOO_BIG: "lvsxdp_too_big", PROG_ICMP: "lvsxdp_icmp"}
 
 CFG_F_EXPIRE_NODEST_CONN = 1 << 0
 CFG_F_EXPIRE_QUIESCENT_TEMPLATE = 1 << 1
@@ -111,6 +112,17 @@ class Tuple(ctypes.Structure):
         ("family", u8), ("proto", u8), ("cport", u16), ("vport", u16), ("pad", u16),
         ("caddr", u32 * 4), ("vaddr", u32 * 4),
     ]
+
+
+# "May be present" filters (bpf/filter.h, lvsxdp/filter.py).
+FILTER_BITS = 16
+FILTER_SLOTS = 1 << FILTER_BITS
+FILTER_CONNS = 0
+FILTER_TEMPLATES = 1
+
+
+class Filter(ctypes.Structure):
+    _fields_ = [("slots", u8 * (4 * FILTER_SLOTS)), ("built", u64)]
 
 
 class Conn4Key(ctypes.Structure):
@@ -160,7 +172,7 @@ class NatRev(ctypes.Structure):
 
 class FwdScratch(ctypes.Structure):
     _fields_ = [("real", u32), ("mtu", u32), ("svc", u16), ("new_conn", u8), ("pad", u8),
-                ("pad2", u32)]
+                ("pad2", u32), ("err_src", u32 * 4)]
 
 
 class Load(ctypes.Structure):
@@ -271,6 +283,7 @@ MAPS = {
     "syn4": (Conn4Key, Conn),
     "syn6": (Tuple, Conn),
     "tpl_new": (Tuple, Template),
+    "filter": (u32, Filter),
     "mark_cfg": (u32, MarkCfg),
     "mark_dst": (MarkAddrKey, u32),
     "mark_src": (MarkAddrKey, u32),

@@ -374,3 +374,88 @@ def test_tun_carries_the_client_in_ipip_gue_and_gre_to_a_real_that_answers_it_st
         stats = lab.lvsxdp("ipvsadm", "-L", "-n", "--stats", "--exact").stdout
         line = next(line for line in stats.splitlines() if f"-> {REAL}:80" in line)
         assert line.split()[2] == str(conns), stats
+
+
+_UDP_ASK = """
+import socket, sys
+family = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+s = socket.socket(family, socket.SOCK_DGRAM)
+s.settimeout(3)
+s.connect((sys.argv[1], 53))
+s.send(b"query")
+try:
+    s.recv(100)
+    print("answer")
+except ConnectionRefusedError:
+    print("refused")
+except TimeoutError:
+    print("silence")
+"""
+
+
+def test_a_nat_reals_port_unreachable_reaches_the_client_from_the_vip(tmp_path):
+    """ip_vs_out_icmp: the real refuses a datagram (nothing listens on its
+    port 53); its ICMP error, translated back to the VIP and the service's
+    port, is what the client's socket connected to VIP:53 hears."""
+    with TwoSegments(tmp_path, native=False, method="masq", prefix="lxq") as lab:
+        real_arp_settings(lab.real)
+        lab.lvsxdp("up", "eth0", "eth1", "--mode", "generic")
+        for vip, real in ((VIP, REAL), (f"[{VIP6}]", f"[{REAL6}]")):
+            lab.lvsxdp("ipvsadm", "-A", "-u", f"{vip}:53", "-s", "rr")
+            lab.lvsxdp("ipvsadm", "-a", "-u", f"{vip}:53", "-r", f"{real}:53", "-m")
+        lab.wait_for_real(REAL)
+        lab.wait_for_real(REAL6)
+        for vip in (VIP, VIP6):
+            out = run(lab.client, sys.executable, "-c", _UDP_ASK, vip, timeout=10)
+            assert out.stdout.strip() == "refused", vip
+        stats = lab.lvsxdp("ipvsadm", "-L", "-n", "--stats", "--exact").stdout
+        line = next(line for line in stats.splitlines() if f"-> {REAL}:53" in line)
+        assert line.split()[2:5] == ["1", "1", "1"], stats  # Conns InPkts OutPkts
+
+
+_BIG_DATAGRAM = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, 10, 2)  # IP_MTU_DISCOVER: IP_PMTUDISC_DO, DF set
+try:
+    s.sendto(b"x" * 1300, (sys.argv[1], 53))
+except OSError:  # the path MTU the director reported is known here now
+    pass
+"""
+
+
+def test_the_director_follows_a_served_interfaces_new_mac_and_mtu(tmp_path):
+    """The agent reads the served interfaces again: after a MAC change on
+    either side the client's packets and the real's replies are the
+    director's again, and a smaller MTU toward the real answers a datagram
+    that fit before with fragmentation needed."""
+    with TwoSegments(tmp_path, native=False, method="masq", prefix="lxq") as lab:
+        real_arp_settings(lab.real)
+        lab.lvsxdp("up", "eth0", "eth1", "--mode", "generic")
+        lab.lvsxdp("ipvsadm", "-A", "-t", f"{VIP}:80", "-s", "rr")
+        lab.lvsxdp("ipvsadm", "-a", "-t", f"{VIP}:80", "-r", f"{REAL}:80", "-m")
+        lab.lvsxdp("ipvsadm", "-A", "-u", f"{VIP}:53", "-s", "rr")
+        lab.lvsxdp("ipvsadm", "-a", "-u", f"{VIP}:53", "-r", f"{REAL}:53", "-m")
+        lab.wait_for_real()
+        assert lab.ask() == f"real {CLIENT}"
+        for dev, mac in (("eth0", "02:00:00:00:aa:00"), ("eth1", "02:00:00:00:aa:01")):
+            run(None, "ip", "-n", lab.director, "link", "set", dev, "address", mac)
+        run(None, "ip", "-n", lab.client, "neigh", "flush", "dev", "br0")
+        run(None, "ip", "-n", lab.real, "neigh", "flush", "dev", "eth0")
+        deadline = time.monotonic() + 10
+        while lab.ask() != f"real {CLIENT}":
+            assert time.monotonic() < deadline, lab.status()["not_forwarded"]
+            time.sleep(0.3)
+        assert [lab.ask() for _ in range(3)] == [f"real {CLIENT}"] * 3
+
+        run(lab.client, sys.executable, "-c", _BIG_DATAGRAM, VIP, timeout=10)
+        assert lab.status()["not_forwarded"]["too_big"] == 0
+        run(None, "ip", "-n", lab.director, "link", "set", "eth1", "mtu", "1280")
+        deadline = time.monotonic() + 10
+        while lab.status()["not_forwarded"]["too_big"] == 0:
+            assert time.monotonic() < deadline
+            run(lab.client, sys.executable, "-c", _BIG_DATAGRAM, VIP, timeout=10)
+            time.sleep(0.3)
+        # the client's kernel took the director's word for the path's MTU
+        route = run(lab.client, "ip", "route", "get", VIP).stdout
+        assert "mtu 1280" in route, route

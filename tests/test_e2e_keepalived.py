@@ -269,6 +269,14 @@ def test_checkers_drive_the_table_clients_follow(rig, tmp_path):
     wait_until("sorry server in", lambda: table(topo)[sorry] == {r2: 1}, timeout=2)
     assert answers(topo, PORT) == {"r2"}
     assert answers(topo, SORRY_PORT) == {"r2"}
+    # `lvsxdp status` says who checks, and why r1 is out (a real down is no
+    # problem of the director's: exit 0)
+    st = topo.lvsxdp("status")
+    assert (f"checkers  lvsxdp keepalived pid {ka.proc.pid} ({conf}): 3 real servers, "
+            "1 up, 2 down") in st.stdout
+    for port in (PORT, SORRY_PORT):
+        assert f"down      [{r1}]:tcp:{port} of VS [{VIP}]:tcp:{port}: TCP connection to " \
+            f"[{r1}]:tcp:{port} failed (Connection refused)" in st.stdout
     wait_until("quorum_down ran", lambda: events.exists() and
                "quorum down" in events.read_text(), timeout=3)
 
@@ -326,10 +334,12 @@ def test_checkers_drive_the_table_clients_follow(rig, tmp_path):
     assert f"({conf}: Line 14) Invalid lvs_scheduler 'nope'" in ka.text()
     assert table(topo)[vs] == {r1: 1, r2: 1}
 
-    # SIGTERM: keepalived removes its virtual servers and its pid file
+    # SIGTERM: keepalived removes its virtual servers, its pid file and what
+    # it told status
     assert ka.stop() == 0
     assert vs not in table(topo) and sorry not in table(topo)
     assert not ka.pidfile.exists()
+    assert "checkers" not in topo.lvsxdp("status").stdout
 
 
 def test_alpha_starts_reals_down_and_a_second_daemon_is_refused(rig, tmp_path):
@@ -374,6 +384,19 @@ def test_alpha_starts_reals_down_and_a_second_daemon_is_refused(rig, tmp_path):
                             f"{ka.pidfile})\n")
     assert ka.stop() == 0
     assert table(topo)[f"{VIP}:{PORT}"] == {REALS["r1"]: 1}
+
+    # a daemon that dies without its cleanup (kill -9) is a PROBLEM for status:
+    # nothing follows the reals' health any more
+    ka = Keepalived(topo, tmp_path, conf, "-I")
+    daemons.append(ka)
+    wait_until("status sees the daemon", lambda: f"keepalived pid {ka.proc.pid}" in
+               topo.lvsxdp("status", check=False).stdout)
+    ka.proc.kill()
+    ka.proc.wait()
+    st = topo.lvsxdp("status", check=False)
+    assert st.returncode == 1
+    assert (f"PROBLEM   lvsxdp keepalived (pid {ka.proc.pid}, {conf}) is not running: no "
+            "health check changes the table any more") in st.stdout
 
 
 # A second service on the NAT real, on 8080: "alt <client>".

@@ -4,112 +4,39 @@ real's reply comes back from the VIP and the service's port, to the client
 by the kernel's route (bpf_fib_lookup), out of the interface that route
 names (a redirect). IPv4 and IPv6, TCP and UDP.
 
-The FIB the program asks is the one of the network namespace the test runs
-in: each test enters a namespace of its own (lxn<4 hex>) with one veth
-(the client side: an address there, the client's MAC in its neighbour
-table) and leaves it, and removes it, whatever happens."""
+The FIB the program asks is the one of a network namespace this module
+enters and removes (natpackets.nat_director)."""
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
-import json
-import os
-import secrets
 
 import pytest
-from harness import CLIENT_MAC, DIRECTOR_MAC, Director, ipaddr, mac_bytes
-from scapy.layers.inet import IP, TCP, UDP
-from scapy.layers.inet6 import IPv6
-from scapy.layers.l2 import Ether
-
-from lvsxdp import shared
-from lvsxdp.lab import run
+from harness import CLIENT_MAC, DIRECTOR_MAC
+from natpackets import (
+    CLIENT,
+    CLIENT6,
+    REAL,
+    REAL6,
+    REAL_MAC,
+    REAL_MAC6,
+    VIP,
+    VIP6,
+    frame,
+    host,
+    nat_director,
+)
+from scapy.layers.inet import TCP, UDP
 
 # Runs on each kernel of the matrix too (make test-kernels): bpf_fib_lookup
 # and the tail-called programs are what differ.
 pytestmark = pytest.mark.kernels
 
-VIP, VIP6 = "198.18.2.1", "2001:db8:2::1"
-CLIENT, CLIENT6 = "198.18.3.50", "2001:db8:3::50"
-REAL, REAL6 = "198.18.2.100", "2001:db8:2::100"
-REAL_MAC = "02:00:00:00:01:00"
-REAL_MAC6 = "02:00:00:00:01:06"
-CLONE_NEWNET = 0x40000000
-
-
-def _setns(fd: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, CLONE_NEWNET) != 0:
-        raise OSError(ctypes.get_errno(), "setns")
-
-
-@contextlib.contextmanager
-def client_side_namespace():
-    """This process in a namespace whose FIB routes the clients out of a
-    veth (lxnc) whose MAC is returned; back in its own afterwards."""
-    ns = f"lxn{secrets.token_hex(2)}"
-    home = os.open("/proc/self/ns/net", os.O_RDONLY)
-    run(None, "ip", "netns", "add", ns)
-    try:
-        for cmd in (
-            ["link", "set", "lo", "up"],
-            ["link", "add", "lxnc", "type", "veth", "peer", "name", "lxnp"],
-            ["link", "set", "lxnc", "up"], ["link", "set", "lxnp", "up"],
-            ["addr", "add", "198.18.3.1/24", "dev", "lxnc"],
-            ["addr", "add", "2001:db8:3::1/64", "dev", "lxnc", "nodad"],
-            ["neigh", "replace", CLIENT, "lladdr", CLIENT_MAC, "dev", "lxnc", "nud",
-             "permanent"],
-            ["neigh", "replace", CLIENT6, "lladdr", CLIENT_MAC, "dev", "lxnc", "nud",
-             "permanent"],
-        ):
-            run(None, "ip", "-n", ns, *cmd)
-        # bpf_fib_lookup forwards only where the kernel would
-        run(ns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
-        fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
-        try:
-            _setns(fd)
-        finally:
-            os.close(fd)
-        try:
-            link = json.loads(run(None, "ip", "-j", "link", "show", "lxnc").stdout)[0]
-            yield link["ifindex"], mac_bytes(link["address"])
-        finally:
-            _setns(home)
-    finally:
-        os.close(home)
-        run(None, "ip", "netns", "del", ns, check=False)
-
 
 @pytest.fixture(scope="module")
 def d():
-    with client_side_namespace() as (out_ifindex, out_mac):
-        d = Director()
-        try:
-            u32 = ctypes.c_uint32
-            d.out_mac = out_mac
-            # slot 0: the receiving interface (lo here), slot 1: the veth
-            d.maps.tx_ports.update(u32(0), u32(1))
-            d.maps.tx_ports.update(u32(1), u32(out_ifindex))
-            for ifindex, mac, slot in ((1, mac_bytes(DIRECTOR_MAC), 0),
-                                       (out_ifindex, d.out_mac, 1)):
-                entry = shared.Iface(slot=slot, mtu=1500)
-                entry.mac[:] = list(mac)
-                d.maps.ifaces.update(u32(ifindex), entry)
-            d.macs[ipaddr(REAL)] = mac_bytes(REAL_MAC)
-            d.macs[ipaddr(REAL6)] = mac_bytes(REAL_MAC6)
-            yield d
-        finally:
-            d.close()
-
-
-def frame(src, dst, l4, src_mac=CLIENT_MAC, dst_mac=DIRECTOR_MAC, ttl=64) -> bytes:
-    ip = IPv6(src=src, dst=dst, hlim=ttl) if ":" in dst else IP(src=src, dst=dst, ttl=ttl)
-    return bytes(Ether(src=src_mac, dst=dst_mac) / ip / l4)
-
-
-def host(addr: str) -> str:
-    return f"[{addr}]" if ":" in addr else addr
+    with nat_director() as d:
+        yield d
 
 
 FAMILIES = [(CLIENT, VIP, REAL, REAL_MAC), (CLIENT6, VIP6, REAL6, REAL_MAC6)]

@@ -710,6 +710,9 @@ def scale_phase(bare_fd: int, repeat_bare: float, calls: int, runs: int,
             for mode in ("busy", "due"):
                 ck, cv, _, _ = scale_entries(0, live, real.ref, now, mode == "due")
                 batch_update(m.conns4, ck, cv, live)
+                # written behind the data plane's back: the filters learn
+                # the keys as the agent's sweep would teach them
+                m.filter_bytes.rebuild(m)
                 out[live]["fill_s"] = round(time.monotonic() - t0, 1)
                 figures = scale_runs(progs, bare_fd, repeat_bare, live, calls, runs, rng)
                 out[live]["ns" if mode == "busy" else "ns_vouch_due"] = round(

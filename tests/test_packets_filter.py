@@ -1,0 +1,105 @@
+"""The "may be present" filters in front of the connection and template
+tables (bpf/filter.h, lvsxdp/filter.py): the data plane stores a key's byte
+where user space's hash says it is, packets trust a 0 (they read no table),
+a rebuild of one generation while packets read both forgets deleted keys
+once both were rebuilt and keeps present ones, and a filter of all 1s (made
+next to tables it knows nothing of) has every table read."""
+
+from __future__ import annotations
+
+import packets as P
+import pytest
+from checks import expect_forwarded, expect_left_alone, reset, template_key, tuple_key
+
+from lvsxdp import shared
+from lvsxdp.runtime import monotonic_ns
+
+VIP, VIP6 = P.VIP, P.VIP6
+R100, R200 = "198.18.2.100", "198.18.2.200"
+ALICE, ALICE6 = "198.18.1.50", "2001:db8:1::50"
+CONNS, TEMPLATES = shared.FILTER_CONNS, shared.FILTER_TEMPLATES
+
+
+@pytest.fixture
+def pcc(director):
+    reset(director)
+    director.ipvsadm(f"-A -t {VIP}:0 -s rr -p 360", f"-a -t {VIP}:0 -r {R100} -g",
+                     f"-a -t {VIP}:0 -r {R200} -g",
+                     f"-A -t [{VIP6}]:0 -s rr -p 360",
+                     f"-a -t [{VIP6}]:0 -r [2001:db8:2::100] -g",
+                     f"-a -t [{VIP6}]:0 -r [2001:db8:2::200] -g")
+    for _ in range(2):  # what earlier tests left, in both generations
+        director.maps.filter_bytes.rebuild(director.maps)
+    return director
+
+
+def both_generations(d, kind, key) -> list[bool]:
+    return [d.maps.filter_bytes.stored(kind, gen, key) for gen in (0, 1)]
+
+
+@pytest.mark.parametrize("client,vip,real", [(ALICE, VIP, R200),
+                                             (ALICE6, VIP6, "2001:db8:2::200")])
+def test_a_new_client_stores_its_connection_and_template_where_user_space_looks(
+        pcc, client, vip, real):
+    conn, tpl = tuple_key("tcp", client, 40000, vip, 80), template_key(client, vip)
+    assert both_generations(pcc, CONNS, conn) == [False, False]
+    assert both_generations(pcc, TEMPLATES, tpl) == [False, False]
+    expect_forwarded(pcc, P.tcp(client, 40000, 80, dst=vip), real)
+    assert both_generations(pcc, CONNS, conn) == [True, True]
+    assert both_generations(pcc, TEMPLATES, tpl) == [True, True]
+    # established: moved to the held tier, still found there
+    expect_forwarded(pcc, P.tcp(client, 40000, 80, "A", dst=vip), real)
+    expect_forwarded(pcc, P.tcp(client, 40000, 80, "PA", dst=vip), real)
+    assert pcc.maps.conns.lookup(conn).state == shared.S["ESTABLISHED"]
+
+
+def test_rebuilds_forget_deleted_keys_and_keep_the_others(pcc):
+    f = pcc.maps.filter_bytes
+    kept, gone = (tuple_key("tcp", ALICE, p, VIP, 80) for p in (40000, 40001))
+    for port in (40000, 40001):
+        expect_forwarded(pcc, P.tcp(ALICE, port, 80), R200)
+    expect_forwarded(pcc, P.tcp(ALICE, 40000, 80, "A"), R200)  # held now
+    assert pcc.maps.conns.delete(gone)
+    gen = f.built ^ 1
+    f.rebuild(pcc.maps)
+    assert f.built == gen
+    assert both_generations(pcc, CONNS, kept) == [True, True]
+    # the generation rebuilt forgot it, the other (complete before) not yet
+    assert f.stored(CONNS, gen, gone) is False and f.stored(CONNS, gen ^ 1, gone)
+    f.rebuild(pcc.maps)
+    assert not f.maybe(CONNS, gone)
+    assert f.maybe(CONNS, kept) and f.maybe(TEMPLATES, template_key(ALICE, VIP))
+    expect_forwarded(pcc, P.tcp(ALICE, 40000, 80, "A"), R200)
+    expect_left_alone(pcc, P.tcp(ALICE, 40001, 80, "A"), "XDP_PASS", "not_syn")
+
+
+def test_packets_trust_the_filter_unless_it_says_maybe_everywhere(pcc):
+    """A connection written behind the filter's back (as in tables an older
+    lvsxdp filled): its packets find no connection until the filter says
+    "maybe" for every key (`up` next to such tables), or was rebuilt."""
+    f = pcc.maps.filter_bytes
+    key = tuple_key("tcp", ALICE, 40002, VIP, 80)
+    now = monotonic_ns()
+    c = shared.Conn(expires=now + 900 * shared.NS, vouched=now + 900 * shared.NS,
+                    real=next(r.ref for r in pcc.config.services[0].reals
+                              if str(r.addr) == R100),
+                    svc=0, state=shared.S["ESTABLISHED"])
+    pcc.maps.conns.v4.update(pcc.maps.conns._key4(key), c)
+    assert not f.maybe(CONNS, key)
+    ack = P.tcp(ALICE, 40002, 80, "A")
+    expect_left_alone(pcc, ack, "XDP_PASS", "not_syn")
+    f.all_maybe()
+    expect_forwarded(pcc, ack, R100)
+    for _ in range(2):
+        f.rebuild(pcc.maps)
+        expect_forwarded(pcc, ack, R100)
+    assert both_generations(pcc, CONNS, key) == [True, True]
+    assert not f.maybe(CONNS, tuple_key("tcp", ALICE, 40003, VIP, 80))
+
+
+def test_user_space_inserts_store_their_bytes(pcc):
+    key, tpl = tuple_key("udp", ALICE, 5353, VIP, 53), template_key(ALICE, VIP, proto="udp")
+    pcc.maps.conns.update(key, shared.Conn(state=shared.S["UDP"]))
+    pcc.maps.templates.update(tpl, shared.Template())
+    assert both_generations(pcc, CONNS, key) == [True, True]
+    assert both_generations(pcc, TEMPLATES, tpl) == [True, True]
