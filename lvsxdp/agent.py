@@ -3,11 +3,13 @@
 Started by `lvsxdp up`, in the director's network namespace. The data plane
 does not depend on it for correctness of timeouts (expiry is checked on every
 lookup), but the agent:
-  - follows the kernel's route to each real (routes.py: which served
-    interface, or unreachable and why), asks the kernel to keep each real's
-    neighbour entry on that interface resolved (managed neighbours) and
-    writes route and MAC changes into the maps: a real whose MAC is lost,
-    or that no served interface reaches, gets no new work until it is back;
+  - follows the served interfaces' MACs and MTUs (the ifaces map, and the
+    VIP side's MAC in config) and the kernel's route to each real
+    (routes.py: which served interface, or unreachable and why), asks the
+    kernel to keep each real's neighbour entry on that interface resolved
+    (managed neighbours) and writes route and MAC changes into the maps: a
+    real whose MAC is lost, or that no served interface reaches, gets no
+    new work until it is back;
   - removes expired connections and dead templates, so tables and listings
     hold only live entries;
   - lowers each template's ctl_until to what its connections now need,
@@ -181,7 +183,17 @@ class Agent:
         """The kernel's route to every real, now; a real that becomes
         unreachable (or reachable again) is logged with the reason."""
         try:  # an interface's MAC or MTU may have changed
-            self.ifaces = routes.served(self.ipr, routes.served_ports(self.maps))
+            ifaces = routes.served(self.ipr, routes.served_ports(self.maps))
+            if ifaces != self.ifaces:
+                changed = set(ifaces) - set(self.ifaces)
+                for i in changed:
+                    log.info("served interface %s: MAC %s, MTU %d", i.name, i.mac.hex(":"),
+                             i.mtu)
+                routes.write_ifaces(self.maps, ifaces)
+                # a new MAC flushes the interface's neighbours, managed or not
+                moved = {i.ifindex for i in changed}
+                self.managed = {(a, ix) for a, ix in self.managed if ix not in moved}
+            self.ifaces = ifaces
         except Exception as e:
             log.warning("served interfaces not read again: %s", e)
         new = {a: routes.route_to(self.ipr, a, self.ifaces) for a in addrs}

@@ -266,13 +266,7 @@ def _bring_up(names: list[str], mode: str, conns: int | None,
                         maps.tx_ports.delete(ctypes.c_uint32(i))
             # NAT replies come in on any served interface, and leave by
             # the one the kernel routes the client to
-            for key in list(maps.ifaces.keys()):
-                if key.value not in {i.ifindex for i in ifaces}:
-                    maps.ifaces.delete(key)
-            for i in ifaces:
-                entry = shared.Iface(slot=i.slot, mtu=i.mtu)
-                entry.mac[:] = list(i.mac)
-                maps.ifaces.update(ctypes.c_uint32(i.ifindex), entry)
+            routes.write_ifaces(maps, ifaces)
             hops = routes.resolve(ipr, _real_addrs(config), ifaces)
             runtime.apply_plan(maps, plan.build(config, hops, ifindex, mac))
             apply_marks(maps, config, kernel_mark_rules()[0])

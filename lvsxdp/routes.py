@@ -13,12 +13,14 @@ unreachable, with the reason.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import ipaddress
 import os
 import socket
 from dataclasses import dataclass
 
+from . import shared
 from .plan import Hop
 
 RTN_UNICAST, RTN_LOCAL = 1, 2
@@ -51,11 +53,30 @@ def served(ipr, links: list) -> list[Iface]:
     return out
 
 
+def write_ifaces(maps, ifaces: list[Iface]) -> None:
+    """The served interfaces into the ifaces map (whose MAC a NAT reply is
+    sent to, and from), and the VIP side's MAC into config: what the data
+    plane takes as addressed to the director. Interfaces no longer served
+    leave the map."""
+    keep = {i.ifindex for i in ifaces}
+    for key in list(maps.ifaces.keys()):
+        if key.value not in keep:
+            maps.ifaces.delete(key)
+    for i in ifaces:
+        entry = shared.Iface(slot=i.slot, mtu=i.mtu)
+        entry.mac[:] = list(i.mac)
+        maps.ifaces.update(ctypes.c_uint32(i.ifindex), entry)
+    vip_side = next((i for i in ifaces if i.slot == 0), None)
+    if vip_side is not None:
+        cfg = maps.read_config()
+        if bytes(cfg.mac) != vip_side.mac:
+            cfg.mac[:] = list(vip_side.mac)
+            maps.config.update(ctypes.c_uint32(0), cfg)
+
+
 def served_ports(maps) -> list[int]:
     """The ifindexes in tx_ports, in slot order: what the running director
     serves (`lvsxdp up` writes them)."""
-    import ctypes  # noqa: PLC0415
-
     out = []
     for slot in range(maps.tx_ports.max_entries):
         try:

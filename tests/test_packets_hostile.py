@@ -21,7 +21,7 @@ import packets as P
 import pytest
 from checks import expect_forwarded, mac_of, reason_delta, reset, snapshot, tuple_key
 from harness import CLIENT_MAC, DIRECTOR_MAC, REAL_MACS, mac_bytes, scaled
-from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
@@ -292,6 +292,48 @@ def test_ethernet_padding_after_the_ip_packet_is_fine(d):
     expect_forwarded(d, frame, R200)
     frame6 = bytes(ip6() / syn()) + bytes(7)
     expect_forwarded(d, frame6, R6)
+
+
+# ICMP errors (bpf/icmp.h) -----------------------------------------------------------
+
+def quoted_reply(sport: int = 40000, **ip_kw) -> bytes:
+    """A DR real's reply to CLIENT, as an ICMP error about it quotes it."""
+    kw = {"src": VIP, "dst": CLIENT, "ttl": 63, **ip_kw}
+    return bytes(IP(**kw) / TCP(sport=80, dport=sport, flags="A"))
+
+
+def icmp_error(quote: bytes, dst_mac: str = DIRECTOR_MAC, kind: int = 3, code: int = 4):
+    return Ether(src=CLIENT_MAC, dst=dst_mac) / IP(src="198.18.1.254", dst=VIP) / \
+        ICMP(type=kind, code=code) / Raw(quote)
+
+
+ICMP_CASES = {
+    "quote cut inside its ip header": icmp_error(quoted_reply()[:19]),
+    "quote without its ports": icmp_error(quoted_reply()[:22]),
+    "quote with an ihl below 5": icmp_error(bytes([0x44]) + quoted_reply()[1:28]),
+    "quote not ipv4": icmp_error(bytes([0x65]) + quoted_reply()[1:28]),
+    "quote of a later fragment": icmp_error(quoted_reply(frag=100)[:28]),
+    "quote of an unknown connection": icmp_error(quoted_reply(40999)[:28]),
+    "not an error (echo reply)": icmp_error(quoted_reply()[:28], kind=0, code=0),
+    "redirect, which ipvs leaves alone": icmp_error(quoted_reply()[:28], kind=5, code=1),
+    "not to the director's mac": icmp_error(quoted_reply()[:28], dst_mac="02:00:00:00:00:77"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ICMP_CASES))
+def test_an_icmp_error_that_is_no_connections_goes_to_the_kernel_untouched(d, case):
+    expect_forwarded(d, bytes(ip4() / syn()), R200)
+    expect_refused(d, ICMP_CASES[case], "not_tcp_udp")
+
+
+def test_an_icmp_error_about_a_reply_goes_to_the_connections_real_and_changes_nothing(d):
+    expect_forwarded(d, bytes(ip4() / syn()), R200)
+    before = snapshot(d)
+    err = bytes(icmp_error(quoted_reply()[:28]))
+    assert d.run(err) == ("XDP_TX", P.forwarded_to(err, mac_of(d, R200)))
+    after = snapshot(d)
+    # only InPkts and InBytes moved (ip_vs_in_stats), no connection or template
+    assert {k for k in before if before[k] != after[k]} == {"svc_stats", "real_stats"}
 
 
 # The oracle --------------------------------------------------------------------------
