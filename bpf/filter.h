@@ -4,9 +4,12 @@
  * looked up in (bucket arrays of megabytes: a cache and TLB miss each), and
  * the new-flow paths look up keys that are mostly absent: a SYN's connection
  * (held, then embryonic), a new client's template (held, then embryonic), a
- * non-SYN of no connection. One byte per slot of a hash of the key, in a map
- * small enough to stay in cache, answers "absent" for most of those with one
- * read.
+ * non-SYN of no connection (its embryonic tier). One byte per slot of a hash
+ * of the key, in a map small enough to stay in cache while the tables are
+ * small, answers "absent" for most of those with one read. Where the key is
+ * mostly present (a non-SYN's held tier, a live connection's template) the
+ * tables are read first: with large tables the filter's read misses too
+ * (conn.h, persist.h).
  *
  * Never "absent" for a present key:
  * - every insert into a table of the kind stores 1 in the key's slot of both

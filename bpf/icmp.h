@@ -455,13 +455,7 @@ int lvsxdp_icmp(struct xdp_md *ctx)
 	if (n) {
 		struct packet conn = {};
 
-		/* its connection, keyed as the client's packets key it */
-		conn.tuple.family = cpkt.tuple.family;
-		conn.tuple.proto = cpkt.tuple.proto;
-		conn.tuple.cport = cpkt.tuple.vport;
-		conn.tuple.vport = n->vport;
-		__builtin_memcpy(conn.tuple.caddr, cpkt.tuple.vaddr, 16);
-		__builtin_memcpy(conn.tuple.vaddr, n->vaddr, 16);
+		nat_conn_key(&conn.tuple, &cpkt.tuple, n);
 		c = conn_find(&conn, &k4, &tier);
 		if (c && now < c->expires && c->real == n->real)
 			return icmp_to_client(ctx, data_end, eth, &e, n, &cpkt.tuple);

@@ -135,6 +135,20 @@ int lvsxdp_nat(struct xdp_md *ctx)
 	return fwd_to_real(ctx, pkt.eth, r);
 }
 
+/* A NAT connection's key as the client's packets key it, from a tuple of
+ * its reply direction (real -> client: a reply as parsed, or a quote of the
+ * director's packet to the real, inverted) and its nat_rev entry. */
+static __always_inline void nat_conn_key(struct lvs_tuple *out, struct lvs_tuple *reply,
+					 struct lvs_nat_rev *n)
+{
+	out->family = reply->family;
+	out->proto = reply->proto;
+	out->cport = reply->vport;
+	out->vport = n->vport;
+	__builtin_memcpy(out->caddr, reply->vaddr, 16);
+	__builtin_memcpy(out->vaddr, n->vaddr, 16);
+}
+
 /* The template c's client sticks to, ASSURED (ip_vs_control_assure_ct): a
  * reply makes it so for UDP, as ESTABLISHED does for TCP. */
 static __always_inline void template_assure(struct lvs_conn *c, struct lvs_tuple *tuple,
@@ -145,7 +159,7 @@ static __always_inline void template_assure(struct lvs_conn *c, struct lvs_tuple
 	int tier;
 
 	template_key(&k, tuple, svc);
-	t = template_lookup(&k, &tier);
+	t = template_lookup(&k, &tier, 0);
 	if (t && t->real == c->real && !(t->flags & LVS_TPL_F_ASSURED))
 		t->flags |= LVS_TPL_F_ASSURED;
 }
@@ -299,13 +313,7 @@ int lvsxdp_nat_reply(struct xdp_md *ctx)
 	}
 	if (ttl_exhausted(&pkt))
 		return count_reason(LVS_R_TTL_EXCEEDED, XDP_PASS);
-	/* the connection, keyed as the client's packets key it */
-	cpkt.tuple.family = pkt.tuple.family;
-	cpkt.tuple.proto = pkt.tuple.proto;
-	cpkt.tuple.cport = pkt.tuple.vport;
-	cpkt.tuple.vport = n->vport;
-	__builtin_memcpy(cpkt.tuple.caddr, pkt.tuple.vaddr, 16);
-	__builtin_memcpy(cpkt.tuple.vaddr, n->vaddr, 16);
+	nat_conn_key(&cpkt.tuple, &pkt.tuple, n);
 	now = bpf_ktime_get_coarse_ns();
 	c = conn_find(&cpkt, &k4, &tier);
 	if (!c || now >= c->expires || c->real != n->real)

@@ -49,13 +49,17 @@ static __always_inline int template_alive(struct lvs_template *t, u64 now, u64 s
 	return now < t->expires + steps * step;
 }
 
-/* A client's template: held (assured) first, then embryonic (maps.h). */
-static __always_inline struct lvs_template *template_lookup(struct lvs_tuple *k, int *tier)
+/* A client's template: held (assured) first, then embryonic (maps.h).
+ * filtered: the filter first (a new connection's client often has none); a
+ * live connection's template mostly exists, and a filter read costs a miss
+ * of its own in large tables. */
+static __always_inline struct lvs_template *template_lookup(struct lvs_tuple *k, int *tier,
+							    int filtered)
 {
 	struct lvs_template *t;
 
 	*tier = LVS_TIER_NEW;
-	if (!filter_maybe(LVS_FILTER_TEMPLATES, filter_hash_tuple(k)))
+	if (filtered && !filter_maybe(LVS_FILTER_TEMPLATES, filter_hash_tuple(k)))
 		return 0;
 	t = templates.lookup(k);
 	asm volatile("" : "+r"(t));
@@ -123,7 +127,7 @@ static __always_inline void template_vouch(struct lvs_conn *c, struct lvs_tuple 
 	int tier;
 
 	template_key(&k, tuple, svc);
-	t = template_lookup(&k, &tier);
+	t = template_lookup(&k, &tier, 0);
 	if (t && t->real == c->real) {
 		if (t->ctl_until < until)
 			t->ctl_until = until;
@@ -150,7 +154,7 @@ static __always_inline void template_close(struct lvs_conn *c, struct lvs_tuple 
 
 	c->flags &= ~LVS_CONN_F_OPEN;
 	template_key(&k, tuple, svc);
-	t = template_lookup(&k, &tier);
+	t = template_lookup(&k, &tier, 0);
 	if (!t || t->real != c->real)
 		return;
 	if (c->expires > now && t->closing_until < c->vouched)
@@ -184,7 +188,7 @@ static __always_inline u32 persist_schedule(struct xdp_md *ctx, int resumed,
 	int tier, err;
 
 	template_key(&k, tuple, svc);
-	t = template_lookup(&k, &tier);
+	t = template_lookup(&k, &tier, 1);
 	if (t && template_alive(t, now, cfg->extend_ns) && template_usable(t, cfg)) {
 		/* IPVS re-arms a template whose timer found connections with
 		 * the step as its timeout, which each new connection then

@@ -25,6 +25,15 @@
 #endif
 #define INNER_PADDED_MAX 46
 
+/* The 32-bit halves of 16 bytes the caller has bounds-checked, added up: a
+ * ones' complement sum of their 16-bit words, to be folded. */
+static __always_inline __u64 sum_16_bytes(void *p)
+{
+	__u64 a = *(__u64 *)p, b = *(__u64 *)(p + 8);
+
+	return (a & 0xffffffff) + (a >> 32) + (b & 0xffffffff) + (b >> 32);
+}
+
 /* The ones' complement sum of an inner packet's bytes, read 16 at a
  * time, for a packet whose headers do not give it (an IPv4 UDP datagram
  * without a checksum), into *out. Returns -1 for a packet longer than
@@ -33,7 +42,7 @@
  * the verifier tell each turn of the loop's way out apart (precision). */
 static __always_inline int inner_sum_read(void *l3, void *data_end, __u32 len, __u32 *out)
 {
-	__u64 sum = 0, w;
+	__u64 sum = 0;
 	__u32 i;
 	void *p = l3;
 
@@ -80,10 +89,7 @@ static __always_inline int inner_sum_read(void *l3, void *data_end, __u32 len, _
 		for (i = 0; i < INNER_READ_MAX / 16; i++) {
 			if (p + 16 > data_end)
 				break;
-			w = *(__u64 *)p;
-			sum += (w & 0xffffffff) + (w >> 32);
-			w = *(__u64 *)(p + 8);
-			sum += (w & 0xffffffff) + (w >> 32);
+			sum += sum_16_bytes(p);
 			p += 16;
 		}
 	} else if (len <= INNER_PADDED_MAX) {
@@ -92,10 +98,7 @@ static __always_inline int inner_sum_read(void *l3, void *data_end, __u32 len, _
 		for (i = 0; i < INNER_PADDED_MAX / 16; i++) {
 			if (p + 16 > data_end || i >= len)
 				break;
-			w = *(__u64 *)p;
-			sum += (w & 0xffffffff) + (w >> 32);
-			w = *(__u64 *)(p + 8);
-			sum += (w & 0xffffffff) + (w >> 32);
+			sum += sum_16_bytes(p);
 			p += 16;
 		}
 	} else {

@@ -33,7 +33,7 @@ BAD = [
     ("ipvsadm", "-a -t 198.18.2.1:0 -r 198.18.2.100"),
     ("ipvsadm", "-a -t 198.18.2.9:0 -r 198.18.2.100"),
     ("ipvsadm", "-a -t 198.18.2.1:0 -r 198.18.2.150 -w 70000"),
-    ("ipvsadm", "-a -t 198.18.2.1:0 -r 198.18.2.150 -i --tun-type gre"),
+    ("ipvsadm", "-a -t 198.18.2.1:0 -r 198.18.2.150 -i --tun-type gue"),  # no --tun-port
     ("ipvsadm", "-d -f 10 -r 198.18.2.200"),
     ("ipvsadm", "-D -t 198.18.2.1:80"),
     ("ipvsadm", "--frobnicate"),

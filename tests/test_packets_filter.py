@@ -74,27 +74,30 @@ def test_rebuilds_forget_deleted_keys_and_keep_the_others(pcc):
 
 
 def test_packets_trust_the_filter_unless_it_says_maybe_everywhere(pcc):
-    """A connection written behind the filter's back (as in tables an older
-    lvsxdp filled): its packets find no connection until the filter says
+    """Connections written behind the filter's back (as in tables an older
+    lvsxdp filled): a non-SYN reads the held tier first and finds its
+    connection there; an embryonic one is not found until the filter says
     "maybe" for every key (`up` next to such tables), or was rebuilt."""
     f = pcc.maps.filter_bytes
-    key = tuple_key("tcp", ALICE, 40002, VIP, 80)
+    held, new = (tuple_key("tcp", ALICE, p, VIP, 80) for p in (40002, 40003))
     now = monotonic_ns()
-    c = shared.Conn(expires=now + 900 * shared.NS, vouched=now + 900 * shared.NS,
-                    real=next(r.ref for r in pcc.config.services[0].reals
-                              if str(r.addr) == R100),
-                    svc=0, state=shared.S["ESTABLISHED"])
-    pcc.maps.conns.v4.update(pcc.maps.conns._key4(key), c)
-    assert not f.maybe(CONNS, key)
-    ack = P.tcp(ALICE, 40002, 80, "A")
+    real = next(r.ref for r in pcc.config.services[0].reals if str(r.addr) == R100)
+    for key, m, state in ((held, pcc.maps.conns.v4, "ESTABLISHED"),
+                          (new, pcc.maps.conns.new4, "SYN_RECV")):
+        c = shared.Conn(expires=now + 60 * shared.NS, vouched=now + 60 * shared.NS,
+                        real=real, svc=0, state=shared.S[state])
+        m.update(pcc.maps.conns._key4(key), c)
+        assert not f.maybe(CONNS, key)
+    expect_forwarded(pcc, P.tcp(ALICE, 40002, 80, "A"), R100)
+    ack = P.tcp(ALICE, 40003, 80, "A")
     expect_left_alone(pcc, ack, "XDP_PASS", "not_syn")
     f.all_maybe()
-    expect_forwarded(pcc, ack, R100)
+    expect_forwarded(pcc, ack, R100)  # and established: held from now on
     for _ in range(2):
         f.rebuild(pcc.maps)
         expect_forwarded(pcc, ack, R100)
-    assert both_generations(pcc, CONNS, key) == [True, True]
-    assert not f.maybe(CONNS, tuple_key("tcp", ALICE, 40003, VIP, 80))
+    assert both_generations(pcc, CONNS, new) == [True, True]
+    assert not f.maybe(CONNS, tuple_key("tcp", ALICE, 40004, VIP, 80))
 
 
 def test_user_space_inserts_store_their_bytes(pcc):

@@ -126,19 +126,25 @@ def test_state_and_expiry_follow_the_input_and_output_tables(nat, seed):
             nat.check(sport, model.conns.get(sport), clock)
 
 
-@pytest.mark.parametrize("state", [NAMES[c] for c in COLUMNS if c != "sNO"])
-@pytest.mark.parametrize("flags", ["S", "SA", "F", "FA", "A", "R", "RA", "P", ""])
-def test_every_cell_of_the_output_table(director, state, flags):
-    """Each state (written into the connection: a handshake alone reaches
-    few of them) meets each kind of reply."""
+def connection_in(director, sport: int, state: str) -> tuple[Nat, IpvsNatModel]:
+    """A NAT connection in `state` (written into it: a handshake alone
+    reaches few states), and the model holding the same."""
     nat = Nat(director, "ipv4")
-    nat.from_client(42000, "S", True)
-    key = nat.key(42000)
+    nat.from_client(sport, "S", True)
+    key = nat.key(sport)
     conn = director.maps.conns.lookup(key)
     conn.state = shared.S[state]
     director.maps.conns.update(key, conn)
     model = IpvsNatModel()
-    model.conns[42000] = state
+    model.conns[sport] = state
+    return nat, model
+
+
+@pytest.mark.parametrize("state", [NAMES[c] for c in COLUMNS if c != "sNO"])
+@pytest.mark.parametrize("flags", ["S", "SA", "F", "FA", "A", "R", "RA", "P", ""])
+def test_every_cell_of_the_output_table(director, state, flags):
+    """Each state meets each kind of reply."""
+    nat, model = connection_in(director, 42000, state)
     clock = nat.from_real(42000, flags, model.reply(42000, flags))
     nat.check(42000, model.conns[42000], clock)
 
@@ -148,14 +154,7 @@ def test_every_cell_of_the_output_table(director, state, flags):
 def test_the_clients_packets_of_a_nat_connection_walk_the_input_table(director, state, flags):
     """Where INPUT differs from DR's INPUT-ONLY: a client's FIN in
     ESTABLISHED is CLOSE_WAIT (the real may still send), not FIN_WAIT."""
-    nat = Nat(director, "ipv4")
-    nat.from_client(42001, "S", True)
-    key = nat.key(42001)
-    conn = director.maps.conns.lookup(key)
-    conn.state = shared.S[state]
-    director.maps.conns.update(key, conn)
-    model = IpvsNatModel()
-    model.conns[42001] = state
+    nat, model = connection_in(director, 42001, state)
     clock = nat.from_client(42001, flags, model.client(42001, flags))
     nat.check(42001, model.conns[42001], clock)
 
