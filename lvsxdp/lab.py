@@ -656,7 +656,7 @@ class Topology:
                timeout: float = 300) -> subprocess.CompletedProcess:
         """Runs `lvsxdp -n <director> ARGS` with the lab's state directory.
         (Not through `ip netns exec`, which hides /sys/fs/bpf.) The timeout
-        only catches a hang: `up` compiles, about 1.5 s here but 30-60 s in
+        only catches a hang: `up` compiles, about 3 s here but 60-90 s in
         the matrix's emulated VMs."""
         env = dict(os.environ)
         if self.state_dir:
