@@ -315,8 +315,8 @@ def dns(s):
             continue
         if name == "wrongid.example":
             qid ^= 1
-        if name == "query.example":
-            s.sendto(q, peer)
+        if name == "query.example":  # REFUSED, were it taken for the answer
+            s.sendto(q[:2] + struct.pack("!H", (flags & 0x7FF0) | 5) + q[4:], peer)
         s.sendto(struct.pack("!HHHHHH", qid, 0x8180 | rcode, 1, 0, 0, 0) + q[12:i + 5], peer)
 
 def smtp(port, banner):
