@@ -110,13 +110,16 @@ static __always_inline struct lvs_conn *conn_lookup(struct packet *pkt, struct l
 {
 	struct lvs_conn *c;
 	/* A SYN mostly opens a connection: the filter before both tiers. Any
-	 * other packet mostly belongs to an established one: the held tier
-	 * first, as a filter read costs a cache miss of its own when the held
-	 * table is large (tools/bench_xdp.py's scale: 1,204 -> 1,394 ns per
-	 * packet at a million connections), then the filter before the
-	 * embryonic tier. */
-	int syn = pkt->tuple.proto == IPPROTO_TCP &&
-		  (pkt->tcp_flags & (TCPF_SYN | TCPF_ACK | TCPF_RST)) == TCPF_SYN;
+	 * other packet mostly belongs to an established one: while the filter
+	 * is sparse (few connections: it says "absent" for most unknown keys
+	 * and stays in cache) it is read first all the same, which turns away
+	 * a flood of unknown non-SYNs with a cached read; once it is not (the
+	 * agent judges, lvsxdp/filter.py), the held tier first, as the
+	 * filter's read then misses like a table's (tools/bench_xdp.py's
+	 * scale: 1,204 -> 1,394 ns per packet at a million connections), and
+	 * the filter before the embryonic tier. */
+	int first = flt->sparse || (pkt->tuple.proto == IPPROTO_TCP &&
+		    (pkt->tcp_flags & (TCPF_SYN | TCPF_ACK | TCPF_RST)) == TCPF_SYN);
 
 	*tier = LVS_TIER_NEW;
 	if (pkt->tuple.family == LVS_AF_INET) {
@@ -126,7 +129,7 @@ static __always_inline struct lvs_conn *conn_lookup(struct packet *pkt, struct l
 		k4->vport = pkt->tuple.vport;
 		k4->proto = pkt->tuple.proto;
 		*slot = filter_hash_conn4(k4);
-		if (syn && !filter_has(flt, LVS_FILTER_CONNS, *slot))
+		if (first && !filter_has(flt, LVS_FILTER_CONNS, *slot))
 			return 0;
 		*tier = LVS_TIER_HELD;
 		c = conns4.lookup(k4);
@@ -141,7 +144,7 @@ static __always_inline struct lvs_conn *conn_lookup(struct packet *pkt, struct l
 		return c;
 	}
 	*slot = filter_hash_tuple(&pkt->tuple);
-	if (syn && !filter_has(flt, LVS_FILTER_CONNS, *slot))
+	if (first && !filter_has(flt, LVS_FILTER_CONNS, *slot))
 		return 0;
 	*tier = LVS_TIER_HELD;
 	c = conns6.lookup(&pkt->tuple);

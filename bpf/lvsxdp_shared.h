@@ -51,7 +51,12 @@ struct lvs_tuple {
 
 struct lvs_filter {
 	__u8 slots[4 * LVS_FILTER_SLOTS];	/* [kind][slot][generation] */
-	__u64 built;
+	__u32 built;
+	/* Set by the agent while few connection slots are set (lvsxdp/
+	 * filter.py): the filter then answers "absent" for most unknown keys
+	 * and stays in cache, so a non-SYN reads it before the held tier
+	 * (bpf/conn.h). A word of its own: the agent stores it alone. */
+	__u32 sparse;
 };
 
 /* An IPv4 connection's key. A known connection's packet costs one hash

@@ -250,6 +250,8 @@ def _bring_up(names: list[str], mode: str, conns: int | None,
             maps.config.update(ctypes.c_uint32(0), cfg)
             if new_filter:
                 maps.filter_bytes.all_maybe()
+            elif fresh:  # empty tables: the agent's rebuilds keep it so
+                maps.filter_bytes.sparse = True
             config = runtime.load_config(p)
             if config.trash:
                 # the trash lives as long as the tables that name its reals

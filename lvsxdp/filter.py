@@ -62,19 +62,29 @@ def synchronize() -> None:
 
 
 BUILT_OFFSET = shared.Filter.built.offset
+SPARSE_OFFSET = shared.Filter.sparse.offset
+# A non-SYN reads the connection filter before the held tier while fewer
+# than this many of its slots say "maybe" (an eighth: some 8,700 keys). The
+# filter then turns most unknown keys away with a read that stays in cache;
+# past it, its "absent" gets rare while the held table grows out of the
+# cache and takes the filter's lines with it: the filter's read first would
+# only add a miss to every known connection's packet (README, "Performance").
+SPARSE_SLOTS = shared.FILTER_SLOTS // 8
 
 
 class Filter:
     """The pinned `filter` map, mapped."""
 
     def __init__(self, m: bpfsys.Map) -> None:
-        size = BUILT_OFFSET + 8
+        size = ctypes.sizeof(shared.Filter)
         self._mm = mmap.mmap(m.fd, (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE * mmap.PAGESIZE,
                              mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        self._built = memoryview(self._mm)[BUILT_OFFSET:BUILT_OFFSET + 8].cast("Q")
+        self._built = memoryview(self._mm)[BUILT_OFFSET:BUILT_OFFSET + 4].cast("I")
+        self._sparse = memoryview(self._mm)[SPARSE_OFFSET:SPARSE_OFFSET + 4].cast("I")
 
     def close(self) -> None:
         self._built.release()
+        self._sparse.release()
         self._mm.close()
 
     @staticmethod
@@ -87,6 +97,23 @@ class Filter:
     def built(self) -> int:
         """The generation the last finished rebuild filled."""
         return self._built[0] & 1
+
+    @property
+    def sparse(self) -> bool:
+        """Whether a non-SYN reads the connection filter first (bpf/conn.h)."""
+        return bool(self._sparse[0])
+
+    @sparse.setter
+    def sparse(self, value: bool) -> None:
+        self._sparse[0] = int(value)
+
+    def conn_slots_set(self) -> int:
+        """How many connection slots a packet reads as "maybe" (either
+        generation)."""
+        import numpy as np  # noqa: PLC0415
+
+        pairs = self._bytes()[:2 * shared.FILTER_SLOTS].reshape(-1, 2)
+        return int(np.count_nonzero(pairs[:, 0] | pairs[:, 1]))
 
     def mark(self, kind: int, key: shared.Tuple) -> None:
         """Call before and after inserting key into a table of kind: user
@@ -108,6 +135,7 @@ class Filter:
     def all_maybe(self) -> None:
         """Every key may be present, in both generations (tables filled by
         a program that kept no filter), until two rebuilds cleared it."""
+        self.sparse = False
         b = self._bytes()
         b[:] = 1
         del b
@@ -141,6 +169,7 @@ class Filter:
                 b[self._index(kind, gen, slots(keys))] = 1
         del b  # the mapping cannot close while a view holds it
         self._built[0] = gen
+        self.sparse = self.conn_slots_set() < SPARSE_SLOTS
 
     def rebuild(self, maps) -> None:
         """A whole rebuild, reading the tables itself."""

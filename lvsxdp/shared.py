@@ -122,7 +122,8 @@ FILTER_TEMPLATES = 1
 
 
 class Filter(ctypes.Structure):
-    _fields_ = [("slots", u8 * (4 * FILTER_SLOTS)), ("built", u64)]
+    _fields_ = [("slots", u8 * (4 * FILTER_SLOTS)), ("built", u32),
+                ("sparse", u32)]
 
 
 class Conn4Key(ctypes.Structure):

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import packets as P
 import pytest
-from checks import expect_forwarded, expect_left_alone, reset, template_key, tuple_key
+from checks import expect_forwarded, expect_left_alone, real_ref, reset, template_key, tuple_key
 
+from lvsxdp import filter as filter_
 from lvsxdp import shared
 from lvsxdp.runtime import monotonic_ns
 
@@ -79,6 +80,7 @@ def test_packets_trust_the_filter_unless_it_says_maybe_everywhere(pcc):
     connection there; an embryonic one is not found until the filter says
     "maybe" for every key (`up` next to such tables), or was rebuilt."""
     f = pcc.maps.filter_bytes
+    f.sparse = False  # as `up` next to such tables leaves it (all_maybe, below)
     held, new = (tuple_key("tcp", ALICE, p, VIP, 80) for p in (40002, 40003))
     now = monotonic_ns()
     real = next(r.ref for r in pcc.config.services[0].reals if str(r.addr) == R100)
@@ -98,6 +100,39 @@ def test_packets_trust_the_filter_unless_it_says_maybe_everywhere(pcc):
         expect_forwarded(pcc, ack, R100)
     assert both_generations(pcc, CONNS, new) == [True, True]
     assert not f.maybe(CONNS, tuple_key("tcp", ALICE, 40004, VIP, 80))
+
+
+def test_a_sparse_filter_is_read_before_the_held_tier_and_the_agent_says_when(pcc):
+    """While few connection slots are set, a non-SYN reads the filter first:
+    a held connection written behind its back is then not found (a flood of
+    unknown ACKs costs a cached read each); the rebuild that finds more than
+    an eighth of the slots set turns that off, and the held tier is read
+    first again."""
+    f = pcc.maps.filter_bytes
+    assert f.sparse  # the fixture's rebuilds found few keys
+    key = tuple_key("tcp", ALICE, 40010, VIP, 80)
+    real = real_ref(pcc, R100)
+    now = monotonic_ns()
+    c = shared.Conn(expires=now + 600 * shared.NS, vouched=now + 600 * shared.NS,
+                    real=real, svc=0, state=shared.S["ESTABLISHED"])
+    pcc.maps.conns.v4.update(pcc.maps.conns._key4(key), c)
+    assert not f.maybe(CONNS, key)
+    ack = P.tcp(ALICE, 40010, 80, "A")
+    expect_left_alone(pcc, ack, "XDP_PASS", "not_syn")
+    f.sparse = False
+    expect_forwarded(pcc, ack, R100)
+    f.sparse = True
+    # a rebuild that finds more than an eighth of the slots set: here the
+    # all-1s generation the first rebuild after all_maybe leaves alone
+    f.all_maybe()
+    assert not f.sparse
+    f.rebuild(pcc.maps)
+    assert f.conn_slots_set() >= filter_.SPARSE_SLOTS
+    assert not f.sparse
+    expect_forwarded(pcc, ack, R100)
+    f.rebuild(pcc.maps)  # both rebuilt: only the keys the tables hold
+    assert f.sparse and f.conn_slots_set() < filter_.SPARSE_SLOTS
+    assert f.maybe(CONNS, key)  # read by the rebuilds
 
 
 def test_user_space_inserts_store_their_bytes(pcc):
