@@ -3,6 +3,7 @@ next to baselines compiled and measured in the same run.
 
     .venv/bin/python tools/bench_xdp.py [--repeat N] [--calls N] [--runs K]
         [--no-full] [--no-scale] [--json]
+    .venv/bin/python tools/bench_xdp.py --gate [--calls N] [--runs K]
 
 Cases carry peerbench's names (../shared/peerbench, lvsxdp next to Katran),
 so progress shows without Katran. Every program starts with the same
@@ -53,6 +54,15 @@ templates, then with 1,048,576 of each (written with BPF_MAP_UPDATE_BATCH;
 their vouch is due, so a packet also touches its template, as one of a
 connection idle for a second does). Memory: the bytes_memlock of the
 director's maps at `lvsxdp up`'s default sizes (--table-size, --templates).
+
+--gate measures only what an embryonic store of our own would save: one
+insert per call (a fresh 5-tuple each) into an LRU hash of syn4's shape
+(262,144 entries of 16 + 24 bytes), full and evicting or not full, against
+a 2-way set-associative array of the same capacity (131,072 sets of 128
+bytes, a seqlock per way: cmpxchg even -> odd, write, add), full or not, and
+a bare read of one random set; each less gate_parse (the same parse, key
+and value, no insert). Programs and maps: tools/bench_baselines.c under
+BENCH_EMB_GATE, unpinned; -D GATE_SET_BITS=N sizes the array.
 
 Maps are pinned under /sys/fs/bpf/lvsxdp-bench/<pid>, removed at exit (also
 on errors and SIGTERM). `--json` prints one JSON object on the last line.
@@ -741,6 +751,89 @@ def scale_runs(progs: Programs, bare_fd: int, repeat_bare: float, live: int, cal
     return figures
 
 
+# The embryonic store's gate ---------------------------------------------------
+
+GATE_CASES = ["gate_parse", "gate_lru_full", "gate_lru_empty", "gate_emb_full",
+              "gate_emb_empty", "gate_emb_read"]
+GATE_LRU_MAX = 262144
+GATE_FILL = ipaddress.IPv4Network("198.18.0.0/16")   # fill keys: these x ports
+GATE_NEW = ipaddress.IPv4Network("198.19.0.0/16")    # timed keys: these x ports
+
+
+def gate(args) -> int:
+    """--gate: one insert of a new connection per call (a fresh 5-tuple each
+    call) into an LRU hash of syn4's shape (262,144 entries), full and
+    evicting or not full, against the 2-way set-associative store (131,072
+    sets x 128 B, seqlock per way), full or not; each minus gate_parse (the
+    same parse and key, no insert). Cases interleaved within a run."""
+    ksrc = loader.kernel_source()
+    if ksrc:
+        os.environ["BCC_KERNEL_SOURCE"] = ksrc
+    from bcc import BPF  # noqa: PLC0415
+
+    cflags = [f"-I{loader.BPF_DIR}", "-DBENCH_CT_MAX=1024", "-DBENCH_EMB_GATE=1"] + [
+        f"-D{k}={v}" for k, v in bench_defines().items()] + [f"-D{d}" for d in args.define]
+    b = BPF(text=BASELINES.read_text().encode(), cflags=cflags)
+    try:
+        fds = {"bare_tx": b.load_func(b"bare_tx", BPF.XDP).fd,
+               "gate_parse": b.load_func(b"gate_parse", BPF.XDP).fd}
+        for name in GATE_CASES[1:]:
+            fds[name] = b.load_func(f"{name}_prog".encode(), BPF.XDP).fd
+        n_fill = int(GATE_LRU_MAX * FILL_FACTOR)
+        n_addr = GATE_FILL.num_addresses - 2
+        base = int(GATE_FILL.network_address) + 1
+        t0 = time.monotonic()
+        fill = [tcp_frame(str(ipaddress.IPv4Address(base + i % n_addr)),
+                          FIRST_PORT + i // n_addr, VIP, 80, SYN) for i in range(n_fill)]
+        for name in ("gate_lru_full", "gate_emb_full"):
+            for f in fill:
+                if bpfsys.prog_test_run(fds[name], f)[0] != XDP_TX:
+                    raise BenchError(f"{name}: a fill insert failed")
+        lru = b.get_table("gate_lru_full")
+        first = lru.Key(saddr=int.from_bytes(ipaddress.IPv4Address(base).packed, "little"),
+                        daddr=int.from_bytes(ipaddress.IPv4Address(VIP).packed, "little"),
+                        sport=shared.htons(FIRST_PORT), dport=shared.htons(80), proto=6)
+        if first in lru:
+            raise BenchError("gate_lru_full: the first fill key is still there (no eviction)")
+        print(f"filled {n_fill:,} keys into each full map in "
+              f"{time.monotonic() - t0:.1f} s", file=sys.stderr)
+        repeat_bare = statistics.median(
+            bpfsys.prog_test_run(fds["bare_tx"], fill[0], args.repeat)[2] for _ in range(3))
+        n_new = GATE_NEW.num_addresses - 2
+        nbase = int(GATE_NEW.network_address) + 1
+        runs = []
+        for r in range(args.runs):
+            print(f"gate run {r + 1}/{args.runs} ...", file=sys.stderr, flush=True)
+            ks = range(r * args.calls, (r + 1) * args.calls)
+            frames = [tcp_frame(str(ipaddress.IPv4Address(nbase + k % n_new)),
+                                FIRST_PORT + k // n_new, VIP, 80, SYN) for k in ks]
+            fig = {}
+            for name in GATE_CASES:
+                case, bare = per_call(fds[name], fds["bare_tx"], frames, XDP_TX)
+                fig[name] = case - bare
+            runs.append(fig)
+        lost = b.get_table("gate_lost")[ctypes.c_int(0)].value
+        if lost:
+            raise BenchError(f"gate: {lost} store inserts lost their cmpxchg")
+    finally:
+        b.cleanup()
+    med = {k: statistics.median(r[k] for r in runs) for k in GATE_CASES}
+    print(f"gate: per call, a fresh 5-tuple each call, {args.calls:,} calls x {args.runs} "
+          f"runs interleaved, ns over bare_tx ({repeat_bare} ns warm), Linux "
+          f"{platform.release()}, {cpu_model()}")
+    for k in GATE_CASES:
+        ins = "" if k == "gate_parse" else f"  insert {med[k] - med['gate_parse']:7.1f}"
+        print(f"  {k:<16}{med[k]:8.1f}{ins}   runs " +
+              " ".join(f"{r[k]:.1f}" for r in runs))
+    for kind in ("full", "empty"):
+        lru = med[f"gate_lru_{kind}"] - med["gate_parse"]
+        emb = med[f"gate_emb_{kind}"] - med["gate_parse"]
+        print(f"  {kind}: store insert / LRU insert = {emb / lru:.2f}")
+    if args.json:
+        print(json.dumps({"gate": med, "runs": runs, "calls": args.calls}))
+    return 0
+
+
 # Reporting ----------------------------------------------------------------
 
 def summarize(runs: list[dict[str, float]]) -> tuple[dict, dict]:
@@ -812,6 +905,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--define", "-D", action="append", default=[], metavar="NAME=VALUE",
                     help="compile lvsxdp with this define too (e.g. a table's flags, "
                          "LVSXDP_CONNS4_FLAGS=1 for BPF_F_NO_PREALLOC)")
+    ap.add_argument("--gate", action="store_true",
+                    help="only the embryonic store's gate: an LRU insert against a "
+                         "set-associative store's, per call")
     ap.add_argument("--json", action="store_true",
                     help="print a JSON object with every figure as the last line")
     ap.add_argument("--xlated", metavar="DIR",
@@ -849,6 +945,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _sigterm)
     cpu = max(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {cpu})  # one CPU: per-CPU maps and LRU lists stay put
+    if args.gate:
+        try:
+            return gate(args)
+        except (BenchError, OSError) as e:
+            print(f"bench_xdp: {e}", file=sys.stderr)
+            return 1
     defines = dict(d.split("=", 1) for d in args.define)
     progs = Programs(PIN_PARENT / str(os.getpid()), conn_max=args.table_size,
                      tpl_max=args.templates, extra_defines=defines)
