@@ -95,9 +95,8 @@ static __always_inline int conn_reusable(struct lvs_conn *c, struct packet *pkt)
 	       (c->state == LVS_S_TIME_WAIT || c->state == LVS_S_CLOSE);
 }
 
-/* Where a connection was found (maps.h): the held tier or the embryonic. */
-#define LVS_TIER_HELD 0
-#define LVS_TIER_NEW 1
+/* Where a connection was found (maps.h): the held tier or the embryonic,
+ * LVS_TIER_HELD or LVS_TIER_NEW (filter.h). */
 
 /* The packet's connection: held first (every packet of an established
  * connection), then embryonic. k4 is the IPv4 key, kept by the caller for a
@@ -120,6 +119,7 @@ static __always_inline struct lvs_conn *conn_lookup(struct packet *pkt, struct l
 	 * the filter before the embryonic tier. */
 	int first = flt->sparse || (pkt->tuple.proto == IPPROTO_TCP &&
 		    (pkt->tcp_flags & (TCPF_SYN | TCPF_ACK | TCPF_RST)) == TCPF_SYN);
+	u32 w = 0;
 
 	*tier = LVS_TIER_NEW;
 	if (pkt->tuple.family == LVS_AF_INET) {
@@ -129,30 +129,45 @@ static __always_inline struct lvs_conn *conn_lookup(struct packet *pkt, struct l
 		k4->vport = pkt->tuple.vport;
 		k4->proto = pkt->tuple.proto;
 		*slot = filter_hash_conn4(k4);
-		if (first && !filter_has(flt, LVS_FILTER_CONNS, *slot))
-			return 0;
-		*tier = LVS_TIER_HELD;
-		c = conns4.lookup(k4);
-		asm volatile("" : "+r"(c));
-		if (c)
-			return c;
-		*tier = LVS_TIER_NEW;
-		if (!filter_has(flt, LVS_FILTER_CONNS, *slot))
+		if (first) {
+			w = filter_word(flt, LVS_FILTER_CONNS, *slot);
+			if (!w)
+				return 0;
+		}
+		/* read first: the held table only where a held key may be */
+		if (!first || (w & LVS_FILTER_HELD_BITS)) {
+			*tier = LVS_TIER_HELD;
+			c = conns4.lookup(k4);
+			asm volatile("" : "+r"(c));
+			if (c)
+				return c;
+			*tier = LVS_TIER_NEW;
+		}
+		if (!first)
+			w = filter_word(flt, LVS_FILTER_CONNS, *slot);
+		if (!(w & LVS_FILTER_NEW_BITS))
 			return 0;
 		c = syn4.lookup(k4);
 		asm volatile("" : "+r"(c));
 		return c;
 	}
 	*slot = filter_hash_tuple(&pkt->tuple);
-	if (first && !filter_has(flt, LVS_FILTER_CONNS, *slot))
-		return 0;
-	*tier = LVS_TIER_HELD;
-	c = conns6.lookup(&pkt->tuple);
-	asm volatile("" : "+r"(c));
-	if (c)
-		return c;
-	*tier = LVS_TIER_NEW;
-	if (!filter_has(flt, LVS_FILTER_CONNS, *slot))
+	if (first) {
+		w = filter_word(flt, LVS_FILTER_CONNS, *slot);
+		if (!w)
+			return 0;
+	}
+	if (!first || (w & LVS_FILTER_HELD_BITS)) {
+		*tier = LVS_TIER_HELD;
+		c = conns6.lookup(&pkt->tuple);
+		asm volatile("" : "+r"(c));
+		if (c)
+			return c;
+		*tier = LVS_TIER_NEW;
+	}
+	if (!first)
+		w = filter_word(flt, LVS_FILTER_CONNS, *slot);
+	if (!(w & LVS_FILTER_NEW_BITS))
 		return 0;
 	c = syn6.lookup(&pkt->tuple);
 	asm volatile("" : "+r"(c));
@@ -176,7 +191,7 @@ static __always_inline struct lvs_conn *conn_find(struct packet *pkt, struct lvs
 static __always_inline int conn_store_new(struct packet *pkt, struct lvs_conn4_key *k4,
 					  struct lvs_conn *c, struct lvs_filter *flt, u32 slot)
 {
-	filter_set(flt, LVS_FILTER_CONNS, slot);
+	filter_set(flt, LVS_FILTER_CONNS, slot, LVS_TIER_NEW);
 	if (pkt->tuple.family == LVS_AF_INET)
 		return syn4.update(k4, c);
 	return syn6.update(&pkt->tuple, c);
@@ -213,9 +228,8 @@ static __always_inline int conn_settle(struct packet *pkt, struct lvs_conn4_key 
 {
 	int err;
 
-	/* a move: the key's slot is set already, unless a rebuild cleared
-	 * it since */
-	filter_set(flt, LVS_FILTER_CONNS, slot);
+	/* a move: the held tier's bytes of the key's slot */
+	filter_set(flt, LVS_FILTER_CONNS, slot, LVS_TIER_HELD);
 	if (pkt->tuple.family == LVS_AF_INET)
 		err = conns4.insert(k4, c);
 	else

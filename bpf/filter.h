@@ -61,43 +61,58 @@ static __always_inline struct lvs_filter *filter_get(void)
 	return filter.lookup(&zero);
 }
 
-/* A slot's two generations are adjacent bytes: one 16-bit load or store
- * reads or writes both, in one cache line:
- * slots[(kind * LVS_FILTER_SLOTS + slot) * 2 + generation]. Indices are
- * masked: the verifier then knows they are inside slots. */
-#define LVS_FILTER_PAIR(kind, slot) \
-	(((kind) * LVS_FILTER_SLOTS + (slot)) * 2 & ((4 * LVS_FILTER_SLOTS - 1) & ~1u))
+/* The tiers (maps.h): a slot tells a held key from an embryonic one. A new
+ * flow's key mostly collides with embryonic keys only (a flood, a burst of
+ * new clients: the held tier holds established connections and assured
+ * templates), and its embryonic lookup costs little (the insert that
+ * follows reads the same bucket), where a held table's lookup is a cache
+ * and TLB miss of its own (README, "Where the nanoseconds go"). */
+#define LVS_TIER_HELD 0
+#define LVS_TIER_NEW 1
 
-/* 0: no table of this kind holds a key of this slot. Either generation
+/* A slot's four bytes are one word, little-endian:
+ * slots[((kind * LVS_FILTER_SLOTS + slot) * 2 + tier) * 2 + generation]:
+ * one 32-bit load reads both tiers' both generations, a 16-bit store
+ * writes one tier's two. Indices are masked: the verifier then knows they
+ * are inside slots. */
+#define LVS_FILTER_WORD(kind, slot) \
+	(((kind) * LVS_FILTER_SLOTS + (slot)) * 4 & ((8 * LVS_FILTER_SLOTS - 1) & ~3u))
+#define LVS_FILTER_HELD_BITS 0x0000ffffu
+#define LVS_FILTER_NEW_BITS 0xffff0000u
+
+/* 0: no table of this kind holds a key of this slot; a tier's bits
+ * (LVS_FILTER_*_BITS) 0: no table of that tier does. Either generation
  * will do: the one being rebuilt may lack keys, the other has them all, and
- * neither says "absent" for a key that is present. No control word to read:
- * one load, one line. */
-static __always_inline int filter_has(struct lvs_filter *f, u32 kind, u32 slot)
+ * neither says "absent" for a key that is present. No control word to
+ * read: one load, one line. */
+static __always_inline u32 filter_word(struct lvs_filter *f, u32 kind, u32 slot)
 {
-	return *(volatile u16 *)&f->slots[LVS_FILTER_PAIR(kind, slot)];
+	return *(volatile u32 *)&f->slots[LVS_FILTER_WORD(kind, slot)];
 }
 
-/* Before every insert of a key of this kind (see above): 1 in both
- * generations. Only ever 1s: a store that overlaps another's loses none. */
-static __always_inline void filter_set(struct lvs_filter *f, u32 kind, u32 slot)
+/* Before every insert of a key of this kind into this tier (see above): 1
+ * in both generations. Only ever 1s: a store that overlaps another's loses
+ * none. */
+static __always_inline void filter_set(struct lvs_filter *f, u32 kind, u32 slot, int tier)
 {
-	*(volatile u16 *)&f->slots[LVS_FILTER_PAIR(kind, slot)] = 0x0101;
+	*(volatile u16 *)&f->slots[LVS_FILTER_WORD(kind, slot) + (tier & 1) * 2] = 0x0101;
 }
 
-/* The same for callers that do not have the filter at hand (templates). */
-static __always_inline int filter_maybe(u32 kind, u32 slot)
+/* The same for callers that do not have the filter at hand (templates);
+ * without the filter any key may be in either tier. */
+static __always_inline u32 filter_maybe(u32 kind, u32 slot)
 {
 	struct lvs_filter *f = filter_get();
 
-	return !f || filter_has(f, kind, slot);
+	return f ? filter_word(f, kind, slot) : ~0u;
 }
 
-static __always_inline void filter_mark(u32 kind, u32 slot)
+static __always_inline void filter_mark(u32 kind, u32 slot, int tier)
 {
 	struct lvs_filter *f = filter_get();
 
 	if (f)
-		filter_set(f, kind, slot);
+		filter_set(f, kind, slot, tier);
 }
 
 #endif

@@ -33,9 +33,10 @@ struct lvs_tuple {
 	__u32 vaddr[4];
 };
 
-/* "May be present" filters (bpf/filter.h): per kind (connections, templates)
- * and generation, one byte per slot of a hash of the key; 0 in both
- * generations means no table of that kind holds the key. built: the
+/* "May be present" filters (bpf/filter.h): per kind (connections, templates),
+ * tier (held, embryonic) and generation, one byte per slot of a hash of the
+ * key; 0 in both generations means no table of that kind and tier holds the
+ * key. A slot's four bytes are one word: [tier][generation]. built: the
  * generation the agent's last finished rebuild filled (packets never read
  * it). One value, so that one lookup finds it all. 65,536 slots (256 KB in
  * all) stay in cache: 524,288 measured slower for new flows (peerbench c
@@ -50,7 +51,7 @@ struct lvs_tuple {
 #define LVS_FILTER_TEMPLATES 1
 
 struct lvs_filter {
-	__u8 slots[4 * LVS_FILTER_SLOTS];	/* [kind][slot][generation] */
+	__u8 slots[8 * LVS_FILTER_SLOTS];	/* [kind][slot][tier][generation] */
 	__u32 built;
 	/* Set by the agent while few connection slots are set (lvsxdp/
 	 * filter.py): the filter then answers "absent" for most unknown keys

@@ -57,16 +57,24 @@ static __always_inline struct lvs_template *template_lookup(struct lvs_tuple *k,
 							    int filtered)
 {
 	struct lvs_template *t;
+	u32 w = ~0u;
 
 	*tier = LVS_TIER_NEW;
-	if (filtered && !filter_maybe(LVS_FILTER_TEMPLATES, filter_hash_tuple(k)))
+	if (filtered) {
+		w = filter_maybe(LVS_FILTER_TEMPLATES, filter_hash_tuple(k));
+		if (!w)
+			return 0;
+	}
+	if (w & LVS_FILTER_HELD_BITS) {
+		t = templates.lookup(k);
+		asm volatile("" : "+r"(t));
+		*tier = LVS_TIER_HELD;
+		if (t)
+			return t;
+		*tier = LVS_TIER_NEW;
+	}
+	if (!(w & LVS_FILTER_NEW_BITS))
 		return 0;
-	t = templates.lookup(k);
-	asm volatile("" : "+r"(t));
-	*tier = LVS_TIER_HELD;
-	if (t)
-		return t;
-	*tier = LVS_TIER_NEW;
 	t = tpl_new.lookup(k);
 	asm volatile("" : "+r"(t));
 	return t;
@@ -108,7 +116,7 @@ static __always_inline void template_invalidate(struct lvs_tuple *k, struct lvs_
 	copy.flags |= LVS_TPL_F_INVALID;
 	moved = *k;
 	moved.vport = LVS_TPL_PORT_INVALID;
-	filter_mark(LVS_FILTER_TEMPLATES, filter_hash_tuple(&moved));
+	filter_mark(LVS_FILTER_TEMPLATES, filter_hash_tuple(&moved), tier);
 	if (tier == LVS_TIER_HELD)
 		templates.update(&moved, &copy);
 	else
@@ -217,7 +225,8 @@ static __always_inline u32 persist_schedule(struct xdp_md *ctx, int resumed,
 	/* A new template is embryonic, as its connection is; one that replaces
 	 * a dead or invalid held template takes its place there (else the old
 	 * would shadow it). */
-	filter_mark(LVS_FILTER_TEMPLATES, filter_hash_tuple(&k));
+	filter_mark(LVS_FILTER_TEMPLATES, filter_hash_tuple(&k),
+		    t && tier == LVS_TIER_HELD ? LVS_TIER_HELD : LVS_TIER_NEW);
 	if (t && tier == LVS_TIER_HELD)
 		err = templates.update(&k, &fresh);
 	else
@@ -262,7 +271,7 @@ static __always_inline void template_settle(struct lvs_conn *c, struct lvs_tuple
 	}
 	copy.flags |= assured;
 	/* a move, as conn_settle's */
-	filter_mark(LVS_FILTER_TEMPLATES, filter_hash_tuple(&k));
+	filter_mark(LVS_FILTER_TEMPLATES, filter_hash_tuple(&k), LVS_TIER_HELD);
 	err = templates.insert(&k, &copy);
 	if (err) {
 		count_reason(LVS_R_HELD_FULL, 0);

@@ -261,9 +261,9 @@ def sweep(maps: runtime.Maps, config, now: int) -> dict:
     nkeys, nrev = tables.read_map(maps.nat_rev, tables.TUPLE, tables.NAT_REV)
     # Templates are read before connections: a connection that vouches after
     # this read changes its template, which the re-read before a write sees.
-    tkeys, tpl = tables.read_templates(maps)
-    ckeys, conns = tables.read_connections(maps)
-    maps.filter_bytes.finish_rebuild(gen, ckeys, tkeys)
+    tkeys, tpl, theld = tables.read_templates(maps, tiers=True)
+    ckeys, conns, cheld = tables.read_connections(maps, tiers=True)
+    maps.filter_bytes.finish_rebuild(gen, ckeys, tkeys, cheld, theld)
 
     expired = conns["expires"] <= np.uint64(now)
     for i in np.flatnonzero(expired):

@@ -70,6 +70,9 @@ SPARSE_OFFSET = shared.Filter.sparse.offset
 # cache and takes the filter's lines with it: the filter's read first would
 # only add a miss to every known connection's packet (README, "Performance").
 SPARSE_SLOTS = shared.FILTER_SLOTS // 8
+# The tiers of a slot (bpf/filter.h): the held tables' keys, the embryonic's.
+TIER_HELD, TIER_NEW = 0, 1
+TIERS = (TIER_HELD, TIER_NEW)
 
 
 class Filter:
@@ -88,10 +91,11 @@ class Filter:
         self._mm.close()
 
     @staticmethod
-    def _index(kind: int, gen: int, where):
-        """slots[kind][slot][generation]: a slot's two generations share a
-        cache line, so the data plane reads and stores both at once."""
-        return (kind * shared.FILTER_SLOTS + where) * 2 + gen
+    def _index(kind: int, gen: int, where, tier=0):
+        """slots[kind][slot][tier][generation] (tier: TIER_HELD or
+        TIER_NEW): a slot's four bytes are one word, which the data plane
+        reads at once."""
+        return ((kind * shared.FILTER_SLOTS + where) * 2 + tier) * 2 + gen
 
     @property
     def built(self) -> int:
@@ -112,21 +116,26 @@ class Filter:
         generation)."""
         import numpy as np  # noqa: PLC0415
 
-        pairs = self._bytes()[:2 * shared.FILTER_SLOTS].reshape(-1, 2)
-        return int(np.count_nonzero(pairs[:, 0] | pairs[:, 1]))
+        words = self._bytes()[:4 * shared.FILTER_SLOTS].view(np.uint32)
+        return int(np.count_nonzero(words))
 
     def mark(self, kind: int, key: shared.Tuple) -> None:
         """Call before and after inserting key into a table of kind: user
         space is not inside an RCU read-side section, as a program run is,
         so the store after covers a rebuild that cleared between the two
-        and read the key's bucket before the insert."""
+        and read the key's bucket before the insert. Both tiers: user
+        space's inserts are few, and a tier's byte too many costs a lookup,
+        never a key."""
         s = slot(key)
-        for gen in (0, 1):
-            self._mm[self._index(kind, gen, s)] = 1
+        for tier in TIERS:
+            for gen in (0, 1):
+                self._mm[self._index(kind, gen, s, tier)] = 1
 
-    def stored(self, kind: int, gen: int, key: shared.Tuple) -> bool:
-        """The key's byte in one generation."""
-        return bool(self._mm[self._index(kind, gen, slot(key))])
+    def stored(self, kind: int, gen: int, key: shared.Tuple, tiers=None) -> bool:
+        """The key's byte in one generation, in either tier (or in those
+        given)."""
+        s = slot(key)
+        return any(self._mm[self._index(kind, gen, s, t)] for t in (tiers or TIERS))
 
     def maybe(self, kind: int, key: shared.Tuple) -> bool:
         """What a packet reads: either generation's 1."""
@@ -158,15 +167,25 @@ class Filter:
         synchronize()
         return gen
 
-    def finish_rebuild(self, gen: int, conn_keys, tpl_keys) -> None:
+    def finish_rebuild(self, gen: int, conn_keys, tpl_keys, conn_held=None,
+                       tpl_held=None) -> None:
         """Stores the keys read after begin_rebuild: with them, and the keys
         inserted since the clear (stored by their inserts), gen has every
-        key; the next rebuild clears the other."""
+        key; the next rebuild clears the other. *_held: which keys are in
+        the held tier (tables.read_*(tiers=True)); without it a key is
+        stored in both tiers."""
         b = self._bytes()
-        for kind, keys in ((shared.FILTER_CONNS, conn_keys),
-                           (shared.FILTER_TEMPLATES, tpl_keys)):
-            if len(keys):
-                b[self._index(kind, gen, slots(keys))] = 1
+        for kind, keys, held in ((shared.FILTER_CONNS, conn_keys, conn_held),
+                                 (shared.FILTER_TEMPLATES, tpl_keys, tpl_held)):
+            if not len(keys):
+                continue
+            where = slots(keys)
+            if held is None:
+                for tier in TIERS:
+                    b[self._index(kind, gen, where, tier)] = 1
+            else:
+                b[self._index(kind, gen, where[held], TIER_HELD)] = 1
+                b[self._index(kind, gen, where[~held], TIER_NEW)] = 1
         del b  # the mapping cannot close while a view holds it
         self._built[0] = gen
         self.sparse = self.conn_slots_set() < SPARSE_SLOTS
@@ -176,6 +195,6 @@ class Filter:
         from . import tables  # noqa: PLC0415 - tables imports runtime's users
 
         gen = self.begin_rebuild()
-        ckeys, _ = tables.read_connections(maps)
-        tkeys, _ = tables.read_templates(maps)
-        self.finish_rebuild(gen, ckeys, tkeys)
+        ckeys, _, cheld = tables.read_connections(maps, tiers=True)
+        tkeys, _, theld = tables.read_templates(maps, tiers=True)
+        self.finish_rebuild(gen, ckeys, tkeys, cheld, theld)

@@ -122,7 +122,7 @@ FILTER_TEMPLATES = 1
 
 
 class Filter(ctypes.Structure):
-    _fields_ = [("slots", u8 * (4 * FILTER_SLOTS)), ("built", u32),
+    _fields_ = [("slots", u8 * (8 * FILTER_SLOTS)), ("built", u32),
                 ("sparse", u32)]
 
 

@@ -35,15 +35,15 @@ def read_map(m: bpfsys.Map, key_dtype: np.dtype, value_dtype: np.dtype,
     return keys[:n], values[:n]
 
 
-def read_connections(maps) -> tuple[np.ndarray, np.ndarray]:
+def read_connections(maps, tiers: bool = False):
     """Every connection table (IPv4, IPv6; held and embryonic) as one: keys
-    (TUPLE; IPv4 keys widened) and values (CONN)."""
-    k4, c4 = (np.concatenate(a) for a in zip(
-        read_map(maps.conns.v4, CONN4_KEY, CONN), read_map(maps.conns.new4, CONN4_KEY, CONN),
-        strict=True))
-    k6, c6 = (np.concatenate(a) for a in zip(
-        read_map(maps.conns.v6, TUPLE, CONN), read_map(maps.conns.new6, TUPLE, CONN),
-        strict=True))
+    (TUPLE; IPv4 keys widened) and values (CONN); with tiers, also which
+    rows are held (bool)."""
+    parts4 = [read_map(maps.conns.v4, CONN4_KEY, CONN),
+              read_map(maps.conns.new4, CONN4_KEY, CONN)]
+    parts6 = [read_map(maps.conns.v6, TUPLE, CONN), read_map(maps.conns.new6, TUPLE, CONN)]
+    k4, c4 = (np.concatenate(a) for a in zip(*parts4, strict=True))
+    k6, c6 = (np.concatenate(a) for a in zip(*parts6, strict=True))
     ckeys = np.zeros(len(k4) + len(k6), TUPLE)
     ckeys["family"][:len(k4)] = shared.AF_INET
     for name in ("proto", "cport", "vport"):
@@ -51,15 +51,23 @@ def read_connections(maps) -> tuple[np.ndarray, np.ndarray]:
     ckeys["caddr"][:len(k4), 0] = k4["caddr"]
     ckeys["vaddr"][:len(k4), 0] = k4["vaddr"]
     ckeys[len(k4):] = k6
-    return ckeys, np.concatenate([c4, c6])
+    if not tiers:
+        return ckeys, np.concatenate([c4, c6])
+    held = np.concatenate([np.ones(len(parts4[0][0]), bool), np.zeros(len(parts4[1][0]), bool),
+                           np.ones(len(parts6[0][0]), bool), np.zeros(len(parts6[1][0]), bool)])
+    return ckeys, np.concatenate([c4, c6]), held
 
 
-def read_templates(maps) -> tuple[np.ndarray, np.ndarray]:
+def read_templates(maps, tiers: bool = False):
     """Both template tables (held and embryonic) as one: keys (TUPLE) and
-    values (TEMPLATE)."""
-    k, t = zip(read_map(maps.templates.held, TUPLE, TEMPLATE),
-               read_map(maps.templates.new, TUPLE, TEMPLATE), strict=True)
-    return np.concatenate(k), np.concatenate(t)
+    values (TEMPLATE); with tiers, also which rows are held (bool)."""
+    held_part = read_map(maps.templates.held, TUPLE, TEMPLATE)
+    new_part = read_map(maps.templates.new, TUPLE, TEMPLATE)
+    k, t = zip(held_part, new_part, strict=True)
+    if not tiers:
+        return np.concatenate(k), np.concatenate(t)
+    held = np.concatenate([np.ones(len(held_part[0]), bool), np.zeros(len(new_part[0]), bool)])
+    return np.concatenate(k), np.concatenate(t), held
 
 
 def named_refs(maps, now: int) -> set[int]:

@@ -141,3 +141,60 @@ def test_user_space_inserts_store_their_bytes(pcc):
     pcc.maps.templates.update(tpl, shared.Template())
     assert both_generations(pcc, CONNS, key) == [True, True]
     assert both_generations(pcc, TEMPLATES, tpl) == [True, True]
+
+
+def tiers_stored(d, kind, key) -> dict[str, list[bool]]:
+    f = d.maps.filter_bytes
+    return {name: [f.stored(kind, gen, key, tiers=(tier,)) for gen in (0, 1)]
+            for name, tier in (("held", filter_.TIER_HELD), ("new", filter_.TIER_NEW))}
+
+
+@pytest.mark.parametrize("client,vip,real", [(ALICE, VIP, R200),
+                                             (ALICE6, VIP6, "2001:db8:2::200")])
+def test_a_slot_tells_held_keys_from_embryonic_ones(pcc, client, vip, real):
+    """A new connection and its template store their slots' embryonic bytes,
+    the move to the held tier (the client's ACK) the held bytes; the
+    rebuilds store each key in its tier's bytes only."""
+    conn, tpl = tuple_key("tcp", client, 40020, vip, 80), template_key(client, vip)
+    expect_forwarded(pcc, P.tcp(client, 40020, 80, dst=vip), real)
+    for kind, key in ((CONNS, conn), (TEMPLATES, tpl)):
+        assert tiers_stored(pcc, kind, key) == {"held": [False, False], "new": [True, True]}
+    expect_forwarded(pcc, P.tcp(client, 40020, 80, "A", dst=vip), real)
+    for kind, key in ((CONNS, conn), (TEMPLATES, tpl)):
+        assert tiers_stored(pcc, kind, key) == {"held": [True, True], "new": [True, True]}
+    for _ in range(2):
+        pcc.maps.filter_bytes.rebuild(pcc.maps)
+    for kind, key in ((CONNS, conn), (TEMPLATES, tpl)):
+        assert tiers_stored(pcc, kind, key) == {"held": [True, True], "new": [False, False]}
+    expect_forwarded(pcc, P.tcp(client, 40020, 80, "A", dst=vip), real)
+    # the client's next connection finds the held template, its SYN no
+    # held connection: the slot's held bytes are its neighbours' at most
+    expect_forwarded(pcc, P.tcp(client, 40021, 80, dst=vip), real)
+
+
+def test_a_syn_reads_the_held_tier_only_where_its_slot_says_held(pcc):
+    """Trusted as the rest of the filter: a held connection written behind
+    the filter's back whose slot says only "embryonic" is not found by a
+    SYN (it makes a connection of its own in the embryonic tier); once the
+    slot's held bytes are stored it is found, and reused as IPVS reuses a
+    connection in TIME_WAIT."""
+    f = pcc.maps.filter_bytes
+    key = tuple_key("tcp", ALICE, 40030, VIP, 80)
+    now = monotonic_ns()
+    c = shared.Conn(expires=now + 600 * shared.NS, vouched=now + 600 * shared.NS,
+                    real=real_ref(pcc, R100), svc=0, state=shared.S["TIME_WAIT"])
+    k4 = pcc.maps.conns._key4(key)
+    pcc.maps.conns.v4.update(k4, c)
+    s = filter_.slot(key)
+    for gen in (0, 1):
+        f._mm[f._index(CONNS, gen, s, filter_.TIER_NEW)] = 1
+    syn = P.tcp(ALICE, 40030, 80)
+    expect_forwarded(pcc, syn, R200)  # the template's real: scheduled anew
+    assert pcc.maps.conns.new4.lookup(k4) is not None
+    assert pcc.maps.conns.v4.lookup(k4).state == shared.S["TIME_WAIT"]
+    pcc.maps.conns.new4.delete(k4)
+    for gen in (0, 1):
+        f._mm[f._index(CONNS, gen, s, filter_.TIER_HELD)] = 1
+    expect_forwarded(pcc, syn, R200)
+    assert pcc.maps.conns.v4.lookup(k4) is None  # the held one made way
+    assert pcc.maps.conns.new4.lookup(k4).state == shared.S["SYN_RECV"]

@@ -20,6 +20,8 @@ on the same frame, means without the slowest 2%), PCC service -p 360 with
 two -g reals:
 
   a  an ACK of the known, established connection (held tier)
+  aw a, warm: one repeat=--repeat call per variant and run (the kernel's
+     ns per iteration, whole ns, less bare_tx's)
   b  a SYN of a new port of the known client (its template is held)
   c  a SYN of a brand-new client (new template, new connection)
   d  as c, after the embryonic tier was filled past its capacity
@@ -88,11 +90,8 @@ from bench_xdp import (  # noqa: E402
 
 from lvsxdp import bpfsys, loader  # noqa: E402
 
-CASES = ["a", "b", "c", "d", "f"]
-CASE_NAMES = {"a": "known connection", "b": "new conn., client has a template",
-              "c": "brand-new client", "d": "new client, tables full",
-              "f": "non-SYN of no connection"}
-ACTIONS = {"a": XDP_TX, "b": XDP_TX, "c": XDP_TX, "d": XDP_TX, "f": XDP_PASS}
+CASES = ["a", "aw", "b", "c", "d", "f"]
+ACTIONS = {"a": XDP_TX, "aw": XDP_TX, "b": XDP_TX, "c": XDP_TX, "d": XDP_TX, "f": XDP_PASS}
 B_PORTS = range(FIRST_PORT, 65536)
 D_PORT = 30000
 
@@ -115,69 +114,47 @@ class Variant:
 
 # ABLATE_KNOWN_CADDR and ABLATE_KNOWN_REF are defined at compile time: the
 # known client's address as the key holds it and its template's real.
-_FILTERED = "\tif (filtered && !filter_maybe(LVS_FILTER_TEMPLATES, filter_hash_tuple(k)))"
+_CONN_READ = "\t\tif (first) {\n\t\t\tw = filter_word(flt, LVS_FILTER_CONNS, *slot);\n"
+_CONN_ABSENT = "\t\t\tif (!w)\n\t\t\t\treturn 0;\n"
+_TPL_READ = "\t\tw = filter_maybe(LVS_FILTER_TEMPLATES, filter_hash_tuple(k));\n"
+_TPL_ABSENT = _TPL_READ + "\t\tif (!w)\n\t\t\treturn 0;\n"
+_STORE = "\t*(volatile u16 *)&f->slots[LVS_FILTER_WORD(kind, slot) + (tier & 1) * 2] = 0x0101;\n"
+# a SYN (IPv4) returns "no connection" before reading the filter
+NO_CONN_READ = Edit("conn.h", _CONN_READ, "\t\tif (pkt->tcp_flags & TCPF_SYN)\n\t\t\treturn 0;\n"
+                    + _CONN_READ)
+# a new client's template: "absent" without reading the filter
+NO_TPL_READ = Edit("persist.h", _TPL_READ,
+                   "\t\tw = k->caddr[0] == ABLATE_KNOWN_CADDR ? ~0u : 0;\n")
+# The filters' reads, split from what their "maybe" answers let through:
+# in these a SYN's filters are read as before but their answer is taken as
+# "absent" for every client but the known one (true for every SYN of b, c
+# and d), so the table lookups a "maybe" would cost are gone and the reads
+# stay.
+EXACT_CONN = Edit("conn.h", _CONN_ABSENT,
+                  "\t\t\tif (!w | (pkt->tcp_flags & TCPF_SYN))\n\t\t\t\treturn 0;\n")
+EXACT_TPL = Edit("persist.h", _TPL_ABSENT,
+                 _TPL_READ + "\t\tif (!w | (k->caddr[0] != ABLATE_KNOWN_CADDR))\n\t\t\treturn 0;\n")
+NO_STORES = Edit("filter.h", _STORE, "")
+NO_TPL_INSERT = Edit("persist.h", "err = tpl_new.update(&k, &fresh);", "err = 0;")
+NO_CONN_INSERT = Edit("conn.h", "return syn4.update(k4, c);", "return 0;")
 VARIANTS = [
-    Variant("tpl_insert", "the new template's LRU insert (tpl_new.update)",
-            [Edit("persist.h", "err = tpl_new.update(&k, &fresh);", "err = 0;")]),
-    Variant("conn_insert", "the new connection's LRU insert (syn4.update)",
-            [Edit("conn.h", "return syn4.update(k4, c);", "return 0;")]),
-    Variant("both_inserts", "both inserts",
-            [Edit("persist.h", "err = tpl_new.update(&k, &fresh);", "err = 0;"),
-             Edit("conn.h", "return syn4.update(k4, c);", "return 0;")]),
-    Variant("filter_stores", "the filters' stores before each insert",
-            [Edit("filter.h", "\t*(volatile u16 *)&f->slots[LVS_FILTER_PAIR(kind, slot)] = 0x0101;",
-                  "")]),
+    Variant("tpl_insert", "the new template's LRU insert (tpl_new.update)", [NO_TPL_INSERT]),
+    Variant("conn_insert", "the new connection's LRU insert (syn4.update)", [NO_CONN_INSERT]),
+    Variant("both_inserts", "both inserts", [NO_TPL_INSERT, NO_CONN_INSERT]),
+    Variant("filter_stores", "the filters' stores before each insert", [NO_STORES]),
     Variant("conn_filter", "the connection filter's read before the tables (a SYN: and "
-            "what it lets through)",
-            [Edit("conn.h", "\t\tif (first && !filter_has(flt, LVS_FILTER_CONNS, *slot))\n"
-                  "\t\t\treturn 0;", "\t\tif (pkt->tcp_flags & TCPF_SYN)\n\t\t\treturn 0;")],
-            changes="f"),
+            "what it lets through)", [NO_CONN_READ]),
     Variant("tpl_filter", "the template filter's read for a new client (and what it "
-            "lets through)",
-            [Edit("persist.h", _FILTERED, "\tif (filtered && k->caddr[0] != ABLATE_KNOWN_CADDR)")]),
-    # The filters' reads, split from what their "maybe" answers let through:
-    # in these variants a SYN's filters are read as before but their answer
-    # is taken as "absent" for every client but the known one (true for
-    # every SYN of b, c and d), so the table lookups a "maybe" would cost are
-    # gone and the reads stay.
+            "lets through)", [NO_TPL_READ]),
     Variant("filters_exact", "what the filters' false \"maybe\" answers let through "
-            "(table lookups of absent keys)",
-            [Edit("conn.h", "\t\tif (first && !filter_has(flt, LVS_FILTER_CONNS, *slot))\n"
-                  "\t\t\treturn 0;",
-                  "\t\tif (first && (!filter_has(flt, LVS_FILTER_CONNS, *slot) |\n"
-                  "\t\t\t      (pkt->tcp_flags & TCPF_SYN)))\n\t\t\treturn 0;"),
-             Edit("persist.h", _FILTERED,
-                  "\tif (filtered && (!filter_maybe(LVS_FILTER_TEMPLATES, filter_hash_tuple(k)) |\n"
-                  "\t\t\t (k->caddr[0] != ABLATE_KNOWN_CADDR)))")]),
+            "(table lookups of absent keys)", [EXACT_CONN, EXACT_TPL]),
     Variant("filter_reads", "the filters' reads themselves (from filters_exact)",
-            [Edit("conn.h", "\t\tif (first && !filter_has(flt, LVS_FILTER_CONNS, *slot))\n"
-                  "\t\t\treturn 0;", "\t\tif (pkt->tcp_flags & TCPF_SYN)\n\t\t\treturn 0;"),
-             Edit("persist.h", _FILTERED,
-                  "\tif (filtered && k->caddr[0] != ABLATE_KNOWN_CADDR)")],
-            changes="f", ref="filters_exact"),
+            [NO_CONN_READ, NO_TPL_READ], ref="filters_exact"),
     Variant("exact_stores", "the filters' stores (from filters_exact)",
-            [Edit("conn.h", "\t\tif (first && !filter_has(flt, LVS_FILTER_CONNS, *slot))\n"
-                  "\t\t\treturn 0;",
-                  "\t\tif (first && (!filter_has(flt, LVS_FILTER_CONNS, *slot) |\n"
-                  "\t\t\t      (pkt->tcp_flags & TCPF_SYN)))\n\t\t\treturn 0;"),
-             Edit("persist.h", _FILTERED,
-                  "\tif (filtered && (!filter_maybe(LVS_FILTER_TEMPLATES, filter_hash_tuple(k)) |\n"
-                  "\t\t\t (k->caddr[0] != ABLATE_KNOWN_CADDR)))"),
-             Edit("filter.h", "\t*(volatile u16 *)&f->slots[LVS_FILTER_PAIR(kind, slot)] = 0x0101;",
-                  "")], changes="f", ref="filters_exact"),
+            [EXACT_CONN, EXACT_TPL, NO_STORES], ref="filters_exact"),
     Variant("exact_no_inserts", "filters_exact, and no inserts and no filter stores: the "
             "cold part of a new flow, all at once",
-            [Edit("conn.h", "\t\tif (first && !filter_has(flt, LVS_FILTER_CONNS, *slot))\n"
-                  "\t\t\treturn 0;",
-                  "\t\tif (first && (!filter_has(flt, LVS_FILTER_CONNS, *slot) |\n"
-                  "\t\t\t      (pkt->tcp_flags & TCPF_SYN)))\n\t\t\treturn 0;"),
-             Edit("persist.h", _FILTERED,
-                  "\tif (filtered && (!filter_maybe(LVS_FILTER_TEMPLATES, filter_hash_tuple(k)) |\n"
-                  "\t\t\t (k->caddr[0] != ABLATE_KNOWN_CADDR)))"),
-             Edit("filter.h", "\t*(volatile u16 *)&f->slots[LVS_FILTER_PAIR(kind, slot)] = 0x0101;",
-                  ""),
-             Edit("persist.h", "err = tpl_new.update(&k, &fresh);", "err = 0;"),
-             Edit("conn.h", "return syn4.update(k4, c);", "return 0;")]),
+            [EXACT_CONN, EXACT_TPL, NO_STORES, NO_TPL_INSERT, NO_CONN_INSERT]),
     Variant("tpl_hit", "b's whole template part (filter, lookup, checks, writes, atomic)",
             [Edit("persist.h", "\tt = template_lookup(&k, &tier, 1);",
                   "\tif (k.caddr[0] == ABLATE_KNOWN_CADDR)\n\t\treturn ABLATE_KNOWN_REF;\n"
@@ -368,6 +345,25 @@ class Ablation:
             self.actions.setdefault((case, name), set()).update(acts[vi])
         return out
 
+    def run_warm(self, run: int) -> dict[str, float]:
+        """a warm: one repeat=--repeat call per variant (shuffled order),
+        the kernel's ns per iteration less bare_tx's in a call next to it
+        (bench.h's prologue puts MACs and TTL back each iteration)."""
+        bare_fd = self.progs.fds["bare_tx"]
+        f = self.frames("a", 0, run)[0]
+        order = list(range(len(self.names)))
+        random.Random(run).shuffle(order)
+        out = {}
+        for vi in order:
+            name = self.names[vi]
+            bare = bpfsys.prog_test_run(bare_fd, f, self.args.repeat)[2]
+            act, _, ns = bpfsys.prog_test_run(self.fds[name], f, self.args.repeat)
+            self.actions.setdefault(("aw", name), set()).add(act)
+            if name == "unmodified" and act != XDP_TX:
+                raise BenchError("a warm: the unmodified program did not forward")
+            out[name] = ns - bare
+        return out
+
     def fill(self) -> float:
         """SYNs of new clients past the embryonic tier's capacity, through
         the unmodified program: from here on every insert evicts."""
@@ -402,6 +398,9 @@ class Ablation:
         for r in range(self.args.runs):
             print(f"run {r + 1}/{self.args.runs} ...", file=sys.stderr, flush=True)
             for case in early:
+                if case == "aw":
+                    runs[case].append(self.run_warm(r))
+                    continue
                 start = self.progs.maps.filter_bytes.conn_slots_set()
                 runs[case].append(self.run_case(case, r))
                 self.occupancy.setdefault(case, []).append(
@@ -466,6 +465,8 @@ def parse_args(argv):
                     help="calls per case, variant and run (b and c: keys of their own per "
                          "variant, so calls x variants <= 64,000)")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=200_000,
+                    help="iterations of a's warm figure (one repeat call per variant and run)")
     ap.add_argument("--only", default="", help="comma-separated variant names (default all)")
     ap.add_argument("--no-full", action="store_true", help="skip the fill and case d")
     ap.add_argument("--table-size", type=int, default=1 << 20)
@@ -485,8 +486,8 @@ def parse_args(argv):
     n = len(args.variants) + 1
     if not 100 <= args.calls or args.calls * n > 64000:
         ap.error(f"--calls must be 100..{64000 // n} with {n} programs")
-    if args.runs < 1:
-        ap.error("--runs must be at least 1")
+    if args.runs < 1 or args.repeat < 1000:
+        ap.error("--runs must be at least 1, --repeat at least 1000")
     if Path(args.pin_dir).exists():
         ap.error(f"{args.pin_dir} exists: another run's maps?")
     return args
