@@ -38,11 +38,12 @@ struct lvs_tuple {
  * key; 0 in both generations means no table of that kind and tier holds the
  * key. A slot's four bytes are one word: [tier][generation]. built: the
  * generation the agent's last finished rebuild filled (packets never read
- * it). One value, so that one lookup finds it all. 65,536 slots (256 KB in
- * all) stay in cache: 524,288 measured slower for new flows (peerbench c
- * 2.2-2.3 against 1.9 x Katran), their reads and stores missing as often as
- * the table reads they save. Past some 65,000 keys of a kind it says "maybe"
- * for most keys and costs one cached read more than no filter. */
+ * it). One value, so that one lookup finds it all. 65,536 slots a kind
+ * (512 KB in all, 256 KB before the tiers were told apart) stay in cache:
+ * 524,288 (2 MB) measured slower for new flows (peerbench c 2.2-2.3 against
+ * 1.9 x Katran), their reads and stores missing as often as the table reads
+ * they save. Past some 65,000 keys of a kind and tier it says "maybe" for
+ * most keys and costs one cached read more than no filter. */
 #ifndef LVS_FILTER_BITS
 #define LVS_FILTER_BITS 16
 #endif
