@@ -110,9 +110,10 @@ static __always_inline struct lvs_conn *conn_lookup(struct packet *pkt, struct l
 	struct lvs_conn *c;
 	/* A SYN mostly opens a connection: the filter before both tiers. Any
 	 * other packet mostly belongs to an established one: while the filter
-	 * is sparse (few connections: it says "absent" for most unknown keys
-	 * and stays in cache) it is read first all the same, which turns away
-	 * a flood of unknown non-SYNs with a cached read; once it is not (the
+	 * is sparse (few held connections: it says "held: absent" for most
+	 * unknown keys and stays in cache) it is read first all the same, which
+	 * turns away a flood of unknown non-SYNs with a cached read (and one
+	 * embryonic lookup where its slot says "embryonic"); once it is not (the
 	 * agent judges, lvsxdp/filter.py), the held tier first, as the
 	 * filter's read then misses like a table's (tools/bench_xdp.py's
 	 * scale: 1,204 -> 1,394 ns per packet at a million connections), and

@@ -54,8 +54,8 @@ struct lvs_tuple {
 struct lvs_filter {
 	__u8 slots[8 * LVS_FILTER_SLOTS];	/* [kind][slot][tier][generation] */
 	__u32 built;
-	/* Set by the agent while few connection slots are set (lvsxdp/
-	 * filter.py): the filter then answers "absent" for most unknown keys
+	/* Set by the agent while few connection slots say "held" (lvsxdp/
+	 * filter.py): the filter then answers "not held" for most unknown keys
 	 * and stays in cache, so a non-SYN reads it before the held tier
 	 * (bpf/conn.h). A word of its own: the agent stores it alone. */
 	__u32 sparse;

@@ -64,15 +64,19 @@ def synchronize() -> None:
 BUILT_OFFSET = shared.Filter.built.offset
 SPARSE_OFFSET = shared.Filter.sparse.offset
 # A non-SYN reads the connection filter before the held tier while fewer
-# than this many of its slots say "maybe" (an eighth: some 8,700 keys). The
-# filter then turns most unknown keys away with a read that stays in cache;
-# past it, its "absent" gets rare while the held table grows out of the
-# cache and takes the filter's lines with it: the filter's read first would
-# only add a miss to every known connection's packet (README, "Performance").
+# than this many of its slots say "maybe" for the held tier (an eighth: some
+# 8,700 held keys; embryonic keys, a flood's or a burst of new clients',
+# do not count: they cost the held table no lookup). The filter then turns
+# most unknown keys away from the held table with a read that stays in
+# cache; past it, its "absent" gets rare while the held table grows out of
+# the cache and takes the filter's lines with it: the filter's read first
+# would only add a miss to every known connection's packet (README,
+# "Performance").
 SPARSE_SLOTS = shared.FILTER_SLOTS // 8
 # The tiers of a slot (bpf/filter.h): the held tables' keys, the embryonic's.
 TIER_HELD, TIER_NEW = 0, 1
 TIERS = (TIER_HELD, TIER_NEW)
+HELD_BITS = 0x0000FFFF  # a slot's word, little-endian: the held tier's two bytes
 
 
 class Filter:
@@ -118,6 +122,14 @@ class Filter:
 
         words = self._bytes()[:4 * shared.FILTER_SLOTS].view(np.uint32)
         return int(np.count_nonzero(words))
+
+    def held_conn_slots_set(self) -> int:
+        """How many connection slots say "maybe" for the held tier: what a
+        non-SYN's read of the filter before the held table can save."""
+        import numpy as np  # noqa: PLC0415
+
+        words = self._bytes()[:4 * shared.FILTER_SLOTS].view(np.uint32)
+        return int(np.count_nonzero(words & np.uint32(HELD_BITS)))
 
     def mark(self, kind: int, key: shared.Tuple) -> None:
         """Call before and after inserting key into a table of kind: user
@@ -188,7 +200,7 @@ class Filter:
                 b[self._index(kind, gen, where[~held], TIER_NEW)] = 1
         del b  # the mapping cannot close while a view holds it
         self._built[0] = gen
-        self.sparse = self.conn_slots_set() < SPARSE_SLOTS
+        self.sparse = self.held_conn_slots_set() < SPARSE_SLOTS
 
     def rebuild(self, maps) -> None:
         """A whole rebuild, reading the tables itself."""

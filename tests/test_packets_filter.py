@@ -198,3 +198,22 @@ def test_a_syn_reads_the_held_tier_only_where_its_slot_says_held(pcc):
     expect_forwarded(pcc, syn, R200)
     assert pcc.maps.conns.v4.lookup(k4) is None  # the held one made way
     assert pcc.maps.conns.new4.lookup(k4).state == shared.S["SYN_RECV"]
+
+
+def test_embryonic_keys_leave_the_filter_sparse(pcc):
+    """Sparse is judged on the held tier's bytes: a filter whose every slot
+    says "embryonic: maybe" (a flood, a burst of new clients) is still read
+    first by a non-SYN, which then skips the held table and finds an
+    embryonic connection where there is one."""
+    f = pcc.maps.filter_bytes
+    key = tuple_key("tcp", ALICE, 40040, VIP, 80)
+    expect_forwarded(pcc, P.tcp(ALICE, 40040, 80), R200)  # embryonic
+    words = f._bytes()[:4 * shared.FILTER_SLOTS].reshape(-1, 4)
+    words[:, 2:4] = 1  # every connection slot: embryonic, both generations
+    del words
+    f.rebuild(pcc.maps)
+    assert f.conn_slots_set() == shared.FILTER_SLOTS
+    assert f.sparse and f.held_conn_slots_set() < filter_.SPARSE_SLOTS
+    expect_left_alone(pcc, P.tcp(ALICE, 40041, 80, "A"), "XDP_PASS", "not_syn")
+    expect_forwarded(pcc, P.tcp(ALICE, 40040, 80, "A"), R200)  # established: held
+    assert pcc.maps.conns.v4.lookup(pcc.maps.conns._key4(key)) is not None
