@@ -633,9 +633,9 @@ def as_ipvs(rig: Rig) -> None:
 
 
 def as_ceiling(rig: Rig) -> None:
-    real_mac = rig.mac("real1")
+    macs = " ".join(rig.mac(r) for r in REALS)
     rig.sh("director", "/usr/sbin/ipvsadm -C\n"
-           f"setsid nohup python3 /tmp/xdp_ceiling.py {LAN} {VIP} {real_mac} "
+           f"setsid nohup python3 /tmp/xdp_ceiling.py {LAN} {VIP} {macs} "
            "> /tmp/ceiling.log 2>&1 < /dev/null & echo $! > /tmp/ceiling.pid\n"
            "for i in $(seq 300); do\n"
            "  grep -q '^ceiling on' /tmp/ceiling.log && exit 0; sleep 1\n"
