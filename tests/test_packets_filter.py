@@ -105,9 +105,9 @@ def test_packets_trust_the_filter_unless_it_says_maybe_everywhere(pcc):
 def test_a_sparse_filter_is_read_before_the_held_tier_and_the_agent_says_when(pcc):
     """While few connection slots are set, a non-SYN reads the filter first:
     a held connection written behind its back is then not found (a flood of
-    unknown ACKs costs a cached read each); the rebuild that finds more than
-    an eighth of the slots set turns that off, and the held tier is read
-    first again."""
+    unknown ACKs costs a cached read each); the rebuild that finds half of
+    the slots set or more turns that off, and the held tier is read first
+    again."""
     f = pcc.maps.filter_bytes
     assert f.sparse  # the fixture's rebuilds found few keys
     key = tuple_key("tcp", ALICE, 40010, VIP, 80)
@@ -122,7 +122,7 @@ def test_a_sparse_filter_is_read_before_the_held_tier_and_the_agent_says_when(pc
     f.sparse = False
     expect_forwarded(pcc, ack, R100)
     f.sparse = True
-    # a rebuild that finds more than an eighth of the slots set: here the
+    # a rebuild that finds half of the slots set or more: here the
     # all-1s generation the first rebuild after all_maybe leaves alone
     f.all_maybe()
     assert not f.sparse
