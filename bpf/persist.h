@@ -225,9 +225,9 @@ static __always_inline u32 persist_schedule(struct xdp_md *ctx, int resumed,
 	/* A new template is embryonic, as its connection is; one that replaces
 	 * a dead or invalid held template takes its place there (else the old
 	 * would shadow it). */
-	filter_mark(LVS_FILTER_TEMPLATES, filter_hash_tuple(&k),
-		    t && tier == LVS_TIER_HELD ? LVS_TIER_HELD : LVS_TIER_NEW);
-	if (t && tier == LVS_TIER_HELD)
+	tier = t && tier == LVS_TIER_HELD ? LVS_TIER_HELD : LVS_TIER_NEW;
+	filter_mark(LVS_FILTER_TEMPLATES, filter_hash_tuple(&k), tier);
+	if (tier == LVS_TIER_HELD)
 		err = templates.update(&k, &fresh);
 	else
 		err = tpl_new.update(&k, &fresh);

@@ -117,21 +117,14 @@ class Filter:
     def sparse(self, value: bool) -> None:
         self._sparse[0] = int(value)
 
-    def conn_slots_set(self) -> int:
+    def conn_slots_set(self, held: bool = False) -> int:
         """How many connection slots a packet reads as "maybe" (either
-        generation)."""
+        generation); held: for the held tier only, what a non-SYN's read of
+        the filter before the held table can save (the agent's "sparse")."""
         import numpy as np  # noqa: PLC0415
 
         words = self._bytes()[:4 * shared.FILTER_SLOTS].view(np.uint32)
-        return int(np.count_nonzero(words))
-
-    def held_conn_slots_set(self) -> int:
-        """How many connection slots say "maybe" for the held tier: what a
-        non-SYN's read of the filter before the held table can save."""
-        import numpy as np  # noqa: PLC0415
-
-        words = self._bytes()[:4 * shared.FILTER_SLOTS].view(np.uint32)
-        return int(np.count_nonzero(words & np.uint32(HELD_BITS)))
+        return int(np.count_nonzero(words & np.uint32(HELD_BITS if held else 0xFFFFFFFF)))
 
     def mark(self, kind: int, key: shared.Tuple) -> None:
         """Call before and after inserting key into a table of kind: user
@@ -202,7 +195,7 @@ class Filter:
                 b[self._index(kind, gen, where[~held], TIER_NEW)] = 1
         del b  # the mapping cannot close while a view holds it
         self._built[0] = gen
-        self.sparse = self.held_conn_slots_set() < SPARSE_SLOTS
+        self.sparse = self.conn_slots_set(held=True) < SPARSE_SLOTS
 
     def rebuild(self, maps) -> None:
         """A whole rebuild, reading the tables itself."""

@@ -127,11 +127,11 @@ def test_a_sparse_filter_is_read_before_the_held_tier_and_the_agent_says_when(pc
     f.all_maybe()
     assert not f.sparse
     f.rebuild(pcc.maps)
-    assert f.conn_slots_set() >= filter_.SPARSE_SLOTS
+    assert f.conn_slots_set(held=True) >= filter_.SPARSE_SLOTS
     assert not f.sparse
     expect_forwarded(pcc, ack, R100)
     f.rebuild(pcc.maps)  # both rebuilt: only the keys the tables hold
-    assert f.sparse and f.conn_slots_set() < filter_.SPARSE_SLOTS
+    assert f.sparse and f.conn_slots_set(held=True) < filter_.SPARSE_SLOTS
     assert f.maybe(CONNS, key)  # read by the rebuilds
 
 
@@ -213,7 +213,7 @@ def test_embryonic_keys_leave_the_filter_sparse(pcc):
     del words
     f.rebuild(pcc.maps)
     assert f.conn_slots_set() == shared.FILTER_SLOTS
-    assert f.sparse and f.held_conn_slots_set() < filter_.SPARSE_SLOTS
+    assert f.sparse and f.conn_slots_set(held=True) < filter_.SPARSE_SLOTS
     expect_left_alone(pcc, P.tcp(ALICE, 40041, 80, "A"), "XDP_PASS", "not_syn")
     expect_forwarded(pcc, P.tcp(ALICE, 40040, 80, "A"), R200)  # established: held
     assert pcc.maps.conns.v4.lookup(pcc.maps.conns._key4(key)) is not None
