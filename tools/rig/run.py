@@ -806,14 +806,16 @@ def timed(name: str):
 
 def up(daemons: Daemons) -> Rig:
     daemons.ensure()
+    if (CACHE / "vagrant-dot").exists() or rig_domains():
+        # An interrupted run's VMs make a parallel `vagrant up` fail. Before
+        # the box step: Vagrant's box command makes vagrant-dot, and destroy()
+        # removes the wheels that step builds.
+        log("a rig of an earlier run is still there: destroying it first")
+        destroy()
     with timed("box"):
         box = ensure_box()
         add_box(box)
         build_dist()
-    if (CACHE / "vagrant-dot").exists() or rig_domains():
-        # An interrupted run's VMs make a parallel `vagrant up` fail.
-        log("a rig of an earlier run is still there: destroying it first")
-        destroy()
     if virsh("pool-info", "default").returncode != 0:
         # vagrant-libvirt defines libvirt's "default" pool when there is none
         POOL_STAMP.touch()
