@@ -9,7 +9,9 @@ lookup), but the agent:
     kernel to keep each real's neighbour entry on that interface resolved
     (managed neighbours) and writes route and MAC changes into the maps: a
     real whose MAC is lost, or that no served interface reaches, gets no
-    new work until it is back;
+    new work until it is back. It reads them when the kernel's rtnetlink
+    news says something changed (and every NET_RESYNC seconds in case), so
+    that an idle director's agent asks the kernel nothing;
   - removes expired connections and dead templates, so tables and listings
     hold only live entries;
   - lowers each template's ctl_until to what its connections now need,
@@ -46,9 +48,10 @@ SWEEP_EVERY = 1.0
 # from the reals' MACs. Expiry does not wait for it (the data plane checks).
 SWEEP_SHARE = 0.1
 NUD_MANAGED = 1  # NTF_EXT_MANAGED in NDA_FLAGS_EXT
-# Route lookups cost a netlink round trip per real: once a second, and at
-# once when the configuration changes.
-ROUTE_EVERY = 1.0
+# Routes and neighbours are read again when the kernel tells of a change
+# (routes.NetWatch) or the configuration changes, and otherwise only this
+# often, in case a change went untold: an idle agent asks the kernel nothing.
+NET_RESYNC = 10.0
 
 
 class Agent:
@@ -63,7 +66,8 @@ class Agent:
         self.config = runtime.load_config(self.paths)
         self.macs: dict = {}  # real address -> plan.Hop in the maps
         self.routes: dict = {}  # real address -> routes.Route
-        self.next_routes = 0.0
+        self.netwatch = routes.NetWatch()  # before the first read: no news is lost
+        self.next_net = 0.0
         self.ifaces = routes.served(self.ipr, routes.served_ports(self.maps))
         self.marks_in: tuple | None = None  # the mark rules the maps hold
         self.skipped_rules: list[dict] | None = None
@@ -159,10 +163,11 @@ class Agent:
                 self.config = runtime.load_config(self.paths)
                 self.config_mtime = mtime
             addrs = {r.addr for s in self.config.services for r in s.reals}
-            if changed or time.monotonic() >= self.next_routes:
+            macs = self.macs
+            if self.netwatch.changed() or changed or time.monotonic() >= self.next_net:
                 self.follow_routes(addrs)
-            self.ensure_managed()
-            macs = routes.hops(self.ipr, self.routes, self.ifaces)
+                self.ensure_managed()
+                macs = routes.hops(self.ipr, self.routes, self.ifaces)
             marks_in = (kernel_rules, [r.to_dict() for r in self.config.mark_rules])
             if marks_in != self.marks_in:
                 try:
@@ -204,7 +209,7 @@ class Agent:
             elif not r.unreachable and old is not None and old.unreachable:
                 log.info("real %s reachable again (ifindex %d)", addr, r.ifindex)
         self.routes = new
-        self.next_routes = time.monotonic() + ROUTE_EVERY
+        self.next_net = time.monotonic() + NET_RESYNC
 
     def ensure_managed(self) -> None:
         """A managed neighbour entry per real on its egress interface: the

@@ -31,6 +31,46 @@ RTN_NAMES = {3: "a broadcast address", 4: "an anycast address", 5: "a multicast 
 NUD_USABLE = 0x02 | 0x04 | 0x08 | 0x10 | 0x40 | 0x80
 
 
+# The kernel's rtnetlink groups whose news can change a real's hop: links
+# (an interface's MAC, MTU, state), neighbours (a real's MAC found, changed,
+# failed), addresses and routes (which interface reaches a real, from what).
+RTMGRP_LINK, RTMGRP_NEIGH = 0x1, 0x4
+RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE = 0x10, 0x40
+RTMGRP_IPV6_IFADDR, RTMGRP_IPV6_ROUTE = 0x100, 0x400
+HOP_GROUPS = (RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE
+              | RTMGRP_IPV6_IFADDR | RTMGRP_IPV6_ROUTE)
+
+
+class NetWatch:
+    """Whether anything that decides a real's hop may have changed since the
+    last call: the kernel's own rtnetlink notifications (as keepalived and
+    routing daemons follow the kernel), so that an idle director asks the
+    kernel nothing. The messages are not parsed: any news means "read the
+    routes and neighbours again", and a lost one (the socket's buffer ran
+    over: ENOBUFS) means the same."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK,
+                                  socket.NETLINK_ROUTE)
+        self.sock.bind((0, HOP_GROUPS))
+
+    def changed(self) -> bool:
+        news = False
+        while True:
+            try:
+                if not self.sock.recv(65536):
+                    return news
+            except BlockingIOError:
+                return news
+            except OSError as e:
+                if e.errno != errno.ENOBUFS:
+                    raise
+            news = True
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 @dataclass(frozen=True)
 class Iface:
     """An interface lvsxdp serves: slot 0 is the VIP side."""

@@ -93,3 +93,36 @@ def test_a_real_added_while_the_agent_is_down_gets_its_mac_from_the_kernel(tmp_p
                     valid = bool(r.flags & shared.REAL_F_MAC_VALID)
                     seen[addr] = ":".join(f"{b:02x}" for b in r.mac) if valid else None
         assert seen == {**known, "198.18.2.200": None, "2001:db8:2::200": None}
+
+
+def _real_macs(ns: str) -> dict:
+    with runtime.Maps(runtime.PIN_ROOT / ns) as maps:
+        return {str(shared.words_addr(r.family, r.addr)):
+                ":".join(f"{b:02x}" for b in r.mac) if r.flags & shared.REAL_F_MAC_VALID else None
+                for _, r in maps.reals.used() if r.flags & shared.REAL_F_AVAILABLE}
+
+
+def test_the_agent_follows_a_reals_new_mac_when_the_kernel_tells_of_it(tmp_path):
+    """The agent reads routes and neighbours again when the kernel's
+    rtnetlink news says something changed, not on a timer: a real's new MAC
+    is in the maps well before the agent's periodic re-read would find it."""
+    from lvsxdp.agent import NET_RESYNC
+
+    with namespaces(tmp_path, "lxw", 1) as ((ns,), env):
+        run(ns, "ip", "addr", "add", "198.18.2.2/24", "dev", "eth0")
+        run(ns, "ip", "neigh", "replace", "198.18.2.100", "lladdr", "02:00:00:00:0a:01",
+            "dev", "eth0", "nud", "permanent")
+        lvsxdp(env, ns, "up", "eth0", "--mode", "generic", "--conns", "4096",
+               "--templates", "4096")
+        lvsxdp(env, ns, "ipvsadm", "-A", "-t", "198.18.2.1:80", "-s", "rr")
+        lvsxdp(env, ns, "ipvsadm", "-a", "-t", "198.18.2.1:80", "-r", "198.18.2.100", "-g")
+        assert _real_macs(ns) == {"198.18.2.100": "02:00:00:00:0a:01"}
+        # the configuration change made the agent read everything: its next
+        # periodic read is NET_RESYNC away
+        for mac in ("02:00:00:00:0a:02", "02:00:00:00:0a:03"):
+            run(ns, "ip", "neigh", "replace", "198.18.2.100", "lladdr", mac, "dev", "eth0",
+                "nud", "permanent")
+            began = time.monotonic()
+            while _real_macs(ns) != {"198.18.2.100": mac}:
+                assert time.monotonic() - began < NET_RESYNC / 3, _real_macs(ns)
+                time.sleep(0.05)
