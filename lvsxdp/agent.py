@@ -288,15 +288,16 @@ def sweep(maps: runtime.Maps, config, now: int) -> dict:
     svc = np.minimum(conns["svc"], shared.MAX_SERVICES - 1)
     held = params.persistent[svc]
     owners = tables.template_keys(ckeys[held], svc[held], params)
-    need = tables.latest_per_template(tkeys, owners, conns["vouched"][held])
+    vouched = conns["vouched"][held]
+    per_template = tables.PerTemplate(tkeys, owners)
+    need = per_template.latest(vouched)
     # A template whose timer already runs a step lives to the step's end
     # (IPVS checks its connections when the timer fires): never below
     # min(ctl_until, now), which persist.h's template_alive turns into that.
     need = np.maximum(need, np.minimum(tpl["ctl_until"], np.uint64(now)))
     is_open = (conns["flags"][held] & shared.CONN_F_OPEN) != 0
-    n_open = tables.count_per_template(tkeys, owners[is_open])
-    closing = tables.latest_per_template(tkeys, owners[~is_open],
-                                         conns["vouched"][held][~is_open])
+    n_open = per_template.count(is_open)
+    closing = per_template.latest(vouched, ~is_open)
 
     dead = np.uint64(now) >= tables.dead_at(tpl, step)
     for i in np.flatnonzero(dead | (need < tpl["ctl_until"])):

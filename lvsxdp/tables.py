@@ -179,39 +179,42 @@ def _join(tkeys: np.ndarray, ckeys: np.ndarray) -> tuple[np.ndarray, np.ndarray,
     return inverse.ravel(), pos_of, len(uniq)
 
 
-def count_control(tkeys: np.ndarray, ckeys: np.ndarray) -> np.ndarray:
-    """How many of the connections (by their template keys) each template
-    has: IPVS's n_control."""
-    out = np.zeros(len(tkeys), np.int64)
-    if not len(ckeys) or not len(tkeys):
+class PerTemplate:
+    """Connections grouped by the template key they derive (ckeys, one per
+    connection), matched once against the templates (tkeys): then each
+    aggregate per template, over all the connections or those a mask picks,
+    is one numpy pass (the sweep takes three)."""
+
+    def __init__(self, tkeys: np.ndarray, ckeys: np.ndarray) -> None:
+        self.templates = len(tkeys)
+        self.empty = not len(ckeys) or not len(tkeys)
+        if not self.empty:
+            self.inverse, self.pos, self.groups = _join(tkeys, ckeys)
+            self.matched = self.pos >= 0
+
+    def count(self, where: np.ndarray | None = None) -> np.ndarray:
+        """How many of the connections (where true) each template has:
+        IPVS's n_control for all of them."""
+        out = np.zeros(self.templates, np.int64)
+        if self.empty:
+            return out
+        inverse = self.inverse if where is None else self.inverse[where]
+        counts = np.bincount(inverse, minlength=self.groups)
+        out[self.matched] = counts[self.pos[self.matched]]
         return out
-    inverse, pos, groups = _join(tkeys, ckeys)
-    counts = np.bincount(inverse, minlength=groups)
-    out[pos >= 0] = counts[pos[pos >= 0]]
-    return out
 
-
-def latest_per_template(tkeys: np.ndarray, ckeys: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """The largest value of the connections each template has (0: none)."""
-    out = np.zeros(len(tkeys), np.uint64)
-    if not len(ckeys) or not len(tkeys):
+    def latest(self, values: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:
+        """The largest value of the connections (where true) each template
+        has (0: none)."""
+        out = np.zeros(self.templates, np.uint64)
+        if self.empty:
+            return out
+        inverse, values = (self.inverse, values) if where is None else \
+            (self.inverse[where], values[where])
+        most = np.zeros(self.groups, np.uint64)
+        np.maximum.at(most, inverse, values.astype(np.uint64))
+        out[self.matched] = most[self.pos[self.matched]]
         return out
-    inverse, pos, groups = _join(tkeys, ckeys)
-    most = np.zeros(groups, np.uint64)
-    np.maximum.at(most, inverse, values.astype(np.uint64))
-    out[pos >= 0] = most[pos[pos >= 0]]
-    return out
-
-
-def count_per_template(tkeys: np.ndarray, ckeys: np.ndarray) -> np.ndarray:
-    """How many of the connections each template has."""
-    out = np.zeros(len(tkeys), np.uint32)
-    if not len(ckeys) or not len(tkeys):
-        return out
-    inverse, pos, groups = _join(tkeys, ckeys)
-    counts = np.bincount(inverse, minlength=groups).astype(np.uint32)
-    out[pos >= 0] = counts[pos[pos >= 0]]
-    return out
 
 
 def nat_conn_keys(nkeys: np.ndarray, nrev: np.ndarray) -> np.ndarray:

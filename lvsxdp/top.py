@@ -40,8 +40,8 @@ from .runtime import RuntimeError_
 from .snapshot import template_expire_in
 from .tables import (
     REAL,
+    PerTemplate,
     ServiceParams,
-    count_control,
     dead_at,
     is_active,
     read_connections,
@@ -143,7 +143,8 @@ def read_tables(maps: runtime.Maps, config: Config, reals: np.ndarray | None = N
     params = ServiceParams.of(config)
     svc = np.minimum(conns["svc"], shared.MAX_SERVICES - 1)
     persistent = params.persistent[svc]
-    control = count_control(tkeys, template_keys(ckeys[persistent], svc[persistent], params))
+    control = PerTemplate(tkeys, template_keys(ckeys[persistent], svc[persistent],
+                                                  params)).count()
     return Tables(at=now, step=step, keys=tkeys, tpl=tpl, dead_at=dead_at(tpl, step),
                   control=control, active=active, inactive=inactive,
                   conn_table_size=maps.conns.max_entries,
